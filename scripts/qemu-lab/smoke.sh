@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Smoke test of the real-kernel fixtures: boot intel-flat into a temporary directory and compare
+# its groups.txt and lspci-nnk.txt with the committed ones. Exit 1 (printing the diff) on any
+# difference; print "SKIP" and exit 0 when the host cannot run the lab (no qemu-system-x86_64,
+# no guest kernel, no busybox-static/kmod/cpio/gcc static libc/lspci). No root; about 15-30 s.
+#
+#   smoke.sh [SCENARIO]      (default intel-flat)
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+S=${1:-intel-flat}
+WANT=$REPO/tests/fixtures/qemu/$S
+export PATH=$PATH:/sbin:/usr/sbin
+
+skip() { echo "smoke.sh: SKIP: $*"; exit 0; }
+[ -f "$WANT/groups.txt" ] && [ -f "$WANT/lspci-nnk.txt" ] || { echo "smoke.sh: no committed fixture $WANT" >&2; exit 1; }
+# the committed capture says which kernel it came from; boot that one
+KVER=$(sed -n 's/^kernel: //p' "$WANT/meta.txt")
+[ -n "$KVER" ] || { echo "smoke.sh: $WANT/meta.txt names no kernel" >&2; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+[ -r "/boot/vmlinuz-$KVER" ] || skip "guest kernel /boot/vmlinuz-$KVER not present (fixtures were made with it)"
+[ -d "/lib/modules/$KVER/kernel" ] || skip "modules for $KVER not present in /lib/modules"
+for t in busybox modprobe depmod cpio gzip gcc lspci ldd readelf; do
+	command -v $t >/dev/null || skip "$t not installed"
+done
+file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked' || skip "busybox is not static (apt-get install busybox-static)"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-smoke.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+echo 'int main(void){return 0;}' > "$TMP/t.c"
+gcc -static -o "$TMP/t" "$TMP/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
+
+start=$SECONDS
+if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-180} "$HERE/run.sh" "$S"; then
+	echo "smoke.sh: FAIL: the $S guest did not produce a capture" >&2
+	exit 1
+fi
+GOT=$TMP/fixtures/$S
+rc=0
+for f in groups.txt lspci-nnk.txt; do
+	if ! diff -u "$WANT/$f" "$GOT/$f"; then
+		echo "smoke.sh: FAIL: $f differs from tests/fixtures/qemu/$S/$f (- committed, + this boot)" >&2
+		rc=1
+	fi
+done
+[ $rc -eq 0 ] && echo "smoke.sh: PASS: $S groups.txt and lspci-nnk.txt match the committed capture ($((SECONDS - start))s)"
+exit $rc

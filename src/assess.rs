@@ -1,0 +1,150 @@
+//! Small pure judgements the reading commands show in their headers (is the IOMMU on, and if
+//! not, why and what next). Pure: a function of the snapshot only.
+
+use serde::Serialize;
+
+use crate::model::{IommuVendor, IrqRemapping, Snapshot};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IommuStatus {
+    /// Units registered and groups formed.
+    On,
+    /// Only vfio no-IOMMU groups: devices can be handed out, but nothing is isolated.
+    NoIommuMode,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IommuSummary {
+    pub status: IommuStatus,
+    /// One line: what is the case.
+    pub summary: String,
+    /// Why it is off, in plain words (with the evidence).
+    pub reason: Option<String>,
+    /// What the user can do next.
+    pub next_step: Option<String>,
+}
+
+pub fn summarize_iommu(s: &Snapshot) -> IommuSummary {
+    let st = &s.iommu;
+    let vendor = match st.vendor() {
+        Some(IommuVendor::Intel) => "Intel VT-d",
+        Some(IommuVendor::Amd) => "AMD-Vi",
+        Some(IommuVendor::Other) => "IOMMU",
+        None => "IOMMU",
+    };
+    if st.active() {
+        let units = st.units.len();
+        let irq = match st.irq_remapping {
+            IrqRemapping::Enabled => "interrupt remapping on",
+            IrqRemapping::NotSeen => "interrupt remapping not seen",
+            IrqRemapping::Unknown => "interrupt remapping unknown",
+        };
+        return IommuSummary {
+            status: IommuStatus::On,
+            summary: format!(
+                "on: {vendor}, {units} unit{}, {} group{}, {irq}",
+                plural(units),
+                st.group_count,
+                plural(st.group_count)
+            ),
+            reason: None,
+            next_step: None,
+        };
+    }
+    if s.groups.iter().any(|g| g.is_noiommu()) {
+        return IommuSummary {
+            status: IommuStatus::NoIommuMode,
+            summary: "off: only vfio no-IOMMU groups (no isolation at all)".into(),
+            reason: Some(
+                "vfio.enable_unsafe_noiommu_mode is in use; devices are not isolated from the host"
+                    .into(),
+            ),
+            next_step: Some(
+                "enable the IOMMU in the firmware setup and boot without no-IOMMU mode".into(),
+            ),
+        };
+    }
+    let (reason, next) = off_reason(s);
+    IommuSummary {
+        status: IommuStatus::Off,
+        summary: "off: no IOMMU groups, so no device can be given to a VM".into(),
+        reason: Some(reason),
+        next_step: Some(next),
+    }
+}
+
+fn off_reason(s: &Snapshot) -> (String, String) {
+    let sys = &s.system;
+    let param = |k: &str| sys.cmdline_value(k).and_then(|p| p.value.clone());
+    if let Some(v) = param("iommu").filter(|v| v == "off") {
+        return (
+            format!("the kernel command line says iommu={v} (proc/cmdline)"),
+            "remove iommu=off from the boot loader's kernel parameters and reboot".into(),
+        );
+    }
+    let tables = &s.iommu.firmware_tables;
+    if tables.iter().any(|t| t == "DMAR") {
+        if param("intel_iommu").is_some_and(|v| v.split(',').any(|w| w == "off")) {
+            return (
+                "the firmware has an Intel IOMMU (ACPI DMAR table) but proc/cmdline has intel_iommu=off".into(),
+                "replace intel_iommu=off with intel_iommu=on in the kernel parameters (passthru setup does this)".into(),
+            );
+        }
+        let default_on = sys.kernel_config.iter().any(|(k, v)| {
+            (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON"
+                || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
+                && v == "y"
+        });
+        return if default_on {
+            (
+                "the firmware has an Intel IOMMU (ACPI DMAR table) and the kernel enables it by default, yet no unit is active".into(),
+                "check dmesg for DMAR errors; add intel_iommu=on to rule out a kernel default".into(),
+            )
+        } else {
+            (
+                "the firmware has an Intel IOMMU (ACPI DMAR table) but the kernel did not enable it".into(),
+                "add intel_iommu=on to the kernel parameters and reboot (passthru setup does this)".into(),
+            )
+        };
+    }
+    if tables.iter().any(|t| t == "IVRS") {
+        if param("amd_iommu").is_some_and(|v| v == "off") {
+            return (
+                "the firmware has an AMD IOMMU (ACPI IVRS table) but proc/cmdline has amd_iommu=off".into(),
+                "remove amd_iommu=off from the kernel parameters (the AMD IOMMU is on by default; amd_iommu=on is not a valid value)".into(),
+            );
+        }
+        return (
+            "the firmware has an AMD IOMMU (ACPI IVRS table) but the kernel did not enable it"
+                .into(),
+            "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter".into(),
+        );
+    }
+    if sys.cpu.hypervisor {
+        return (
+            "this host is itself a virtual machine (hypervisor CPU flag) with no virtual IOMMU".into(),
+            "give the VM an emulated IOMMU (QEMU: -device intel-iommu,intremap=on) or run passthru on the physical host".into(),
+        );
+    }
+    let vendor = sys.cpu.vendor_id.as_deref().unwrap_or("");
+    let setting = match vendor {
+        "GenuineIntel" => "VT-d (often under Chipset or System Agent)",
+        "AuthenticAMD" => "IOMMU / AMD-Vi (often under AMD CBS or NBIO)",
+        _ => "VT-d (Intel) or IOMMU/AMD-Vi (AMD)",
+    };
+    (
+        "the firmware announces no IOMMU (no ACPI DMAR or IVRS table in sys/firmware/acpi/tables)"
+            .into(),
+        format!("enable {setting} in the firmware setup, then run passthru list again"),
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

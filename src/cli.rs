@@ -1,0 +1,78 @@
+//! Command-line arguments as the user gave them. Resolving them into a snapshot happens in
+//! `main.rs`; nothing here reads the host.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use passthru::output::style::ColorChoice;
+
+/// Give a GPU to a VM, share it with containers, or find out whether you can: passthru reads
+/// this machine's PCI devices, IOMMU groups, drivers and boot setup.
+#[derive(Debug, Parser)]
+#[command(name = "passthru", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// When to use colour: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 success; 2 error (bad arguments, unreadable --from file); 130 interrupted.";
+
+/// Where the host comes from.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Read the host below DIR instead of / (a fixture tree, or an unpacked scan archive).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PASSTHRU_ROOT",
+        global = true,
+        conflicts_with = "from"
+    )]
+    pub root: Option<PathBuf>,
+
+    /// Work from a snapshot saved by `passthru scan --json` instead of reading a host.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub from: Option<PathBuf>,
+
+    /// PCI ID database for names (default: pci.ids under the root, then the system's).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub pci_ids: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// IOMMU groups and their devices, GPUs highlighted.
+    List(ListArgs),
+    /// Read the whole host into one snapshot: print a summary, the JSON, or an archive.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show each GPU with the devices that share its IOMMU group.
+    #[arg(long)]
+    pub gpus: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Print the snapshot as JSON (save it and pass it to --from later).
+    #[arg(long)]
+    pub json: bool,
+    /// Copy the files passthru reads into FILE.tar.gz, to attach to a bug report or use as a
+    /// test fixture (never reads BARs, ROMs, or more than 64 bytes of config space).
+    #[arg(long, value_name = "FILE.tar.gz", conflicts_with = "from")]
+    pub archive: Option<PathBuf>,
+}

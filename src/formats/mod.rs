@@ -1,0 +1,6 @@
+//! Pure text formats: `parse_*` turns file contents into data, nothing here touches the host.
+
+pub mod cmdline;
+pub mod modprobe;
+pub mod os_release;
+pub mod shell_vars;

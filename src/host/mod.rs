@@ -1,0 +1,168 @@
+//! Reading the host: the only code that touches `sys`, `proc`, `etc`, `boot`, `lib` or `dev`,
+//! always below a [`HostRoot`]. Everything returns data; a missing or garbled file becomes an
+//! [`Issue`](crate::model::Issue), never a panic or an abort.
+
+pub mod archive;
+pub mod boot;
+pub mod drm;
+pub mod iommu;
+pub mod pci;
+pub mod root;
+pub mod system;
+pub mod vfio_config;
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{PciDevice, Snapshot, SnapshotSource, SCHEMA_VERSION};
+use crate::pciids::{lookup_names, PciIds, SYSTEM_PCI_IDS};
+
+pub use root::{HostRoot, RootError};
+
+/// Where names come from.
+#[derive(Debug, Clone, Default)]
+pub enum PciIdsSource {
+    /// pci.ids under the root, then on the real system (`/usr/share/misc/pci.ids` ...).
+    #[default]
+    Search,
+    /// This file (`--pci-ids FILE`).
+    File(PathBuf),
+    /// No names: raw ids only.
+    None,
+}
+
+/// A pci.ids given explicitly that cannot be read is the user's error, not host data.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the PCI ID database {path}: {source}")]
+pub struct PciIdsError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Finds and loads the name database.
+pub fn load_pci_ids(root: &HostRoot, source: &PciIdsSource) -> Result<Option<PciIds>, PciIdsError> {
+    match source {
+        PciIdsSource::None => Ok(None),
+        PciIdsSource::File(path) => PciIds::load(path).map(Some).map_err(|source| PciIdsError {
+            path: path.clone(),
+            source,
+        }),
+        PciIdsSource::Search => {
+            let under_root = SYSTEM_PCI_IDS.iter().map(|rel| root.join(rel));
+            let system = SYSTEM_PCI_IDS.iter().map(|rel| Path::new("/").join(rel));
+            Ok(under_root.chain(system).find_map(|p| PciIds::load(&p).ok()))
+        }
+    }
+}
+
+/// Reads the whole host into one snapshot.
+pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>) -> Snapshot {
+    let mut issues = Vec::new();
+    let mut devices = pci::read_pci_devices(root, &mut issues);
+    for d in &mut devices {
+        name_device(d, ids);
+    }
+    let mut groups = iommu::read_iommu_groups(root, &mut issues);
+    if !root.exists(iommu::IOMMU_GROUPS) && devices.iter().any(|d| d.iommu_group.is_some()) {
+        groups = groups_from_device_links(&mut devices);
+        issues.push(crate::model::Issue::new(
+            iommu::IOMMU_GROUPS,
+            "missing (a trimmed tree?): groups were taken from the devices' iommu_group links",
+        ));
+    }
+    note_group_mismatches(&devices, &groups, &mut issues);
+    let iommu = iommu::read_iommu_state(root, &groups, &mut issues);
+    let system = system::read_system(root, &mut issues);
+    let boot = boot::read_boot(root, &mut issues);
+    let vfio_config = vfio_config::read_vfio_config(root, &system.cmdline_params, &mut issues);
+    let drm = drm::read_drm(root, &mut issues);
+    Snapshot {
+        schema_version: SCHEMA_VERSION,
+        source: SnapshotSource {
+            root: root.path().display().to_string(),
+            pci_ids: ids.map(|i| i.path().display().to_string()),
+            passthru_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        system,
+        iommu,
+        boot,
+        vfio_config,
+        drm,
+        devices,
+        groups,
+        issues,
+    }
+}
+
+/// Fills in names as lspci would print them.
+pub fn name_device(d: &mut PciDevice, ids: Option<&PciIds>) {
+    let n = lookup_names(
+        ids,
+        d.class.map(|c| (c.base(), c.sub())),
+        d.vendor.map(|v| v.0),
+        d.device.map(|v| v.0),
+        d.subsystem_vendor
+            .zip(d.subsystem_device)
+            .map(|(a, b)| (a.0, b.0)),
+    );
+    d.names.name = n.name;
+    d.names.class = n.class;
+    d.names.vendor = n.vendor;
+    d.names.device = n.device;
+    d.names.subsystem = n.subsystem;
+}
+
+/// Rebuilds groups from the devices' own `iommu_group` links, for trees that kept the links
+/// but not `sys/kernel/iommu_groups` (ghw's snapshots do this). The links' dangling targets
+/// are then expected and not reported one by one.
+fn groups_from_device_links(devices: &mut [PciDevice]) -> Vec<crate::model::IommuGroup> {
+    let mut groups: Vec<crate::model::IommuGroup> = Vec::new();
+    for d in devices.iter_mut() {
+        let Some(id) = d.iommu_group.clone() else {
+            continue;
+        };
+        d.issues.retain(|i| !i.path.ends_with("/iommu_group"));
+        match groups.iter_mut().find(|g| g.id == id) {
+            Some(g) => g.devices.push(d.address),
+            None => groups.push(crate::model::IommuGroup {
+                id,
+                kind: None,
+                name: None,
+                devices: vec![d.address],
+            }),
+        }
+    }
+    for g in &mut groups {
+        g.devices.sort();
+    }
+    groups.sort_by(|a, b| crate::model::compare_group_ids(&a.id, &b.id));
+    groups
+}
+
+/// A device whose `iommu_group` link names a group that does not list it (or does not
+/// exist) means a damaged or trimmed tree; say so rather than guess.
+fn note_group_mismatches(
+    devices: &[PciDevice],
+    groups: &[crate::model::IommuGroup],
+    issues: &mut Vec<crate::model::Issue>,
+) {
+    for d in devices {
+        if let Some(id) = &d.iommu_group {
+            match groups.iter().find(|g| &g.id == id) {
+                None => issues.push(crate::model::Issue::new(
+                    format!("{}/{}/iommu_group", pci::PCI_DEVICES, d.address),
+                    format!("names group '{id}', which sys/kernel/iommu_groups does not have"),
+                )),
+                Some(g) if !g.devices.contains(&d.address) => {
+                    issues.push(crate::model::Issue::new(
+                        format!("{}/{id}/devices", iommu::IOMMU_GROUPS),
+                        format!(
+                            "does not list {}, whose iommu_group link names this group",
+                            d.address
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! passthru: read a home server's PCI devices, IOMMU groups, drivers and boot setup into one
+//! snapshot, and (in later stages) judge, plan and apply GPU passthrough from it.
+//!
+//! The flow is read -> snapshot -> check -> plan -> apply. This crate keeps the stages in
+//! separate modules with one direction of use:
+//! - [`model`]: the snapshot types; pure data.
+//! - [`host`]: the only code that reads the host, always below a [`host::HostRoot`].
+//! - [`formats`]: pure `parse_*` functions for the text formats the host uses.
+//! - [`pciids`]: names from pci.ids, formed as lspci forms them.
+//! - [`assess`]: pure judgements shown by the reading commands.
+//! - [`output`]: rendering to any `io::Write`.
+//! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
+
+pub mod assess;
+pub mod formats;
+pub mod host;
+pub mod model;
+pub mod output;
+pub mod pciids;
+pub mod snapshot_io;

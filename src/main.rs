@@ -1,0 +1,136 @@
+//! The `passthru` binary: parse arguments, get a snapshot, run the command, print once.
+
+mod cli;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command, ListArgs, ScanArgs, SourceArgs};
+use passthru::host::{self, HostRoot, PciIdsSource};
+use passthru::model::Snapshot;
+use passthru::output::list::{build_gpus, build_list, render_gpus, render_list};
+use passthru::output::style::{sanitize, Style};
+use passthru::snapshot_io::load_snapshot;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`passthru list | head`) is not a failure.
+            if err.chain().any(|e| {
+                e.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("passthru: error: {}", sanitize(&format!("{err:#}")));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    let style = Style::for_stdout(cli.color);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match &cli.command {
+        Command::List(args) => cmd_list(&cli.source, args, style, &mut out)?,
+        Command::Scan(args) => cmd_scan(&cli.source, args, &mut out)?,
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn host_root(source: &SourceArgs) -> Result<HostRoot> {
+    let path = source.root.clone().unwrap_or_else(|| "/".into());
+    Ok(HostRoot::new(path)?)
+}
+
+/// The snapshot every command works from: read live/under a root, or loaded with --from.
+fn get_snapshot(source: &SourceArgs) -> Result<Snapshot> {
+    if let Some(from) = &source.from {
+        return Ok(load_snapshot(from)?);
+    }
+    let root = host_root(source)?;
+    let ids_source = match &source.pci_ids {
+        Some(p) => PciIdsSource::File(p.clone()),
+        None => PciIdsSource::Search,
+    };
+    let ids = host::load_pci_ids(&root, &ids_source)?;
+    Ok(host::read_snapshot(&root, ids.as_ref()))
+}
+
+fn cmd_list(source: &SourceArgs, args: &ListArgs, style: Style, out: &mut dyn Write) -> Result<()> {
+    let snap = get_snapshot(source)?;
+    if args.gpus {
+        let report = build_gpus(&snap);
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        } else {
+            render_gpus(out, &report, style)?;
+        }
+    } else {
+        let report = build_list(&snap);
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        } else {
+            render_list(out, &report, style)?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_scan(source: &SourceArgs, args: &ScanArgs, out: &mut dyn Write) -> Result<()> {
+    if let Some(path) = &args.archive {
+        let root = host_root(source)?;
+        let summary = host::archive::write_archive(&root, path)
+            .with_context(|| format!("archiving host root {}", root.path().display()))?;
+        eprintln!(
+            "passthru: wrote {}: {} files, {} links, {} directories; {} placeholders listed in UNREADABLE",
+            path.display(),
+            summary.files,
+            summary.links,
+            summary.dirs,
+            summary.unreadable.len()
+        );
+        eprintln!(
+            "passthru: it holds kernel, PCI and boot configuration only; read it before sharing."
+        );
+        return Ok(());
+    }
+    let snap = get_snapshot(source)?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &snap)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let issues: Vec<_> = snap.all_issues().collect();
+    writeln!(
+        out,
+        "Read {} PCI functions ({} GPU), {} IOMMU groups, {} DRM cards from {}.",
+        snap.devices.len(),
+        snap.gpus().count(),
+        snap.groups.len(),
+        snap.drm.len(),
+        sanitize(&snap.source.root)
+    )?;
+    if issues.is_empty() {
+        writeln!(out, "Everything expected was readable.")?;
+    } else {
+        writeln!(out, "{} things could not be read:", issues.len())?;
+        for i in issues {
+            writeln!(out, "  {}: {}", sanitize(&i.path), sanitize(&i.problem))?;
+        }
+    }
+    writeln!(
+        out,
+        "Use --json to save the snapshot, or --archive FILE.tar.gz for a bug report."
+    )?;
+    Ok(())
+}

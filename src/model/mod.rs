@@ -1,0 +1,125 @@
+//! The snapshot: everything passthru knows about one host, as plain serde data.
+//!
+//! Pure: no I/O here. The `host` module fills it from a root directory, `--from` loads it
+//! from JSON, and every command (list, check, setup ...) works only from this type, so a
+//! user's `passthru scan --json` reproduces their host anywhere.
+
+mod pci;
+mod system;
+
+pub use pci::*;
+pub use system::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON document. Bump on any incompatible change to field names or meaning;
+/// adding fields is compatible.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Something that could not be read, and why. Missing hardware is data, not an error: a
+/// reader records an `Issue` and goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    /// Path relative to the host root (`sys/bus/pci/devices/0000:01:00.0/class`).
+    pub path: String,
+    /// What went wrong, in plain words (`"not a hex number: 'garbage'"`).
+    pub problem: String,
+}
+
+impl Issue {
+    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+        Issue {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// One IOMMU group (`sys/kernel/iommu_groups/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommuGroup {
+    /// The directory name. Opaque: usually a number, but not contiguous and not stable
+    /// across hardware changes; compare as strings.
+    pub id: String,
+    /// `type`: `DMA`, `DMA-FQ`, `identity` (iommu=pt), `unmanaged`, `blocked`.
+    pub kind: Option<String>,
+    /// `name`, set to `vfio-noiommu` for no-IOMMU groups (nothing is isolated there).
+    pub name: Option<String>,
+    pub devices: Vec<PciAddress>,
+}
+
+impl IommuGroup {
+    /// No-IOMMU groups exist without any isolation (vfio's unsafe mode).
+    pub fn is_noiommu(&self) -> bool {
+        self.name.as_deref() == Some("vfio-noiommu") || self.id.starts_with("noiommu")
+    }
+}
+
+/// Who made the snapshot, from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSource {
+    /// The host root it was read from (`/` for the live host).
+    pub root: String,
+    /// The pci.ids file names came from, `None` when none was found (raw ids then).
+    pub pci_ids: Option<String>,
+    /// passthru version that read it.
+    pub passthru_version: String,
+}
+
+/// Everything read from one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    pub source: SnapshotSource,
+    pub system: SystemInfo,
+    pub iommu: IommuState,
+    pub boot: BootInfo,
+    pub vfio_config: VfioConfig,
+    pub drm: Vec<DrmCard>,
+    /// Every PCI function, sorted by address.
+    pub devices: Vec<PciDevice>,
+    /// Every IOMMU group, sorted numerically where the ids are numbers.
+    pub groups: Vec<IommuGroup>,
+    /// Host-level things that could not be read (per-device ones live on the device).
+    pub issues: Vec<Issue>,
+}
+
+impl Snapshot {
+    pub fn device(&self, address: &PciAddress) -> Option<&PciDevice> {
+        self.devices
+            .binary_search_by(|d| d.address.cmp(address))
+            .ok()
+            .map(|i| &self.devices[i])
+    }
+
+    pub fn group(&self, id: &str) -> Option<&IommuGroup> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
+    pub fn gpus(&self) -> impl Iterator<Item = &PciDevice> {
+        self.devices.iter().filter(|d| d.is_gpu())
+    }
+
+    /// Devices that belong to no IOMMU group.
+    pub fn ungrouped(&self) -> impl Iterator<Item = &PciDevice> {
+        self.devices.iter().filter(|d| d.iommu_group.is_none())
+    }
+
+    /// Every issue in the snapshot: the host's and each device's.
+    pub fn all_issues(&self) -> impl Iterator<Item = &Issue> {
+        self.issues
+            .iter()
+            .chain(self.devices.iter().flat_map(|d| d.issues.iter()))
+    }
+}
+
+/// Orders group ids numerically when both are numbers, else as strings, so `2` < `10` and
+/// `noiommu-0` sorts after the numbers.
+pub fn compare_group_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}

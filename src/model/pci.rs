@@ -1,0 +1,369 @@
+//! PCI addresses, class codes and the per-function record. Pure data; no I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use super::Issue;
+
+/// A PCI function address, `DDDD:BB:SS.F`.
+///
+/// The domain is 16 bits on most hosts, but Intel VMD exposes 32-bit domains
+/// (`10000:e0:1d.0`), so it is kept as `u32` and printed with at least four digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciAddress {
+    pub domain: u32,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl PciAddress {
+    /// The slot (domain, bus, device) this function belongs to: functions of one slot are one card.
+    pub fn same_slot(&self, other: &PciAddress) -> bool {
+        self.domain == other.domain && self.bus == other.bus && self.device == other.device
+    }
+}
+
+/// Why a string is not a PCI address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a PCI address (expected DDDD:BB:SS.F or BB:SS.F)")]
+pub struct ParseAddressError(pub String);
+
+impl FromStr for PciAddress {
+    type Err = ParseAddressError;
+
+    /// Accepts the full `0000:01:00.0` form and the short `01:00.0` form (domain 0), as lspci does.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseAddressError(s.to_string());
+        let (head, function) = s.rsplit_once('.').ok_or_else(err)?;
+        let mut parts = head.rsplitn(3, ':');
+        let device = parts.next().ok_or_else(err)?;
+        let bus = parts.next().ok_or_else(err)?;
+        let domain = parts.next();
+        let hex = |t: &str, max_len: usize| -> Result<u32, ParseAddressError> {
+            if t.is_empty() || t.len() > max_len || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err());
+            }
+            u32::from_str_radix(t, 16).map_err(|_| err())
+        };
+        let domain = match domain {
+            Some(d) => hex(d, 8)?,
+            None => 0,
+        };
+        let bus = hex(bus, 2)? as u8;
+        let device = hex(device, 2)?;
+        let function = hex(function, 1)?;
+        if device > 0x1f || function > 7 {
+            return Err(err());
+        }
+        Ok(PciAddress {
+            domain,
+            bus,
+            device: device as u8,
+            function: function as u8,
+        })
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+}
+
+impl Serialize for PciAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PciAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The 24-bit PCI class code `0xCCSSPP`: base class, subclass, programming interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClassCode(pub u32);
+
+impl ClassCode {
+    pub fn base(self) -> u8 {
+        (self.0 >> 16) as u8
+    }
+    pub fn sub(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    pub fn prog_if(self) -> u8 {
+        self.0 as u8
+    }
+    /// Base and subclass as lspci prints them in brackets (`0300`).
+    pub fn class16(self) -> u16 {
+        (self.0 >> 8) as u16
+    }
+    /// Any display controller (base class 0x03): VGA 0x0300, 3D 0x0302, display 0x0380.
+    ///
+    /// Matching on class *names* misses 3D and "Display controller" GPUs (ls-iommu#3,
+    /// system76-power#385), so the decision is made on the number.
+    pub fn is_gpu(self) -> bool {
+        self.base() == 0x03
+    }
+    /// VGA-compatible controllers are the only ones the kernel gives a `boot_vga` file.
+    pub fn is_vga(self) -> bool {
+        self.class16() == 0x0300
+    }
+    /// PCI-to-PCI bridges and root/downstream ports (0x0604) and semi-transparent bridges (0x0609).
+    pub fn is_pci_bridge(self) -> bool {
+        matches!(self.class16(), 0x0604 | 0x0609)
+    }
+    /// Any bridge class (host, ISA, PCI ...): base class 0x06.
+    pub fn is_bridge_class(self) -> bool {
+        self.base() == 0x06
+    }
+}
+
+impl fmt::Display for ClassCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:06x}", self.0)
+    }
+}
+
+impl Serialize for ClassCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 6 {
+            return Err(serde::de::Error::custom(format!(
+                "class '{s}' is not 6 hex digits"
+            )));
+        }
+        u32::from_str_radix(&s, 16)
+            .map(ClassCode)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 16-bit PCI id (vendor, device, subsystem), serialised as 4 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciId(pub u16);
+
+impl fmt::Display for PciId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}", self.0)
+    }
+}
+
+impl Serialize for PciId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PciId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 4 {
+            return Err(serde::de::Error::custom(format!(
+                "id '{s}' is not 4 hex digits"
+            )));
+        }
+        u16::from_str_radix(&s, 16)
+            .map(PciId)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Names from pci.ids, resolved when the snapshot was read so that a snapshot moved to
+/// another machine prints the same names. Each is what `lspci -nn` prints for that part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNames {
+    /// `"NVIDIA Corporation GA102 [GeForce RTX 3080]"`: lspci's text before `[vvvv:dddd]`.
+    pub name: String,
+    /// Class name (`"VGA compatible controller"`), lspci's text before `[ccss]`.
+    pub class: String,
+    pub vendor: Option<String>,
+    pub device: Option<String>,
+    /// Subsystem name as lspci prints it after `Subsystem:`.
+    pub subsystem: Option<String>,
+}
+
+/// Reset capabilities as the kernel reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetInfo {
+    /// `reset_method` (kernel 5.15+), in the kernel's priority order. `None`: no such file, which
+    /// on 5.15+ means the device has no reset method at all.
+    pub methods: Option<Vec<String>>,
+    /// The older `reset` file exists (the kernel offers some reset).
+    pub reset_file: bool,
+}
+
+/// Power management state, read without waking the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerInfo {
+    /// `power_state`: `D0`, `D3hot`, `D3cold`, ...
+    pub state: Option<String>,
+    /// `power/runtime_status`: `active`, `suspended`, `unsupported`, ...
+    pub runtime_status: Option<String>,
+    /// `power/control`: `auto` or `on`.
+    pub control: Option<String>,
+    pub d3cold_allowed: Option<bool>,
+}
+
+/// PCIe link as negotiated now and at most.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub current_speed: Option<String>,
+    pub current_width: Option<String>,
+    pub max_speed: Option<String>,
+    pub max_width: Option<String>,
+}
+
+/// SR-IOV physical function capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SriovInfo {
+    pub total_vfs: Option<u32>,
+    pub num_vfs: Option<u32>,
+    /// The VFs' addresses, from the `virtfnN` links, in N order.
+    pub vfs: Vec<PciAddress>,
+}
+
+/// One PCI function as sysfs describes it. `None` means the file was absent; when a file was
+/// present but unreadable or garbled the field is `None` and `issues` says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciDevice {
+    pub address: PciAddress,
+    pub class: Option<ClassCode>,
+    pub vendor: Option<PciId>,
+    pub device: Option<PciId>,
+    pub subsystem_vendor: Option<PciId>,
+    pub subsystem_device: Option<PciId>,
+    pub revision: Option<u8>,
+    pub names: DeviceNames,
+    /// Bound driver name (the `driver` link's target), `None` when unbound.
+    pub driver: Option<String>,
+    /// Module providing that driver (`driver/module`), which can differ from the driver name
+    /// (`xhci_hcd` comes from `xhci_pci`). `None` when built in or unbound.
+    pub driver_module: Option<String>,
+    /// `driver_override`; `None` when unset (`(null)`) or absent.
+    pub driver_override: Option<String>,
+    /// Name of the IOMMU group directory (`"14"`, or `"noiommu-0"`), `None` when not in a group.
+    pub iommu_group: Option<String>,
+    /// `boot_vga`; only VGA-class devices have the file.
+    pub boot_vga: Option<bool>,
+    pub reset: ResetInfo,
+    pub power: PowerInfo,
+    pub numa_node: Option<i32>,
+    pub link: LinkInfo,
+    pub sriov: Option<SriovInfo>,
+    /// The PF this VF belongs to (`physfn` link).
+    pub physfn: Option<PciAddress>,
+    /// mdev types offered (`mdev_supported_types/*`), e.g. vGPU profiles.
+    pub mdev_types: Vec<String>,
+    /// Upstream bridges from the root bus down to the direct parent, from the device's real path.
+    pub parents: Vec<PciAddress>,
+    /// The device is a bridge with a secondary bus (`pci_bus/` exists), as Proxmox decides it.
+    pub has_secondary_bus: bool,
+    pub modalias: Option<String>,
+    /// What could not be read for this device, and why.
+    pub issues: Vec<Issue>,
+}
+
+impl PciDevice {
+    pub fn new(address: PciAddress) -> Self {
+        PciDevice {
+            address,
+            class: None,
+            vendor: None,
+            device: None,
+            subsystem_vendor: None,
+            subsystem_device: None,
+            revision: None,
+            names: DeviceNames::default(),
+            driver: None,
+            driver_module: None,
+            driver_override: None,
+            iommu_group: None,
+            boot_vga: None,
+            reset: ResetInfo::default(),
+            power: PowerInfo::default(),
+            numa_node: None,
+            link: LinkInfo::default(),
+            sriov: None,
+            physfn: None,
+            mdev_types: Vec::new(),
+            parents: Vec::new(),
+            has_secondary_bus: false,
+            modalias: None,
+            issues: Vec::new(),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        self.class.is_some_and(ClassCode::is_gpu)
+    }
+
+    /// A bridge for isolation purposes: PCI bridge class, or a device with a secondary bus.
+    pub fn is_bridge(&self) -> bool {
+        self.has_secondary_bus || self.class.is_some_and(ClassCode::is_pci_bridge)
+    }
+
+    /// `vvvv:dddd`, or `None` when either id is unknown.
+    pub fn vendor_device(&self) -> Option<String> {
+        Some(format!("{}:{}", self.vendor?, self.device?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_round_trips_and_accepts_short_form() {
+        let a: PciAddress = "0000:0b:00.1".parse().unwrap();
+        assert_eq!(a.to_string(), "0000:0b:00.1");
+        let short: PciAddress = "0b:00.1".parse().unwrap();
+        assert_eq!(short, a);
+        let vmd: PciAddress = "10000:e0:1d.0".parse().unwrap();
+        assert_eq!(vmd.domain, 0x10000);
+        assert_eq!(vmd.to_string(), "10000:e0:1d.0");
+    }
+
+    #[test]
+    fn address_rejects_garbage() {
+        for bad in [
+            "",
+            "0000:01:00",
+            "0000:01:20.0",
+            "0000:01:00.8",
+            "zz:00.0",
+            "1:2:3:4.0",
+            "0000:001:00.0",
+            "noiommu-0",
+            "0000:01:00.0x",
+        ] {
+            assert!(bad.parse::<PciAddress>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn class_predicates() {
+        assert!(ClassCode(0x030000).is_gpu() && ClassCode(0x030000).is_vga());
+        assert!(ClassCode(0x030200).is_gpu() && !ClassCode(0x030200).is_vga());
+        assert!(ClassCode(0x038000).is_gpu());
+        assert!(!ClassCode(0x040300).is_gpu());
+        assert!(ClassCode(0x060400).is_pci_bridge());
+        assert!(!ClassCode(0x060000).is_pci_bridge());
+        assert_eq!(ClassCode(0x0c0330).to_string(), "0c0330");
+    }
+}
