@@ -40,13 +40,14 @@ impl PciIds {
         let mut start = 0;
         loop {
             if let Some(&first) = data.get(start) {
-                if first.is_ascii_hexdigit() {
+                // `C xx` opens the class section; 'C' is also a hex digit, so test it first.
+                if first == b'C' && data.get(start + 1) == Some(&b' ') {
+                    classes = Some(start);
+                    break;
+                } else if first.is_ascii_hexdigit() {
                     if let Some(id) = parse_hex4(&data[start..]) {
                         vendors.push((id, start));
                     }
-                } else if first == b'C' && data.get(start + 1) == Some(&b' ') {
-                    classes = Some(start);
-                    break;
                 }
             }
             match memchr::memchr(b'\n', &data[start..]) {
@@ -215,6 +216,9 @@ pub fn lookup_names(
         .zip(class)
         .and_then(|(db, (b, s))| db.class_name(b, s))
         .unwrap_or_else(|| "Class".to_string());
+    // lspci prints no subsystem when its vendor reads 0 (bridges without an SSVID
+    // capability) or 0xffff.
+    let subsystem = subsystem.filter(|(sv, _)| *sv != 0 && *sv != 0xffff);
     let subsystem = match (db, vendor, device, subsystem) {
         (Some(db), Some(v), Some(d), Some((sv, sd))) => {
             let sv_name = db.vendor_name(sv);

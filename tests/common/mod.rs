@@ -1,0 +1,221 @@
+//! Helpers shared by the integration tests: fixture locations, unpacking, running the
+//! binary, and parsing lspci's output (the oracle).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The third-party corpus beside the repository (`../shared/corpus`), present on every
+/// developer machine and in CI. A missing corpus is a broken setup, not a reason to pass.
+pub fn corpus() -> PathBuf {
+    let p = repo().join("../shared/corpus");
+    assert!(
+        p.is_dir(),
+        "the shared corpus is missing at {} (see README)",
+        p.display()
+    );
+    p
+}
+
+/// The pci.ids every test names devices with: Debian 12's, from the corpus, so expected
+/// names do not depend on the machine.
+pub fn pci_ids() -> PathBuf {
+    corpus().join("pci.ids")
+}
+
+pub fn qemu_fixtures() -> Vec<(String, PathBuf)> {
+    let dir = repo().join("tests/fixtures/qemu");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("root.tar.gz").is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 8,
+        "expected the QEMU captures in {}",
+        dir.display()
+    );
+    out
+}
+
+/// Unpacks a .tar.gz into a fresh temporary directory, keeping symlinks as symlinks.
+pub fn unpack(archive: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        std::fs::File::open(archive).unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    ar.set_preserve_permissions(true);
+    ar.unpack(dir.path())
+        .unwrap_or_else(|e| panic!("unpacking {}: {e}", archive.display()));
+    dir
+}
+
+/// Unpacks a fixture archive once per build into the target directory and returns the tree.
+/// Test binaries run in parallel, so each unpacks into a private directory and renames it
+/// into place; the loser of a race just uses the winner's tree.
+pub fn unpacked(archive: &Path) -> PathBuf {
+    let meta = std::fs::metadata(archive).unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = format!(
+        "{}-{}-{mtime}",
+        archive
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy(),
+        meta.len()
+    );
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    let dest = cache.join(&key);
+    if !dest.is_dir() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let tmp = unpack(archive).keep();
+        let staged = cache.join(format!("{key}.{}", std::process::id()));
+        std::fs::rename(&tmp, &staged)
+            .or_else(|_| copy_dir(&tmp, &staged))
+            .unwrap();
+        if std::fs::rename(&staged, &dest).is_err() {
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+    }
+    dest
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    assert!(status.success());
+    std::fs::remove_dir_all(from)
+}
+
+pub fn passthru(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .env_remove("PASSTHRU_ROOT")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running passthru")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Reads a snapshot of a root through the library, naming devices from the corpus pci.ids.
+pub fn snapshot(root: &Path) -> passthru::model::Snapshot {
+    let root = passthru::host::HostRoot::new(root).unwrap();
+    let ids = passthru::pciids::PciIds::load(&pci_ids()).unwrap();
+    passthru::host::read_snapshot(&root, Some(&ids))
+}
+
+/// One device as `lspci -nnk -D` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LspciDevice {
+    pub address: String,
+    pub class_name: String,
+    /// 4 hex digits (`0300`).
+    pub class4: String,
+    pub name: String,
+    pub vendor: String,
+    pub device: String,
+    pub rev: Option<String>,
+    pub subsystem: Option<String>,
+    pub subsystem_ids: Option<String>,
+    pub driver: Option<String>,
+}
+
+/// Parses `lspci -nnk -D` output. Device lines look like
+/// `0000:00:02.0 VGA compatible controller [0300]: NAME [8086:46a6] (rev 0c)`; the name may
+/// itself hold brackets, so the id bracket is taken from the right.
+pub fn parse_lspci_nnk(text: &str) -> Vec<LspciDevice> {
+    let mut out: Vec<LspciDevice> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix('\t') {
+            let cur = out.last_mut().expect("detail line before any device");
+            if let Some(d) = rest.strip_prefix("Kernel driver in use: ") {
+                cur.driver = Some(d.to_string());
+            } else if let Some(s) = rest.strip_prefix("Subsystem: ") {
+                let (name, ids) = split_ids(s);
+                cur.subsystem = Some(name);
+                cur.subsystem_ids = Some(ids);
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with("lspci:") || line.starts_with("pcilib:") {
+            continue;
+        }
+        let (address, rest) = line.split_once(' ').unwrap();
+        let (class_part, rest) = rest.split_once("]: ").unwrap();
+        let (class_name, class4) = class_part.rsplit_once(" [").unwrap();
+        let mut rest = rest.to_string();
+        let mut rev = None;
+        if let Some(i) = rest.rfind(" (rev ") {
+            rev = Some(rest[i + 6..i + 8].to_string());
+            rest.truncate(i);
+        }
+        let (name, ids) = split_ids(&rest);
+        let (vendor, device) = ids.split_once(':').unwrap();
+        out.push(LspciDevice {
+            address: address.to_string(),
+            class_name: class_name.to_string(),
+            class4: class4.to_string(),
+            name,
+            vendor: vendor.to_string(),
+            device: device.to_string(),
+            rev,
+            subsystem: None,
+            subsystem_ids: None,
+            driver: None,
+        });
+    }
+    out
+}
+
+fn split_ids(s: &str) -> (String, String) {
+    let i = s
+        .rfind(" [")
+        .unwrap_or_else(|| panic!("no id bracket in '{s}'"));
+    (s[..i].to_string(), s[i + 2..s.len() - 1].to_string())
+}
+
+/// Whether lspci can be run. Tests that need it fail when it is missing (CI installs
+/// pciutils), unless PASSTHRU_SKIP_LSPCI=1 says the developer knows.
+pub fn require_lspci() -> bool {
+    if Command::new("lspci").arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("PASSTHRU_SKIP_LSPCI").is_some() {
+        eprintln!("lspci not installed: oracle comparison skipped (PASSTHRU_SKIP_LSPCI)");
+        return false;
+    }
+    panic!("lspci (Debian package pciutils) is needed for the oracle tests; install it or set PASSTHRU_SKIP_LSPCI=1");
+}
+
+/// Runs this machine's lspci over a fixture tree, with the corpus pci.ids and without udev's
+/// hwdb (which otherwise fills unknown subsystems with device names).
+pub fn lspci_over(root: &Path) -> String {
+    let out = Command::new("lspci")
+        .args(["-nnk", "-D", "-A", "linux-sysfs", "-O"])
+        .arg(format!("sysfs.path={}", root.join("sys/bus/pci").display()))
+        .args(["-O", "hwdb.disable=1", "-i"])
+        .arg(pci_ids())
+        .output()
+        .expect("running lspci");
+    assert!(
+        out.status.success(),
+        "lspci failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
