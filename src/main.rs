@@ -123,7 +123,7 @@ fn cmd_scan(source: &SourceArgs, args: &ScanArgs, out: &mut dyn Write) -> Result
     if issues.is_empty() {
         writeln!(out, "Everything expected was readable.")?;
     } else {
-        writeln!(out, "{} things could not be read:", issues.len())?;
+        writeln!(out, "{} thing(s) could not be read:", issues.len())?;
         for i in issues {
             writeln!(out, "  {}: {}", sanitize(&i.path), sanitize(&i.problem))?;
         }

@@ -6,12 +6,12 @@ use crate::model::{Snapshot, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading snapshot {path}: {source}")]
+    #[error("reading snapshot {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("snapshot {path} is not a passthru snapshot: {source}")]
+    #[error("snapshot {path} is not a passthru snapshot")]
     Parse {
         path: PathBuf,
         source: serde_json::Error,

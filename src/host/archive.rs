@@ -162,7 +162,7 @@ const PROC_FILES: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("writing archive {path}: {source}")]
+    #[error("writing archive {path}")]
     Write { path: PathBuf, source: io::Error },
 }
 
@@ -234,7 +234,14 @@ impl<W: Write> ArchiveWriter<'_, W> {
         // PCI devices: the bus's links, and the device trees they point into.
         self.copy_links_in("sys/bus/pci/devices")?;
         for driver in self.list("sys/bus/pci/drivers") {
-            self.copy_links_in(&format!("sys/bus/pci/drivers/{driver}"))?;
+            let dir = format!("sys/bus/pci/drivers/{driver}");
+            self.copy_links_in(&dir)?;
+            // `driver/module` names the module through this link's target directory.
+            if let Some(module) = self.root.resolve_link(&format!("{dir}/module")) {
+                if module.starts_with("sys/module/") && self.root.is_dir(&module) {
+                    self.add_dir(&module)?;
+                }
+            }
         }
         for top in self.list("sys/devices") {
             if top.starts_with("pci") {

@@ -32,7 +32,7 @@ pub enum PciIdsSource {
 
 /// A pci.ids given explicitly that cannot be read is the user's error, not host data.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the PCI ID database {path}: {source}")]
+#[error("reading the PCI ID database {path}")]
 pub struct PciIdsError {
     pub path: PathBuf,
     pub source: std::io::Error,

@@ -70,11 +70,17 @@ pub fn read_pci_device(root: &HostRoot, address: PciAddress, entry: &str) -> Pci
     };
 
     if !root.is_dir(&dir) {
-        r.note("", "not a directory (dangling or broken link?)");
+        let why = match std::fs::metadata(root.join(&dir)) {
+            Err(e) => format!("not a readable device directory: {e}"),
+            Ok(_) => "not a directory".to_string(),
+        };
+        r.note("", why);
+        return dev;
     }
-    let class = r.hex("class", 6).map(ClassCode);
-    let vendor = r.hex("vendor", 4).map(|v| PciId(v as u16));
-    let device = r.hex("device", 4).map(|v| PciId(v as u16));
+    // The kernel always creates these three; their absence is damage worth naming.
+    let class = r.required_hex("class", 6).map(ClassCode);
+    let vendor = r.required_hex("vendor", 4).map(|v| PciId(v as u16));
+    let device = r.required_hex("device", 4).map(|v| PciId(v as u16));
     let subsystem_vendor = r.hex("subsystem_vendor", 4).map(|v| PciId(v as u16));
     let subsystem_device = r.hex("subsystem_device", 4).map(|v| PciId(v as u16));
     let revision = r.hex("revision", 2).map(|v| v as u8);
@@ -212,6 +218,16 @@ impl AttrReader<'_> {
         }
     }
 
+    /// Like `hex`, but a missing file is noted too.
+    fn required_hex(&mut self, name: &str, digits: usize) -> Option<u32> {
+        let before = self.issues.len();
+        let v = self.hex(name, digits);
+        if v.is_none() && self.issues.len() == before {
+            self.note(name, "missing (the kernel always provides it)");
+        }
+        v
+    }
+
     /// A `0x`-prefixed hex attribute of at most `digits` digits.
     fn hex(&mut self, name: &str, digits: usize) -> Option<u32> {
         let t = self.text(name)?;
@@ -253,7 +269,12 @@ impl AttrReader<'_> {
     /// issue, since the kernel never makes such links: the tree is damaged.
     fn link_target(&mut self, name: &str) -> Option<String> {
         let p = self.path(name);
-        let (target, exists) = self.root.link_name(&p)?;
+        let Some((target, exists)) = self.root.link_name(&p) else {
+            if self.root.exists(&p) {
+                self.note(name, "expected a symbolic link, found a file or directory");
+            }
+            return None;
+        };
         if !exists {
             self.note(name, format!("link to '{target}' points to nothing"));
         }

@@ -22,7 +22,7 @@ pub struct HostRoot {
 /// A root that cannot be used at all. Everything below the root is data, never an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
-    #[error("host root {path}: {source}")]
+    #[error("cannot use host root {path}")]
     Unusable { path: PathBuf, source: io::Error },
     #[error("host root {0} is not a directory")]
     NotADirectory(PathBuf),
