@@ -142,8 +142,12 @@ impl<'d> Topology<'d> {
         let mut bdfs = Vec::with_capacity(devs.len());
         let mut index = HashMap::with_capacity(devs.len());
         for (i, d) in devs.iter().enumerate() {
-            let b = Bdf::parse(&d.address)
-                .ok_or_else(|| invalid(format!("device address {:?} is not DDDD:BB:SS.F", d.address)))?;
+            let b = Bdf::parse(&d.address).ok_or_else(|| {
+                invalid(format!(
+                    "device address {:?} is not DDDD:BB:SS.F",
+                    d.address
+                ))
+            })?;
             if index.insert(b, i).is_some() {
                 return Err(invalid(format!("device {b} is described twice")));
             }
@@ -190,14 +194,22 @@ impl<'d> Topology<'d> {
                 cur = p;
             }
             let top = bdfs[cur];
-            let mut path = PathBuf::from(format!("sys/devices/pci{:04x}:{:02x}", top.domain, top.bus));
+            let mut path =
+                PathBuf::from(format!("sys/devices/pci{:04x}:{:02x}", top.domain, top.bus));
             for &c in chain.iter().rev() {
                 path.push(bdfs[c].to_string());
             }
             paths[i] = Some(path);
         }
         let paths = paths.into_iter().flatten().collect();
-        Ok(Topology { devs, bdfs, index, parent, children, paths })
+        Ok(Topology {
+            devs,
+            bdfs,
+            index,
+            parent,
+            children,
+            paths,
+        })
     }
 
     /// (secondary, subordinate) bus numbers of bridge `i`.
@@ -239,7 +251,12 @@ impl<'d> Topology<'d> {
 }
 
 /// The 64 bytes an unprivileged reader gets from `config`.
-fn config_space(d: &DeviceDesc, multifunction: bool, buses: Option<(u8, u8)>, primary: u8) -> [u8; 64] {
+fn config_space(
+    d: &DeviceDesc,
+    multifunction: bool,
+    buses: Option<(u8, u8)>,
+    primary: u8,
+) -> [u8; 64] {
     let mut c = [0u8; 64];
     c[0..2].copy_from_slice(&d.vendor.to_le_bytes());
     c[2..4].copy_from_slice(&d.device.to_le_bytes());
@@ -366,7 +383,11 @@ fn write_proc(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<
         } else {
             m.deps.iter().map(|d| format!("{d},")).collect::<String>()
         };
-        let taint = m.taint.as_ref().map(|t| format!(" ({t})")).unwrap_or_default();
+        let taint = m
+            .taint
+            .as_ref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
         lines.push(format!(
             "{} {} {} {} {} 0x0000000000000000{taint}",
             m.name, m.size, m.refcount, deps, m.state
@@ -387,7 +408,11 @@ fn write_proc(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<
     t.file("proc/modules", modules)?;
     for m in &loaded {
         t.attr(format!("sys/module/{m}/initstate"), "live")?;
-        let refc = desc.modules.iter().find(|x| &x.name == m).map_or(0, |x| x.refcount);
+        let refc = desc
+            .modules
+            .iter()
+            .find(|x| &x.name == m)
+            .map_or(0, |x| x.refcount);
         t.attr(format!("sys/module/{m}/refcnt"), refc)?;
         t.file(format!("sys/module/{m}/uevent"), "")?;
     }
@@ -476,8 +501,16 @@ fn write_proc(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<
             .map(|c| format!(" {:>10}", (seed * 7919 + u64::from(c) * 104_729) % 100_000))
             .collect()
     };
-    for (irq, hw, name) in [(0u32, "2-edge", "timer"), (1, "1-edge", "i8042"), (8, "8-edge", "rtc0"), (9, "9-fasteoi", "acpi")] {
-        s.push_str(&format!("{irq:>4}:{}  {pre}IO-APIC   {hw}      {name}\n", counts(u64::from(irq))));
+    for (irq, hw, name) in [
+        (0u32, "2-edge", "timer"),
+        (1, "1-edge", "i8042"),
+        (8, "8-edge", "rtc0"),
+        (9, "9-fasteoi", "acpi"),
+    ] {
+        s.push_str(&format!(
+            "{irq:>4}:{}  {pre}IO-APIC   {hw}      {name}\n",
+            counts(u64::from(irq))
+        ));
     }
     for (i, d) in topo.devs.iter().enumerate() {
         if let (Some(drv), Some(irq)) = (d.driver.as_deref(), irq_of(topo, i)) {
@@ -488,7 +521,11 @@ fn write_proc(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<
             ));
         }
     }
-    for (name, text) in [("NMI", "Non-maskable interrupts"), ("LOC", "Local timer interrupts"), ("RES", "Rescheduling interrupts")] {
+    for (name, text) in [
+        ("NMI", "Non-maskable interrupts"),
+        ("LOC", "Local timer interrupts"),
+        ("RES", "Rescheduling interrupts"),
+    ] {
         s.push_str(&format!("{name}:{}   {text}\n", counts(3)));
     }
     s.push_str("ERR:          0\nMIS:          0\n");
@@ -513,17 +550,28 @@ fn write_firmware(t: &Tree<'_>, desc: &HostDesc) -> io::Result<()> {
     match desc.host.firmware.as_str() {
         "efi" => {
             t.attr("sys/firmware/efi/fw_platform_size", 64)?;
-            t.file("sys/firmware/efi/systab", "ACPI20=0xbb4f4000\nSMBIOS3=0xbc6c6000\n")?;
+            t.file(
+                "sys/firmware/efi/systab",
+                "ACPI20=0xbb4f4000\nSMBIOS3=0xbc6c6000\n",
+            )?;
         }
         "bios" => {}
-        other => return Err(invalid(format!("host.firmware {other:?} is not \"efi\" or \"bios\""))),
+        other => {
+            return Err(invalid(format!(
+                "host.firmware {other:?} is not \"efi\" or \"bios\""
+            )))
+        }
     }
     let iommu = &desc.iommu;
     let table = match iommu.vendor.as_str() {
         "intel" => Some("DMAR"),
         "amd" => Some("IVRS"),
         "none" => None,
-        other => return Err(invalid(format!("iommu.vendor {other:?} is not intel, amd or none"))),
+        other => {
+            return Err(invalid(format!(
+                "iommu.vendor {other:?} is not intel, amd or none"
+            )))
+        }
     };
     if let Some(table) = table {
         if iommu.firmware_table.unwrap_or(true) {
@@ -557,8 +605,14 @@ fn write_pci(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<(
         let attr = |name: &str, v: &dyn std::fmt::Display| t.attr(p.join(name), v);
         attr("vendor", &format_args!("0x{:04x}", d.vendor))?;
         attr("device", &format_args!("0x{:04x}", d.device))?;
-        attr("subsystem_vendor", &format_args!("0x{:04x}", d.subsystem_vendor))?;
-        attr("subsystem_device", &format_args!("0x{:04x}", d.subsystem_device))?;
+        attr(
+            "subsystem_vendor",
+            &format_args!("0x{:04x}", d.subsystem_vendor),
+        )?;
+        attr(
+            "subsystem_device",
+            &format_args!("0x{:04x}", d.subsystem_device),
+        )?;
         attr("class", &format_args!("0x{:06x}", d.class))?;
         attr("revision", &format_args!("0x{:02x}", d.revision))?;
         attr(
@@ -613,11 +667,15 @@ fn write_pci(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<(
         t.file(p.join("rom"), "")?;
         t.file(p.join("remove"), "")?;
         t.file(p.join("rescan"), "")?;
-        let resource: String = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n".repeat(13);
+        let resource: String =
+            "0x0000000000000000 0x0000000000000000 0x0000000000000000\n".repeat(13);
         t.file(p.join("resource"), resource)?;
         let buses = topo.buses(i);
         let primary = b.bus;
-        t.file(p.join("config"), config_space(d, topo.multifunction(i), buses, primary))?;
+        t.file(
+            p.join("config"),
+            config_space(d, topo.multifunction(i), buses, primary),
+        )?;
         if is_bridge(d.class) {
             if let Some((sec, _)) = buses {
                 attr(
@@ -636,7 +694,10 @@ fn write_pci(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<(
             drivers.insert(drv.clone(), module_of(d));
         }
         if let Some(g) = &d.iommu_group {
-            t.rlink(p.join("iommu_group"), format!("sys/kernel/iommu_groups/{g}"))?;
+            t.rlink(
+                p.join("iommu_group"),
+                format!("sys/kernel/iommu_groups/{g}"),
+            )?;
             groups.entry(g.clone()).or_default().push(i);
         }
         if let Some(pf) = &d.physfn {
@@ -662,7 +723,10 @@ fn write_pci(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<(
             .sriov_numvfs
             .unwrap_or(u16::try_from(vfs.len()).expect("fewer than 65536 VFs"));
         t.attr(pfp.join("sriov_numvfs"), numvfs)?;
-        t.attr(pfp.join("sriov_vf_device"), format_args!("{:04x}", topo.devs[vfs[0]].device))?;
+        t.attr(
+            pfp.join("sriov_vf_device"),
+            format_args!("{:04x}", topo.devs[vfs[0]].device),
+        )?;
     }
     for (i, d) in topo.devs.iter().enumerate() {
         let p = &topo.paths[i];
@@ -699,14 +763,21 @@ fn write_pci(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::Result<(
 
     for (g, members) in groups {
         let gdir = PathBuf::from(format!("sys/kernel/iommu_groups/{g}"));
-        let ty = desc.iommu.group_types.get(&g).unwrap_or(&desc.iommu.group_type);
+        let ty = desc
+            .iommu
+            .group_types
+            .get(&g)
+            .unwrap_or(&desc.iommu.group_type);
         t.attr(gdir.join("type"), ty)?;
         t.file(
             gdir.join("reserved_regions"),
             "0x00000000fee00000 0x00000000feefffff msi\n",
         )?;
         for i in members {
-            t.rlink(gdir.join("devices").join(topo.bdfs[i].to_string()), &topo.paths[i])?;
+            t.rlink(
+                gdir.join("devices").join(topo.bdfs[i].to_string()),
+                &topo.paths[i],
+            )?;
         }
     }
     Ok(())
@@ -722,7 +793,10 @@ fn write_drm(t: &Tree<'_>, p: &Path, b: Bdf, drm: &crate::desc::DrmDesc) -> io::
     t.rlink(format!("sys/class/drm/{card}"), &cdir)?;
     t.attr("sys/class/drm/version", "drm 1.1.0 20060810")?;
     t.file(format!("dev/dri/{card}"), "")?;
-    t.link(format!("dev/dri/by-path/pci-{b}-card"), format!("../{card}"))?;
+    t.link(
+        format!("dev/dri/by-path/pci-{b}-card"),
+        format!("../{card}"),
+    )?;
     if drm.render {
         let r = format!("renderD{}", 128 + n);
         let rdir = p.join("drm").join(&r);
@@ -737,9 +811,19 @@ fn write_drm(t: &Tree<'_>, p: &Path, b: Bdf, drm: &crate::desc::DrmDesc) -> io::
         let kdir = cdir.join(&name);
         let on = c.status == "connected";
         t.attr(kdir.join("status"), &c.status)?;
-        t.attr(kdir.join("enabled"), if on { "enabled" } else { "disabled" })?;
+        t.attr(
+            kdir.join("enabled"),
+            if on { "enabled" } else { "disabled" },
+        )?;
         t.attr(kdir.join("dpms"), if on { "On" } else { "Off" })?;
-        t.file(kdir.join("modes"), if on { "3840x2160\n2560x1440\n1920x1080\n" } else { "" })?;
+        t.file(
+            kdir.join("modes"),
+            if on {
+                "3840x2160\n2560x1440\n1920x1080\n"
+            } else {
+                ""
+            },
+        )?;
         t.link(kdir.join("device"), format!("../../{card}"))?;
         t.rlink(format!("sys/class/drm/{name}"), &kdir)?;
     }
@@ -777,9 +861,16 @@ fn write_iommu_units(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::
             t.attr(udir.join("intel-iommu/version"), "1:0")?;
             t.attr(udir.join("intel-iommu/cap"), "d2008c40660462")?;
             // ecap bit 3 = interrupt remapping support.
-            let ecap = if iommu.interrupt_remapping { "f050da" } else { "f050d2" };
+            let ecap = if iommu.interrupt_remapping {
+                "f050da"
+            } else {
+                "f050d2"
+            };
             t.attr(udir.join("intel-iommu/ecap"), ecap)?;
-            t.attr(udir.join("intel-iommu/address"), format_args!("fed9{u:x}000"))?;
+            t.attr(
+                udir.join("intel-iommu/address"),
+                format_args!("fed9{u:x}000"),
+            )?;
         } else {
             t.attr(udir.join("amd-iommu/cap"), "0x00190040")?;
             t.attr(udir.join("amd-iommu/features"), "58f77ef22294ade")?;
@@ -789,7 +880,10 @@ fn write_iommu_units(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::
         let units_usize = usize::try_from(units).expect("small");
         for (k, &i) in grouped.iter().enumerate() {
             if k % units_usize == usize::try_from(u).expect("small") {
-                t.rlink(udir.join("devices").join(topo.bdfs[i].to_string()), &topo.paths[i])?;
+                t.rlink(
+                    udir.join("devices").join(topo.bdfs[i].to_string()),
+                    &topo.paths[i],
+                )?;
             }
         }
     }
@@ -799,8 +893,13 @@ fn write_iommu_units(t: &Tree<'_>, desc: &HostDesc, topo: &Topology<'_>) -> io::
 fn write_extras(t: &Tree<'_>, desc: &HostDesc) -> io::Result<()> {
     let check = |p: &str| -> io::Result<PathBuf> {
         let path = PathBuf::from(p);
-        if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(invalid(format!("extra path {p:?} must be relative without ..")));
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(invalid(format!(
+                "extra path {p:?} must be relative without .."
+            )));
         }
         Ok(path)
     };
@@ -814,7 +913,10 @@ fn write_extras(t: &Tree<'_>, desc: &HostDesc) -> io::Result<()> {
             (None, Some(b)) => b.clone(),
             (None, None) => Vec::new(),
             (Some(_), Some(_)) => {
-                return Err(invalid(format!("file {:?} has both content and bytes", f.path)))
+                return Err(invalid(format!(
+                    "file {:?} has both content and bytes",
+                    f.path
+                )))
             }
         };
         let abs = t.abs(&path);

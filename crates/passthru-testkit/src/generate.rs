@@ -27,7 +27,14 @@ struct Gen {
     max_vfs: u16,
 }
 
-fn base(address: String, parent: Option<String>, class: u32, ids: [u16; 4], revision: u8, driver: Option<&str>) -> DeviceDesc {
+fn base(
+    address: String,
+    parent: Option<String>,
+    class: u32,
+    ids: [u16; 4],
+    revision: u8,
+    driver: Option<&str>,
+) -> DeviceDesc {
     DeviceDesc {
         address,
         parent,
@@ -74,7 +81,16 @@ impl Gen {
         self.out.push(d);
     }
 
-    fn bridge(&mut self, addr: String, parent: Option<String>, ids: [u16; 4], rev: u8, numa: i32, speed: &str, width: &str) {
+    fn bridge(
+        &mut self,
+        addr: String,
+        parent: Option<String>,
+        ids: [u16; 4],
+        rev: u8,
+        numa: i32,
+        link: (&str, &str),
+    ) {
+        let (speed, width) = link;
         let mut d = base(addr, parent, 0x060400, ids, rev, Some("pcieport"));
         d.link_speed = Some(speed.to_string());
         d.link_width = Some(width.to_string());
@@ -88,8 +104,24 @@ impl Gen {
         self.cycle += 1;
         let parent = Some(port.to_string());
         let nic = match kind {
-            0 => Some(([0x8086, 0x1572, 0x8086, 0x0007], [0x8086, 0x154c, 0x8086, 0x0000], 0x02, "i40e", "iavf", "8.0 GT/s PCIe", "8")),
-            2 => Some(([0x15b3, 0x1017, 0x15b3, 0x0020], [0x15b3, 0x1018, 0x15b3, 0x0020], 0x00, "mlx5_core", "mlx5_core", "8.0 GT/s PCIe", "8")),
+            0 => Some((
+                [0x8086, 0x1572, 0x8086, 0x0007],
+                [0x8086, 0x154c, 0x8086, 0x0000],
+                0x02,
+                "i40e",
+                "iavf",
+                "8.0 GT/s PCIe",
+                "8",
+            )),
+            2 => Some((
+                [0x15b3, 0x1017, 0x15b3, 0x0020],
+                [0x15b3, 0x1018, 0x15b3, 0x0020],
+                0x00,
+                "mlx5_core",
+                "mlx5_core",
+                "8.0 GT/s PCIe",
+                "8",
+            )),
             _ => None,
         };
         match nic {
@@ -101,7 +133,14 @@ impl Gen {
                 let mut pfs = Vec::new();
                 for (f, &count) in per_pf.iter().enumerate() {
                     let func = u8::try_from(f).expect("two PFs");
-                    let mut d = base(bdf(domain, bus, 0, func), parent.clone(), 0x020000, pf_ids, rev, Some(pf_drv));
+                    let mut d = base(
+                        bdf(domain, bus, 0, func),
+                        parent.clone(),
+                        0x020000,
+                        pf_ids,
+                        rev,
+                        Some(pf_drv),
+                    );
                     d.link_speed = Some(speed.to_string());
                     d.link_width = Some(width.to_string());
                     d.reset_method = Some("flr bus".to_string());
@@ -115,7 +154,14 @@ impl Gen {
                         let slot = u8::try_from(next / 8).expect("VFs fit in one bus");
                         let func = u8::try_from(next % 8).expect("function < 8");
                         next += 1;
-                        let mut d = base(bdf(domain, bus, slot, func), parent.clone(), 0x020000, vf_ids, rev, Some(vf_drv));
+                        let mut d = base(
+                            bdf(domain, bus, slot, func),
+                            parent.clone(),
+                            0x020000,
+                            vf_ids,
+                            rev,
+                            Some(vf_drv),
+                        );
                         d.physfn = Some(pf.clone());
                         d.reset_method = Some("flr".to_string());
                         self.push(d, numa, true);
@@ -123,14 +169,28 @@ impl Gen {
                 }
             }
             _ if kind == 3 => {
-                let mut d = base(bdf(domain, bus, 0, 0), parent, 0x010700, [0x1000, 0x0097, 0x15d9, 0x0808], 0x02, Some("mpt3sas"));
+                let mut d = base(
+                    bdf(domain, bus, 0, 0),
+                    parent,
+                    0x010700,
+                    [0x1000, 0x0097, 0x15d9, 0x0808],
+                    0x02,
+                    Some("mpt3sas"),
+                );
                 d.link_speed = Some("8.0 GT/s PCIe".to_string());
                 d.link_width = Some("8".to_string());
                 d.reset_method = Some("flr bus".to_string());
                 self.push(d, numa, true);
             }
             _ => {
-                let mut d = base(bdf(domain, bus, 0, 0), parent, 0x010802, [0x144d, 0xa824, 0x144d, 0xa801], 0x00, Some("nvme"));
+                let mut d = base(
+                    bdf(domain, bus, 0, 0),
+                    parent,
+                    0x010802,
+                    [0x144d, 0xa824, 0x144d, 0xa801],
+                    0x00,
+                    Some("nvme"),
+                );
                 d.link_speed = Some("16.0 GT/s PCIe".to_string());
                 d.link_width = Some("4".to_string());
                 d.reset_method = Some("flr bus".to_string());
@@ -146,7 +206,10 @@ pub(crate) fn server(g: &GenerateDesc, desc: &HostDesc) -> io::Result<Vec<Device
     let remaining = g.functions.checked_sub(have).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("generate.functions = {} but {have} devices are described", g.functions),
+            format!(
+                "generate.functions = {} but {have} devices are described",
+                g.functions
+            ),
         )
     })?;
     let next_group = desc
@@ -155,7 +218,13 @@ pub(crate) fn server(g: &GenerateDesc, desc: &HostDesc) -> io::Result<Vec<Device
         .filter_map(|d| d.iommu_group.as_deref()?.parse::<u64>().ok())
         .max()
         .map_or(0, |m| m + 1);
-    let mut gen = Gen { out: Vec::new(), next_group, remaining, cycle: 0, max_vfs: g.max_vfs_per_pf.clamp(1, 112) };
+    let mut gen = Gen {
+        out: Vec::new(),
+        next_group,
+        remaining,
+        cycle: 0,
+        max_vfs: g.max_vfs_per_pf.clamp(1, 112),
+    };
     let rp_ids = [0x2030u16, 0x2031, 0x2032, 0x2033];
     let mut domain = 0u16;
     'outer: loop {
@@ -167,15 +236,35 @@ pub(crate) fn server(g: &GenerateDesc, desc: &HostDesc) -> io::Result<Vec<Device
                     break 'outer;
                 }
                 let rp_addr = bdf(domain, root, u8::try_from(p).expect("4 ports"), 0);
-                gen.bridge(rp_addr.clone(), None, [0x8086, rp, 0x8086, 0x0000], 0x04, numa, "8.0 GT/s PCIe", "16");
+                gen.bridge(
+                    rp_addr.clone(),
+                    None,
+                    [0x8086, rp, 0x8086, 0x0000],
+                    0x04,
+                    numa,
+                    ("8.0 GT/s PCIe", "16"),
+                );
                 let up = bdf(domain, bus, 0, 0);
-                gen.bridge(up.clone(), Some(rp_addr), [0x10b5, 0x8747, 0x10b5, 0x8747], 0xca, numa, "8.0 GT/s PCIe", "16");
+                gen.bridge(
+                    up.clone(),
+                    Some(rp_addr),
+                    [0x10b5, 0x8747, 0x10b5, 0x8747],
+                    0xca,
+                    numa,
+                    ("8.0 GT/s PCIe", "16"),
+                );
                 let down_bus = bus + 1;
-                let downs: Vec<String> = (0..4u8)
-                    .map(|k| bdf(domain, down_bus, 8 + k, 0))
-                    .collect();
+                let downs: Vec<String> =
+                    (0..4u8).map(|k| bdf(domain, down_bus, 8 + k, 0)).collect();
                 for d in &downs {
-                    gen.bridge(d.clone(), Some(up.clone()), [0x10b5, 0x8747, 0x10b5, 0x8747], 0xca, numa, "8.0 GT/s PCIe", "8");
+                    gen.bridge(
+                        d.clone(),
+                        Some(up.clone()),
+                        [0x10b5, 0x8747, 0x10b5, 0x8747],
+                        0xca,
+                        numa,
+                        ("8.0 GT/s PCIe", "8"),
+                    );
                 }
                 for (k, d) in downs.iter().enumerate() {
                     let ports_left = downs.len() - k - 1;
@@ -194,7 +283,14 @@ pub(crate) fn server(g: &GenerateDesc, desc: &HostDesc) -> io::Result<Vec<Device
         let slot = 0x0e + k / 8;
         let func = k % 8;
         let own = func == 0;
-        let mut d = base(bdf(0, 0x16, slot, func), None, 0x088000, [0x8086, 0x208d, 0x8086, 0x0000], 0x04, None);
+        let mut d = base(
+            bdf(0, 0x16, slot, func),
+            None,
+            0x088000,
+            [0x8086, 0x208d, 0x8086, 0x0000],
+            0x04,
+            None,
+        );
         if !own {
             d.iommu_group = Some((gen.next_group - 1).to_string());
         }

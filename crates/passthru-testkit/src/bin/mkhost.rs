@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     };
     let (desc, out) = (PathBuf::from(desc), PathBuf::from(out));
     if std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
-        eprintln!("mkhost: {} exists and is not empty; remove it first", out.display());
+        eprintln!(
+            "mkhost: {} exists and is not empty; remove it first",
+            out.display()
+        );
         return ExitCode::from(2);
     }
     let result = passthru_testkit::load_desc(&desc).and_then(|d| {
