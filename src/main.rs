@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, ListArgs, ScanArgs, SourceArgs};
 use passthru::host::{self, HostRoot, PciIdsSource};
-use passthru::model::Snapshot;
+use passthru::model::{ReadDetail, Snapshot};
 use passthru::output::list::{build_gpus, build_list, render_gpus, render_list};
 use passthru::output::style::{sanitize, Style};
 use passthru::snapshot_io::load_snapshot;
@@ -51,7 +51,7 @@ fn host_root(source: &SourceArgs) -> Result<HostRoot> {
 }
 
 /// The snapshot every command works from: read live/under a root, or loaded with --from.
-fn get_snapshot(source: &SourceArgs) -> Result<Snapshot> {
+fn get_snapshot(source: &SourceArgs, detail: ReadDetail) -> Result<Snapshot> {
     if let Some(from) = &source.from {
         return Ok(load_snapshot(from)?);
     }
@@ -61,11 +61,12 @@ fn get_snapshot(source: &SourceArgs) -> Result<Snapshot> {
         None => PciIdsSource::Search,
     };
     let ids = host::load_pci_ids(&root, &ids_source)?;
-    Ok(host::read_snapshot(&root, ids.as_ref()))
+    Ok(host::read_snapshot(&root, ids.as_ref(), detail))
 }
 
 fn cmd_list(source: &SourceArgs, args: &ListArgs, style: Style, out: &mut dyn Write) -> Result<()> {
-    let snap = get_snapshot(source)?;
+    // list shows only what a summary read holds, so it reads no more (docs/performance.md).
+    let snap = get_snapshot(source, ReadDetail::Summary)?;
     if args.gpus {
         let report = build_gpus(&snap);
         if args.json {
@@ -104,7 +105,7 @@ fn cmd_scan(source: &SourceArgs, args: &ScanArgs, out: &mut dyn Write) -> Result
         );
         return Ok(());
     }
-    let snap = get_snapshot(source)?;
+    let snap = get_snapshot(source, ReadDetail::Full)?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &snap)?;
         writeln!(out)?;

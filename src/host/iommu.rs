@@ -11,48 +11,76 @@ use super::root::{FileRead, HostRoot};
 pub const IOMMU_GROUPS: &str = "sys/kernel/iommu_groups";
 
 /// Reads `sys/kernel/iommu_groups/*`. Group names are opaque (`noiommu-0` exists), so they
-/// are kept as strings and sorted numerically where they are numbers.
+/// are kept as strings and sorted numerically where they are numbers. A server has thousands
+/// of groups, so they are read in parallel like the devices.
 pub fn read_iommu_groups(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<IommuGroup> {
-    let mut groups = Vec::new();
-    for id in root.list_dir(IOMMU_GROUPS, issues) {
-        let dir = format!("{IOMMU_GROUPS}/{id}");
-        if !root.is_dir(&dir) {
+    let ids = root.list_dir(IOMMU_GROUPS, issues);
+    let mut groups = Vec::with_capacity(ids.len());
+    for (group, mut found) in super::par_map(&ids, |id| read_group(root, id)) {
+        issues.append(&mut found);
+        groups.extend(group);
+    }
+    groups.sort_by(|a, b| compare_group_ids(&a.id, &b.id));
+    groups
+}
+
+fn read_group(root: &HostRoot, id: &str) -> (Option<IommuGroup>, Vec<Issue>) {
+    let mut issues = Vec::new();
+    let dir = format!("{IOMMU_GROUPS}/{id}");
+    let devices_dir = format!("{dir}/devices");
+    // Listing `devices` first also tells whether the group directory is sound, without a
+    // separate stat per group.
+    let entries = match std::fs::read_dir(root.join(&devices_dir)) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+        Err(e) if e.raw_os_error() == Some(20) => {
             issues.push(Issue::new(dir, "not a directory; skipped"));
-            continue;
+            return (None, issues);
         }
-        let kind = root
-            .read_noting(&format!("{dir}/type"), issues)
-            .map(|t| t.trim().to_string());
-        let name = root
-            .read_noting(&format!("{dir}/name"), issues)
-            .map(|t| t.trim().to_string());
-        let devices_dir = format!("{dir}/devices");
-        if !root.exists(&devices_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !root.is_dir(&dir) {
+                issues.push(Issue::new(dir, "not a directory; skipped"));
+                return (None, issues);
+            }
             issues.push(Issue::new(
                 &devices_dir,
                 "missing: the group's members are unknown",
             ));
+            Vec::new()
         }
-        let mut devices = Vec::new();
-        for entry in root.list_dir(&devices_dir, issues) {
-            match entry.parse::<PciAddress>() {
-                Ok(a) => devices.push(a),
-                Err(e) => issues.push(Issue::new(
-                    format!("{devices_dir}/{entry}"),
-                    format!("skipped: {e}"),
-                )),
-            }
+        Err(e) => {
+            issues.push(Issue::new(&devices_dir, format!("cannot list: {e}")));
+            Vec::new()
         }
-        devices.sort();
-        groups.push(IommuGroup {
-            id,
+    };
+    let mut devices = Vec::new();
+    for entry in entries {
+        match entry.parse::<PciAddress>() {
+            Ok(a) => devices.push(a),
+            Err(e) => issues.push(Issue::new(
+                format!("{devices_dir}/{entry}"),
+                format!("skipped: {e}"),
+            )),
+        }
+    }
+    devices.sort();
+    let kind = root
+        .read_noting(&format!("{dir}/type"), &mut issues)
+        .map(|t| t.trim().to_string());
+    let name = root
+        .read_noting(&format!("{dir}/name"), &mut issues)
+        .map(|t| t.trim().to_string());
+    (
+        Some(IommuGroup {
+            id: id.to_string(),
             kind,
             name,
             devices,
-        });
-    }
-    groups.sort_by(|a, b| compare_group_ids(&a.id, &b.id));
-    groups
+        }),
+        issues,
+    )
 }
 
 /// Reads the IOMMU state. `groups` are the groups already read (their count is evidence).

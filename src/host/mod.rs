@@ -13,7 +13,7 @@ pub mod vfio_config;
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{PciDevice, Snapshot, SnapshotSource, SCHEMA_VERSION};
+use crate::model::{PciDevice, ReadDetail, Snapshot, SnapshotSource, SCHEMA_VERSION};
 use crate::pciids::{lookup_names, PciIds, SYSTEM_PCI_IDS};
 
 pub use root::{HostRoot, RootError};
@@ -54,13 +54,12 @@ pub fn load_pci_ids(root: &HostRoot, source: &PciIdsSource) -> Result<Option<Pci
     }
 }
 
-/// Reads the whole host into one snapshot.
-pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>) -> Snapshot {
+/// Reads the host into one snapshot. `Summary` reads only what `list` shows, a third of the
+/// system calls of `Full` (see docs/performance.md).
+pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) -> Snapshot {
     let mut issues = Vec::new();
-    let mut devices = pci::read_pci_devices(root, &mut issues);
-    for d in &mut devices {
-        name_device(d, ids);
-    }
+    let mut devices = pci::read_pci_devices(root, detail, &mut issues);
+    name_devices(&mut devices, ids);
     let mut groups = iommu::read_iommu_groups(root, &mut issues);
     if !root.exists(iommu::IOMMU_GROUPS) && devices.iter().any(|d| d.iommu_group.is_some()) {
         groups = groups_from_device_links(&mut devices);
@@ -71,16 +70,23 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>) -> Snapshot {
     }
     note_group_mismatches(&devices, &groups, &mut issues);
     let iommu = iommu::read_iommu_state(root, &groups, &mut issues);
-    let system = system::read_system(root, &mut issues);
+    let mut detail_issues = Vec::new();
+    let system = system::read_system(root, detail, &mut issues, &mut detail_issues);
     let boot = boot::read_boot(root, &mut issues);
-    let vfio_config = vfio_config::read_vfio_config(root, &system.cmdline_params, &mut issues);
-    let drm = drm::read_drm(root, &mut issues);
+    let (vfio_config, drm) = match detail {
+        ReadDetail::Full => (
+            vfio_config::read_vfio_config(root, &system.cmdline_params, &mut detail_issues),
+            drm::read_drm(root, &mut detail_issues),
+        ),
+        ReadDetail::Summary => (Default::default(), Vec::new()),
+    };
     Snapshot {
         schema_version: SCHEMA_VERSION,
         source: SnapshotSource {
             root: root.path().display().to_string(),
             pci_ids: ids.map(|i| i.path().display().to_string()),
             passthru_version: env!("CARGO_PKG_VERSION").to_string(),
+            detail,
         },
         system,
         iommu,
@@ -90,6 +96,56 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>) -> Snapshot {
         devices,
         groups,
         issues,
+        detail_issues,
+    }
+}
+
+/// Maps `f` over `items`, on several threads when there are many. Reading the host is one
+/// small file at a time, bound by system-call latency rather than by the disk, so threads
+/// divide the wall time; below a few hundred items starting them costs more than it saves.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if items.len() < 256 || threads < 2 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A reader never panics on host data; if one did, re-raise it here.
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
+}
+
+/// Names every device. Servers repeat the same few models thousands of times, so each
+/// distinct id combination is looked up once.
+pub fn name_devices(devices: &mut [PciDevice], ids: Option<&PciIds>) {
+    let mut cache: std::collections::HashMap<_, crate::model::DeviceNames> = Default::default();
+    for d in devices {
+        let key = (
+            d.class,
+            d.vendor,
+            d.device,
+            d.subsystem_vendor,
+            d.subsystem_device,
+        );
+        if let Some(n) = cache.get(&key) {
+            d.names = n.clone();
+            continue;
+        }
+        name_device(d, ids);
+        cache.insert(key, d.names.clone());
     }
 }
 

@@ -4,10 +4,12 @@
 //! crash): each attribute that is missing is `None`, each that is garbled is `None` plus an
 //! `Issue`, and a directory entry that is not a PCI address is reported and skipped.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::model::{
-    ClassCode, Issue, LinkInfo, PciAddress, PciDevice, PciId, PowerInfo, ResetInfo, SriovInfo,
+    ClassCode, Issue, LinkInfo, PciAddress, PciDevice, PciId, PowerInfo, ReadDetail, ResetInfo,
+    SriovInfo,
 };
 
 use super::root::{FileRead, HostRoot};
@@ -16,7 +18,11 @@ pub const PCI_DEVICES: &str = "sys/bus/pci/devices";
 
 /// Reads every PCI function. Large hosts are read on several threads: the work is one small
 /// file at a time, so it is bound by system-call latency, not by the disk.
-pub fn read_pci_devices(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<PciDevice> {
+pub fn read_pci_devices(
+    root: &HostRoot,
+    detail: ReadDetail,
+    issues: &mut Vec<Issue>,
+) -> Vec<PciDevice> {
     let mut addresses = Vec::new();
     for name in root.list_dir(PCI_DEVICES, issues) {
         match name.parse::<PciAddress>() {
@@ -27,111 +33,81 @@ pub fn read_pci_devices(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<PciDevi
             )),
         }
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let mut devices: Vec<PciDevice> = if addresses.len() >= 256 && threads > 1 {
-        let chunk = addresses.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = addresses
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|(a, n)| read_pci_device(root, *a, n))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    } else {
-        addresses
-            .iter()
-            .map(|(a, n)| read_pci_device(root, *a, n))
-            .collect()
-    };
+    let mut devices = super::par_map(&addresses, |(a, n)| read_pci_device(root, *a, n, detail));
     devices.sort_by_key(|d| d.address);
     devices
 }
 
 /// Reads one function's attributes. Never fails: what cannot be read is recorded on the
 /// device.
-pub fn read_pci_device(root: &HostRoot, address: PciAddress, entry: &str) -> PciDevice {
+///
+/// The cost is system calls (one open, read and close per attribute), so `Full` first lists
+/// the directory and opens only files that exist, and `Summary` reads only what `list`
+/// shows.
+pub fn read_pci_device(
+    root: &HostRoot,
+    address: PciAddress,
+    entry: &str,
+    detail: ReadDetail,
+) -> PciDevice {
     let dir = format!("{PCI_DEVICES}/{entry}");
     let mut dev = PciDevice::new(address);
+    let listing: Option<BTreeSet<String>> = match detail {
+        ReadDetail::Full => match std::fs::read_dir(root.join(&dir)) {
+            Ok(rd) => Some(
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+            ),
+            Err(e) => {
+                dev.issues.push(Issue::new(&dir, device_dir_problem(&e)));
+                return dev;
+            }
+        },
+        ReadDetail::Summary => match std::fs::metadata(root.join(&dir)) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => {
+                dev.issues.push(Issue::new(&dir, "not a directory"));
+                return dev;
+            }
+            Err(e) => {
+                dev.issues.push(Issue::new(&dir, device_dir_problem(&e)));
+                return dev;
+            }
+        },
+    };
+    // In Full mode a file absent from the listing is known absent without opening it.
+    let has = |name: &str| {
+        listing
+            .as_ref()
+            .is_none_or(|l| l.contains(name.split('/').next().unwrap_or(name)))
+    };
     let mut r = AttrReader {
         root,
         dir: &dir,
         issues: &mut dev.issues,
     };
 
-    if !root.is_dir(&dir) {
-        let why = match std::fs::metadata(root.join(&dir)) {
-            Err(e) => format!("not a readable device directory: {e}"),
-            Ok(_) => "not a directory".to_string(),
-        };
-        r.note("", why);
-        return dev;
-    }
-    // The kernel always creates these three; their absence is damage worth naming.
+    // The kernel always creates these; their absence is damage worth naming.
     let class = r.required_hex("class", 6).map(ClassCode);
     let vendor = r.required_hex("vendor", 4).map(|v| PciId(v as u16));
     let device = r.required_hex("device", 4).map(|v| PciId(v as u16));
     let subsystem_vendor = r.hex("subsystem_vendor", 4).map(|v| PciId(v as u16));
     let subsystem_device = r.hex("subsystem_device", 4).map(|v| PciId(v as u16));
     let revision = r.hex("revision", 2).map(|v| v as u8);
-    let driver = r.link_target("driver");
-    let driver_module = driver.as_ref().and_then(|_| r.link_target("driver/module"));
-    let driver_override = r
-        .text("driver_override")
-        .filter(|s| s != "(null)" && !s.is_empty());
-    let iommu_group = r.link_target("iommu_group");
+    let driver = r.link_target("driver", true);
+    let iommu_group = r.link_target("iommu_group", false);
     // The kernel creates boot_vga only for VGA-class devices; reading it elsewhere would cost a
     // system call per device for nothing.
-    let boot_vga = if class.is_none_or(ClassCode::is_vga) {
+    let boot_vga = if class.is_none_or(ClassCode::is_vga) && has("boot_vga") {
         r.flag("boot_vga")
     } else {
         None
     };
-    let reset = ResetInfo {
-        methods: r
-            .text("reset_method")
-            .map(|s| s.split_whitespace().map(str::to_string).collect()),
-        reset_file: root.exists(&format!("{dir}/reset")),
+    let has_secondary_bus = match &listing {
+        Some(l) => l.contains("pci_bus") && root.is_dir(&format!("{dir}/pci_bus")),
+        None => root.is_dir(&format!("{dir}/pci_bus")),
     };
-    let power = PowerInfo {
-        state: r.text("power_state"),
-        runtime_status: r.text("power/runtime_status"),
-        control: r.text("power/control"),
-        d3cold_allowed: r.flag("d3cold_allowed"),
-    };
-    let numa_node = r.int("numa_node").map(|n| n as i32);
-    let link = LinkInfo {
-        current_speed: r.text("current_link_speed"),
-        current_width: r.text("current_link_width"),
-        max_speed: r.text("max_link_speed"),
-        max_width: r.text("max_link_width"),
-    };
-    let total_vfs = r.int("sriov_totalvfs");
-    let sriov = total_vfs.map(|total| {
-        let num_vfs = r.int("sriov_numvfs").map(|n| n as u32);
-        let vfs = read_virtfns(root, &dir, r.issues);
-        SriovInfo {
-            total_vfs: Some(total as u32),
-            num_vfs,
-            vfs,
-        }
-    });
-    let physfn = r.link_target("physfn").and_then(|t| t.parse().ok());
-    let mdev_types = root.list_dir(&format!("{dir}/mdev_supported_types"), r.issues);
-    let has_secondary_bus = root.is_dir(&format!("{dir}/pci_bus"));
-    let modalias = r.text("modalias");
-    let parents = read_parents(root, &dir, address);
-
     dev.class = class;
     dev.vendor = vendor;
     dev.device = device;
@@ -139,10 +115,84 @@ pub fn read_pci_device(root: &HostRoot, address: PciAddress, entry: &str) -> Pci
     dev.subsystem_device = subsystem_device;
     dev.revision = revision;
     dev.driver = driver;
-    dev.driver_module = driver_module;
-    dev.driver_override = driver_override;
     dev.iommu_group = iommu_group;
     dev.boot_vga = boot_vga;
+    dev.has_secondary_bus = has_secondary_bus;
+    if detail == ReadDetail::Summary {
+        return dev;
+    }
+
+    let mut r = AttrReader {
+        root,
+        dir: &dir,
+        issues: &mut dev.detail_issues,
+    };
+    let text = |r: &mut AttrReader, name: &str| if has(name) { r.text(name) } else { None };
+    let driver_module = if dev.driver.is_some() {
+        r.link_target("driver/module", false)
+    } else {
+        None
+    };
+    let driver_override =
+        text(&mut r, "driver_override").filter(|s| s != "(null)" && !s.is_empty());
+    let reset = ResetInfo {
+        methods: text(&mut r, "reset_method")
+            .map(|s| s.split_whitespace().map(str::to_string).collect()),
+        reset_file: has("reset") && listing.is_some(),
+    };
+    let power = PowerInfo {
+        state: text(&mut r, "power_state"),
+        runtime_status: text(&mut r, "power/runtime_status"),
+        control: text(&mut r, "power/control"),
+        d3cold_allowed: if has("d3cold_allowed") {
+            r.flag("d3cold_allowed")
+        } else {
+            None
+        },
+    };
+    let numa_node = if has("numa_node") {
+        r.int("numa_node").map(|n| n as i32)
+    } else {
+        None
+    };
+    let link = LinkInfo {
+        current_speed: text(&mut r, "current_link_speed"),
+        current_width: text(&mut r, "current_link_width"),
+        max_speed: text(&mut r, "max_link_speed"),
+        max_width: text(&mut r, "max_link_width"),
+    };
+    let total_vfs = if has("sriov_totalvfs") {
+        r.int("sriov_totalvfs")
+    } else {
+        None
+    };
+    let sriov = total_vfs.map(|total| {
+        let num_vfs = r.int("sriov_numvfs").map(|n| n as u32);
+        let names = listing
+            .iter()
+            .flatten()
+            .filter(|n| n.starts_with("virtfn"))
+            .cloned()
+            .collect::<Vec<_>>();
+        SriovInfo {
+            total_vfs: Some(total as u32),
+            num_vfs,
+            vfs: read_virtfns(root, &dir, &names),
+        }
+    });
+    let physfn = if has("physfn") {
+        r.link_target("physfn", false).and_then(|t| t.parse().ok())
+    } else {
+        None
+    };
+    let mdev_types = if has("mdev_supported_types") {
+        root.list_dir(&format!("{dir}/mdev_supported_types"), r.issues)
+    } else {
+        Vec::new()
+    };
+    let modalias = text(&mut r, "modalias");
+    dev.driver_module = driver_module;
+    dev.driver_override = driver_override;
     dev.reset = reset;
     dev.power = power;
     dev.numa_node = numa_node;
@@ -150,10 +200,18 @@ pub fn read_pci_device(root: &HostRoot, address: PciAddress, entry: &str) -> Pci
     dev.sriov = sriov;
     dev.physfn = physfn;
     dev.mdev_types = mdev_types;
-    dev.has_secondary_bus = has_secondary_bus;
     dev.modalias = modalias;
-    dev.parents = parents;
+    dev.parents = read_parents(root, &dir, address);
     dev
+}
+
+/// The same words for a broken device directory whichever way it was found.
+fn device_dir_problem(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(20) {
+        "not a directory".to_string()
+    } else {
+        format!("not a readable device directory: {e}")
+    }
 }
 
 /// The bridges above a device, from its real path in `sys/devices`
@@ -171,10 +229,9 @@ fn read_parents(root: &HostRoot, dir: &str, me: PciAddress) -> Vec<PciAddress> {
 }
 
 /// `virtfnN` links, in N order (not name order: `virtfn10` sorts before `virtfn2`).
-fn read_virtfns(root: &HostRoot, dir: &str, issues: &mut Vec<Issue>) -> Vec<PciAddress> {
-    let mut vfs: Vec<(u32, PciAddress)> = root
-        .list_dir(dir, issues)
-        .into_iter()
+fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress> {
+    let mut vfs: Vec<(u32, PciAddress)> = names
+        .iter()
         .filter_map(|n| {
             let idx = n.strip_prefix("virtfn")?.parse::<u32>().ok()?;
             let (target, _) = root.link_name(&format!("{dir}/{n}"))?;
@@ -265,17 +322,19 @@ impl AttrReader<'_> {
         }
     }
 
-    /// The name a link points to. A link whose target is missing still names it, with an
-    /// issue, since the kernel never makes such links: the tree is damaged.
-    fn link_target(&mut self, name: &str) -> Option<String> {
+    /// The name a link points to. With `check_target`, a link whose target is missing still
+    /// names it, with an issue, since the kernel never makes such links: the tree is damaged.
+    /// (Group links are checked against the group directories instead, which costs nothing.)
+    fn link_target(&mut self, name: &str, check_target: bool) -> Option<String> {
         let p = self.path(name);
-        let Some((target, exists)) = self.root.link_name(&p) else {
+        let Some(target) = self.root.read_link(&p) else {
             if self.root.exists(&p) {
                 self.note(name, "expected a symbolic link, found a file or directory");
             }
             return None;
         };
-        if !exists {
+        let target = target.file_name()?.to_string_lossy().into_owned();
+        if check_target && !self.root.exists_through(&p) {
             self.note(name, format!("link to '{target}' points to nothing"));
         }
         Some(target)

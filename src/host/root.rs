@@ -63,6 +63,11 @@ impl HostRoot {
         fs::symlink_metadata(self.join(rel)).is_ok()
     }
 
+    /// Whether a path exists after following links (a dangling link does not).
+    pub fn exists_through(&self, rel: &str) -> bool {
+        fs::metadata(self.join(rel)).is_ok()
+    }
+
     pub fn is_dir(&self, rel: &str) -> bool {
         fs::metadata(self.join(rel)).is_ok_and(|m| m.is_dir())
     }

@@ -2,7 +2,7 @@
 
 use crate::formats::cmdline::parse_cmdline;
 use crate::formats::os_release::parse_os_release;
-use crate::model::{CpuInfo, Issue, LoadedModule, OsRelease, ProxmoxInfo, SystemInfo};
+use crate::model::{CpuInfo, Issue, LoadedModule, OsRelease, ProxmoxInfo, ReadDetail, SystemInfo};
 
 use super::root::{FileRead, HostRoot};
 
@@ -22,32 +22,43 @@ const KERNEL_CONFIG_KEYS: &[&str] = &[
     "CONFIG_IOMMU_DEFAULT_PASSTHROUGH",
 ];
 
-pub fn read_system(root: &HostRoot, issues: &mut Vec<Issue>) -> SystemInfo {
+/// Reads the system facts. `issues` takes problems of what a `Summary` reads too;
+/// `detail_issues` those of what only a `Full` read looks at.
+pub fn read_system(
+    root: &HostRoot,
+    detail: ReadDetail,
+    issues: &mut Vec<Issue>,
+    detail_issues: &mut Vec<Issue>,
+) -> SystemInfo {
     let kernel_release = read_kernel_release(root, issues);
     let cmdline = root
         .read_noting("proc/cmdline", issues)
         .map(|s| s.trim().to_string());
     let cmdline_params = cmdline.as_deref().map(parse_cmdline).unwrap_or_default();
-    let builtin_modules = kernel_release
-        .as_deref()
-        .and_then(|rel| read_builtin_modules(root, rel, issues));
     let kernel_config = kernel_release
         .as_deref()
         .map(|rel| read_kernel_config(root, rel, issues))
         .unwrap_or_default();
-    SystemInfo {
+    let mut info = SystemInfo {
         cpu: read_cpu(root, issues),
         os: read_os_release(root, issues),
         proxmox: read_proxmox(root, issues),
-        loaded_modules: read_loaded_modules(root, issues),
-        nvidia_driver_version: read_nvidia_version(root, issues),
-        char_majors: read_char_majors(root, issues),
         kernel_release,
         cmdline,
         cmdline_params,
-        builtin_modules,
         kernel_config,
+        ..SystemInfo::default()
+    };
+    if detail == ReadDetail::Full {
+        info.builtin_modules = info
+            .kernel_release
+            .as_deref()
+            .and_then(|rel| read_builtin_modules(root, rel, detail_issues));
+        info.loaded_modules = read_loaded_modules(root, detail_issues);
+        info.nvidia_driver_version = read_nvidia_version(root, detail_issues);
+        info.char_majors = read_char_majors(root, detail_issues);
     }
+    info
 }
 
 fn read_kernel_release(root: &HostRoot, issues: &mut Vec<Issue>) -> Option<String> {

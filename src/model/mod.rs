@@ -55,6 +55,18 @@ impl IommuGroup {
     }
 }
 
+/// How much of the host a snapshot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadDetail {
+    /// What `list` shows: identity, class, names, driver and group of each device, the
+    /// IOMMU, CPU, kernel, OS and boot setup. Per-device power, reset, link, SR-IOV and
+    /// topology, modules, VFIO configuration and DRM are left empty.
+    Summary,
+    /// Everything passthru reads (`scan`, and every command that judges or plans).
+    Full,
+}
+
 /// Who made the snapshot, from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotSource {
@@ -64,6 +76,7 @@ pub struct SnapshotSource {
     pub pci_ids: Option<String>,
     /// passthru version that read it.
     pub passthru_version: String,
+    pub detail: ReadDetail,
 }
 
 /// Everything read from one host.
@@ -80,8 +93,13 @@ pub struct Snapshot {
     pub devices: Vec<PciDevice>,
     /// Every IOMMU group, sorted numerically where the ids are numbers.
     pub groups: Vec<IommuGroup>,
-    /// Host-level things that could not be read (per-device ones live on the device).
+    /// Host-level things that could not be read by the readers a `Summary` also runs
+    /// (per-device ones live on the device).
     pub issues: Vec<Issue>,
+    /// Host-level things that could not be read by the readers only a `Full` read runs
+    /// (modules, VFIO configuration, DRM).
+    #[serde(default)]
+    pub detail_issues: Vec<Issue>,
 }
 
 impl Snapshot {
@@ -107,9 +125,11 @@ impl Snapshot {
 
     /// Every issue in the snapshot: the host's and each device's.
     pub fn all_issues(&self) -> impl Iterator<Item = &Issue> {
-        self.issues
-            .iter()
-            .chain(self.devices.iter().flat_map(|d| d.issues.iter()))
+        self.issues.iter().chain(&self.detail_issues).chain(
+            self.devices
+                .iter()
+                .flat_map(|d| d.issues.iter().chain(&d.detail_issues)),
+        )
     }
 }
 

@@ -275,8 +275,11 @@ pub struct PciDevice {
     /// The device is a bridge with a secondary bus (`pci_bus/` exists), as Proxmox decides it.
     pub has_secondary_bus: bool,
     pub modalias: Option<String>,
-    /// What could not be read for this device, and why.
+    /// What could not be read among the attributes `list` shows, and why.
     pub issues: Vec<Issue>,
+    /// What could not be read among the other attributes (a `Full` read only).
+    #[serde(default)]
+    pub detail_issues: Vec<Issue>,
 }
 
 impl PciDevice {
@@ -306,6 +309,7 @@ impl PciDevice {
             has_secondary_bus: false,
             modalias: None,
             issues: Vec::new(),
+            detail_issues: Vec::new(),
         }
     }
 

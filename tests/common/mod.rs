@@ -116,7 +116,7 @@ pub fn stdout(o: &Output) -> String {
 pub fn snapshot(root: &Path) -> passthru::model::Snapshot {
     let root = passthru::host::HostRoot::new(root).unwrap();
     let ids = passthru::pciids::PciIds::load(&pci_ids()).unwrap();
-    passthru::host::read_snapshot(&root, Some(&ids))
+    passthru::host::read_snapshot(&root, Some(&ids), passthru::model::ReadDetail::Full)
 }
 
 /// One device as `lspci -nnk -D` prints it.
