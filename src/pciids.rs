@@ -1,13 +1,15 @@
 //! Names from the PCI ID database (`pci.ids`), the file lspci reads.
 //!
-//! lspci parses every one of the file's ~36,000 lines into a hash table before printing
-//! anything; that is most of its run time on a small host. Here the file is read once into
-//! memory and only vendor lines are indexed (found with a SIMD newline search); a device or
-//! subsystem lookup then scans just that vendor's block. Names are formed exactly as
-//! `lspci -nn` forms them (pciutils `lib/names.c`), so the two can be compared byte for byte.
+//! lspci parses all of the file's ~36,000 lines into a hash table before printing anything;
+//! that is most of its run time on a small host. Here the file is mapped, not read (a read
+//! into fresh memory costs a page fault per 4 KiB), the vendor lines are indexed in one
+//! vectorised pass over the newlines, and a device or subsystem lookup scans only its
+//! vendor's block. Names are formed exactly as `lspci -nn` forms them (pciutils `lib/names.c`), so the
+//! two can be compared byte for byte.
 
-use std::fs;
+use std::fs::File;
 use std::io;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 /// Where distributions install pci.ids, in the order lspci's packages use them.
@@ -17,42 +19,68 @@ pub const SYSTEM_PCI_IDS: &[&str] = &[
     "usr/share/pci.ids",
 ];
 
-/// An in-memory pci.ids with a vendor index.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A pci.ids file, searched in place.
 pub struct PciIds {
     path: PathBuf,
-    data: Vec<u8>,
-    /// (vendor id, byte offset of the vendor line), in file order (the file is sorted).
+    data: Bytes,
+    /// (vendor id, offset of its line), in file order, which is sorted.
     vendors: Vec<(u16, usize)>,
-    /// Offset of the first `C xx` class line, if any.
-    classes: Option<usize>,
+    /// Offset where vendor lines end: the first `C xx` class line, or the end.
+    classes: usize,
 }
 
 impl PciIds {
-    /// Reads and indexes a pci.ids file.
+    /// Maps a pci.ids file (or reads it, when it cannot be mapped: a pipe, an empty file).
     pub fn load(path: &Path) -> io::Result<Self> {
-        let data = fs::read(path)?;
-        Ok(Self::from_bytes(path.to_path_buf(), data))
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let data = if meta.is_file() && meta.len() > 0 {
+            // SAFETY: the map is read-only and private to this process. pci.ids is replaced,
+            // not rewritten in place (update-pciids and package managers write a new file and
+            // rename it), so the mapped bytes do not change while passthru runs.
+            Bytes::Mapped(unsafe { memmap2::Mmap::map(&file)? })
+        } else {
+            Bytes::Owned(std::fs::read(path)?)
+        };
+        Ok(Self::with_bytes(path.to_path_buf(), data))
     }
 
     pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Self {
+        Self::with_bytes(path, Bytes::Owned(data))
+    }
+
+    fn with_bytes(path: PathBuf, data: Bytes) -> Self {
+        // The class section is the file's last part, opened by `C 00`; search back from the
+        // end so the vendor part is never read for it.
+        let classes = memchr::memmem::rfind(&data, b"\nC 00")
+            .or_else(|| memchr::memmem::find(&data, b"\nC "))
+            .map_or(data.len(), |i| i + 1);
+        let classes = if data.starts_with(b"C ") { 0 } else { classes };
+        // Index the vendor lines: one vectorised pass over the newlines, looking only at the
+        // first byte of each line (device lines start with a tab).
+        let head = &data[..classes];
         let mut vendors = Vec::with_capacity(2600);
-        let mut classes = None;
-        let mut start = 0;
-        loop {
-            if let Some(&first) = data.get(start) {
-                // `C xx` opens the class section; 'C' is also a hex digit, so test it first.
-                if first == b'C' && data.get(start + 1) == Some(&b' ') {
-                    classes = Some(start);
-                    break;
-                } else if first.is_ascii_hexdigit() {
-                    if let Some(id) = parse_hex4(&data[start..]) {
-                        vendors.push((id, start));
-                    }
+        let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', head).map(|i| i + 1));
+        for start in starts {
+            if head.get(start).is_some_and(u8::is_ascii_hexdigit) {
+                if let Some(id) = parse_hex4(&head[start..]) {
+                    vendors.push((id, start));
                 }
-            }
-            match memchr::memchr(b'\n', &data[start..]) {
-                Some(n) => start += n + 1,
-                None => break,
             }
         }
         // pci.ids is sorted, but a hand-edited file might not be: keep lookups correct.
@@ -126,9 +154,12 @@ impl PciIds {
 
     /// Subclass name, else class name (pciutils' `PCI_LOOKUP_CLASS`).
     pub fn class_name(&self, base: u8, sub: u8) -> Option<String> {
+        if self.classes >= self.data.len() {
+            return None;
+        }
         let mut lines = Lines {
             data: &self.data,
-            pos: self.classes?,
+            pos: self.classes,
         };
         let mut class_name = None;
         let mut in_class = false;
@@ -155,9 +186,12 @@ impl PciIds {
 
     /// Programming-interface name (`XHCI`), when the database has one.
     pub fn prog_if_name(&self, base: u8, sub: u8, prog_if: u8) -> Option<String> {
+        if self.classes >= self.data.len() {
+            return None;
+        }
         let mut lines = Lines {
             data: &self.data,
-            pos: self.classes?,
+            pos: self.classes,
         };
         let (mut in_class, mut in_sub) = (false, false);
         for l in &mut lines {

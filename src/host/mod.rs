@@ -104,10 +104,14 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) 
 /// small file at a time, bound by system-call latency rather than by the disk, so threads
 /// divide the wall time; below a few hundred items starting them costs more than it saves.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 256 {
+        return items.iter().map(f).collect();
+    }
+    // Asked only now: the answer costs a dozen system calls (cgroup quota files).
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if items.len() < 256 || threads < 2 {
+    if threads < 2 {
         return items.iter().map(f).collect();
     }
     let chunk = items.len().div_ceil(threads);

@@ -64,17 +64,9 @@ pub fn read_pci_device(
                 return dev;
             }
         },
-        ReadDetail::Summary => match std::fs::metadata(root.join(&dir)) {
-            Ok(m) if m.is_dir() => None,
-            Ok(_) => {
-                dev.issues.push(Issue::new(&dir, "not a directory"));
-                return dev;
-            }
-            Err(e) => {
-                dev.issues.push(Issue::new(&dir, device_dir_problem(&e)));
-                return dev;
-            }
-        },
+        // A summary does not list the directory: `class` is read first, and only when that
+        // fails is the directory itself looked at.
+        ReadDetail::Summary => None,
     };
     // In Full mode a file absent from the listing is known absent without opening it.
     let has = |name: &str| {
@@ -90,6 +82,18 @@ pub fn read_pci_device(
 
     // The kernel always creates these; their absence is damage worth naming.
     let class = r.required_hex("class", 6).map(ClassCode);
+    if class.is_none() && listing.is_none() {
+        let broken = match std::fs::metadata(root.join(&dir)) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some("not a directory".to_string()),
+            Err(e) => Some(device_dir_problem(&e)),
+        };
+        if let Some(why) = broken {
+            // One message for the directory, not one per attribute.
+            *r.issues = vec![Issue::new(&dir, why)];
+            return dev;
+        }
+    }
     let vendor = r.required_hex("vendor", 4).map(|v| PciId(v as u16));
     let device = r.required_hex("device", 4).map(|v| PciId(v as u16));
     let subsystem_vendor = r.hex("subsystem_vendor", 4).map(|v| PciId(v as u16));
@@ -104,10 +108,12 @@ pub fn read_pci_device(
     } else {
         None
     };
-    let has_secondary_bus = match &listing {
-        Some(l) => l.contains("pci_bus") && root.is_dir(&format!("{dir}/pci_bus")),
-        None => root.is_dir(&format!("{dir}/pci_bus")),
-    };
+    // Only a type-1 header (a bridge class, base 0x06) has a secondary bus; skip the look
+    // for every endpoint.
+    let may_bridge = class.is_none_or(ClassCode::is_bridge_class);
+    let has_secondary_bus = may_bridge
+        && listing.as_ref().is_none_or(|l| l.contains("pci_bus"))
+        && root.is_dir(&format!("{dir}/pci_bus"));
     dev.class = class;
     dev.vendor = vendor;
     dev.device = device;

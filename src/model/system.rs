@@ -83,9 +83,7 @@ impl SystemInfo {
 
     pub fn module_builtin(&self, name: &str) -> Option<bool> {
         let name = name.replace('-', "_");
-        self.builtin_modules
-            .as_ref()
-            .map(|m| m.iter().any(|b| *b == name))
+        self.builtin_modules.as_ref().map(|m| m.contains(&name))
     }
 
     pub fn cmdline_value(&self, key: &str) -> Option<&CmdlineParam> {
