@@ -219,3 +219,49 @@ pub fn lspci_over(root: &Path) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Unpacks a "ttar" text archive (prometheus/procfs's fixture format) into a fresh temporary
+/// directory. Records are `Directory: P`, `Path: P` + `Lines: N` + N lines, or `Path: P` +
+/// `SymlinkTo: T`, each followed by `Mode: octal`. In content, `NULLBYTE` stands for a NUL and a
+/// final `EOF` marks a last line without a newline.
+pub fn unpack_ttar(archive: &Path) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(archive).unwrap();
+    let mut lines = text.lines();
+    let mut last_path: Option<PathBuf> = None;
+    while let Some(line) = lines.next() {
+        if let Some(p) = line.strip_prefix("Directory: ") {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(&p).unwrap();
+            last_path = Some(p);
+        } else if let Some(p) = line.strip_prefix("Path: ") {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let next = lines.next().unwrap();
+            if let Some(target) = next.strip_prefix("SymlinkTo: ") {
+                std::os::unix::fs::symlink(target, &path).unwrap();
+                last_path = None;
+                continue;
+            }
+            let n: usize = next.strip_prefix("Lines: ").unwrap().parse().unwrap();
+            let mut content = String::new();
+            for _ in 0..n {
+                content.push_str(lines.next().unwrap());
+                content.push('\n');
+            }
+            if content.ends_with("EOF\n") {
+                content.truncate(content.len() - 4);
+            }
+            std::fs::write(&path, content.replace("NULLBYTE", "\0")).unwrap();
+            last_path = Some(path);
+        } else if let Some(m) = line.strip_prefix("Mode: ") {
+            if let Some(p) = last_path.take() {
+                let mode = u32::from_str_radix(m, 8).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode | 0o200))
+                    .unwrap();
+            }
+        }
+    }
+    dir
+}
