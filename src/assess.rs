@@ -148,3 +148,111 @@ fn plural(n: usize) -> &'static str {
         "s"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::cmdline::parse_cmdline;
+    use crate::model::{IommuGroup, IommuUnit, ReadDetail, SnapshotSource, SystemInfo};
+
+    fn host(tables: &[&str], cmdline: &str) -> Snapshot {
+        Snapshot {
+            schema_version: 1,
+            source: SnapshotSource {
+                root: "/".into(),
+                pci_ids: None,
+                passthru_version: "test".into(),
+                detail: ReadDetail::Summary,
+            },
+            system: SystemInfo {
+                cmdline_params: parse_cmdline(cmdline),
+                ..Default::default()
+            },
+            iommu: crate::model::IommuState {
+                firmware_tables: tables.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            },
+            boot: Default::default(),
+            vfio_config: Default::default(),
+            drm: Vec::new(),
+            devices: Vec::new(),
+            groups: Vec::new(),
+            issues: Vec::new(),
+            detail_issues: Vec::new(),
+        }
+    }
+
+    fn reason(s: &Snapshot) -> String {
+        summarize_iommu(s).reason.unwrap_or_default()
+    }
+
+    #[test]
+    fn active_iommu_has_no_reason() {
+        let mut s = host(&["DMAR"], "");
+        s.iommu.units.push(IommuUnit {
+            name: "dmar0".into(),
+            vendor: IommuVendor::Intel,
+            ir_capable: Some(true),
+        });
+        s.iommu.group_count = 3;
+        let sum = summarize_iommu(&s);
+        assert_eq!(sum.status, IommuStatus::On);
+        assert!(sum.summary.contains("Intel VT-d, 1 unit, 3 groups"));
+        assert!(sum.reason.is_none() && sum.next_step.is_none());
+    }
+
+    #[test]
+    fn iommu_off_on_the_command_line_is_named() {
+        assert!(reason(&host(&["DMAR"], "quiet iommu=off")).contains("iommu=off"));
+        assert!(reason(&host(&["DMAR"], "intel_iommu=off")).contains("intel_iommu=off"));
+        assert!(reason(&host(&["IVRS"], "amd_iommu=off")).contains("amd_iommu=off"));
+        // Not named when absent.
+        assert!(!reason(&host(&["DMAR"], "quiet")).contains("=off"));
+    }
+
+    #[test]
+    fn intel_default_decides_the_advice() {
+        let s = host(&["DMAR"], "quiet");
+        assert!(summarize_iommu(&s)
+            .next_step
+            .unwrap()
+            .contains("add intel_iommu=on"));
+        let mut s = host(&["DMAR"], "quiet");
+        s.system.kernel_config = vec![(
+            "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF".into(),
+            "y".into(),
+        )];
+        assert!(reason(&s).contains("enables it by default"));
+    }
+
+    #[test]
+    fn amd_advice_never_suggests_amd_iommu_on() {
+        let sum = summarize_iommu(&host(&["IVRS"], "quiet"));
+        let text = format!("{} {}", sum.reason.unwrap(), sum.next_step.unwrap());
+        assert!(
+            !text.contains("amd_iommu=on ") && text.contains("needs no kernel parameter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_firmware_table_points_at_the_firmware_setup_or_the_hypervisor() {
+        let mut s = host(&[], "");
+        s.system.cpu.vendor_id = Some("AuthenticAMD".into());
+        assert!(summarize_iommu(&s).next_step.unwrap().contains("AMD CBS"));
+        s.system.cpu.hypervisor = true;
+        assert!(reason(&s).contains("virtual machine"));
+    }
+
+    #[test]
+    fn noiommu_groups_are_not_an_iommu() {
+        let mut s = host(&[], "");
+        s.groups.push(IommuGroup {
+            id: "0".into(),
+            kind: None,
+            name: Some("vfio-noiommu".into()),
+            devices: Vec::new(),
+        });
+        assert_eq!(summarize_iommu(&s).status, IommuStatus::NoIommuMode);
+    }
+}

@@ -39,16 +39,7 @@ fn laptop_groups_come_from_the_device_links() {
         ),
         ("14", &["0000:04:00.0"]),
     ];
-    let got: Vec<(String, Vec<String>)> = snap
-        .groups
-        .iter()
-        .map(|g| {
-            (
-                g.id.clone(),
-                g.devices.iter().map(|d| d.to_string()).collect(),
-            )
-        })
-        .collect();
+    let got = group_listing(&snap);
     let want: Vec<(String, Vec<String>)> = expected
         .iter()
         .map(|(g, d)| (g.to_string(), d.iter().map(|s| s.to_string()).collect()))

@@ -28,16 +28,7 @@ fn groups_match_what_the_guest_kernel_listed() {
     for (name, dir) in qemu_fixtures() {
         let root = unpacked(&dir.join("root.tar.gz"));
         let snap = snapshot(&root);
-        let got: BTreeMap<String, Vec<String>> = snap
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.devices.iter().map(|d| d.to_string()).collect(),
-                )
-            })
-            .collect();
+        let got: BTreeMap<String, Vec<String>> = group_listing(&snap).into_iter().collect();
         assert_eq!(
             got,
             expected_groups(&dir),

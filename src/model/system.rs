@@ -114,7 +114,7 @@ pub struct IommuUnit {
 }
 
 /// Whether interrupt remapping is in effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IrqRemapping {
     /// `IR-` interrupt chips in `proc/interrupts`.
@@ -122,10 +122,11 @@ pub enum IrqRemapping {
     /// `proc/interrupts` lists MSI/IO-APIC chips and none is `IR-`.
     NotSeen,
     /// No evidence either way.
+    #[default]
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IommuState {
     /// ACPI tables present: `DMAR` (Intel) and/or `IVRS` (AMD). Presence only; the tables
     /// themselves are root-only.
@@ -210,7 +211,7 @@ pub struct InitramfsFound {
     pub evidence: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootInfo {
     pub firmware: Option<Firmware>,
     /// Every setup found; the first is the one in use (see `in_use`).

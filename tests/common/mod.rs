@@ -119,6 +119,19 @@ pub fn snapshot(root: &Path) -> passthru::model::Snapshot {
     passthru::host::read_snapshot(&root, Some(&ids), passthru::model::ReadDetail::Full)
 }
 
+/// The snapshot's groups as `(id, [BDF...])` in the snapshot's order.
+pub fn group_listing(snap: &passthru::model::Snapshot) -> Vec<(String, Vec<String>)> {
+    snap.groups
+        .iter()
+        .map(|g| {
+            (
+                g.id.clone(),
+                g.devices.iter().map(|d| d.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
 /// One device as `lspci -nnk -D` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LspciDevice {
