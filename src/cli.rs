@@ -30,13 +30,9 @@ pub const EXIT_CODES: &str =
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Read the host below DIR instead of / (a fixture tree, or an unpacked scan archive).
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PASSTHRU_ROOT",
-        global = true,
-        conflicts_with = "from"
-    )]
+    /// Without this option, the PASSTHRU_ROOT environment variable is used when set (and
+    /// ignored with --from).
+    #[arg(long, value_name = "DIR", global = true, conflicts_with = "from")]
     pub root: Option<PathBuf>,
 
     /// Work from a snapshot saved by `passthru scan --json` instead of reading a host.

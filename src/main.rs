@@ -46,7 +46,17 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 }
 
 fn host_root(source: &SourceArgs) -> Result<HostRoot> {
-    let path = source.root.clone().unwrap_or_else(|| "/".into());
+    // Read here rather than by clap, so that a PASSTHRU_ROOT left in the environment does not
+    // conflict with --from.
+    let path = source
+        .root
+        .clone()
+        .or_else(|| {
+            std::env::var_os("PASSTHRU_ROOT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        })
+        .unwrap_or_else(|| "/".into());
     Ok(HostRoot::new(path)?)
 }
 

@@ -317,3 +317,23 @@ fn root_comes_from_the_environment_too() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["groups"][0]["devices"][0]["address"].is_string());
 }
+
+#[test]
+fn an_environment_root_does_not_conflict_with_from() {
+    let t = build("intel-n100");
+    let saved = tempfile::NamedTempFile::new().unwrap();
+    scan_json(t.path(), saved.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(["list", "--from", s(saved.path())])
+        .env("PASSTHRU_ROOT", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // But both on the command line is a usage error.
+    let out = passthru(&["list", "--from", s(saved.path()), "--root", s(t.path())]);
+    assert_eq!(out.status.code(), Some(2));
+}
