@@ -175,6 +175,7 @@ mod tests {
             boot: Default::default(),
             vfio_config: Default::default(),
             drm: Vec::new(),
+            host_usage: Default::default(),
             devices: Vec::new(),
             groups: Vec::new(),
             issues: Vec::new(),

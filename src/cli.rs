@@ -50,6 +50,29 @@ pub enum Command {
     List(ListArgs),
     /// Read the whole host into one snapshot: print a summary, the JSON, or an archive.
     Scan(ScanArgs),
+    /// One verdict per GPU and use (vm, lxc, host), with the evidence and the exact fix.
+    #[command(after_help = CHECK_EXIT_CODES)]
+    Check(CheckArgs),
+}
+
+pub const CHECK_EXIT_CODES: &str = "Exit codes: 0 every selected GPU is ready for the requested use(s); 1 some GPU is not (or no GPU matched); 2 error.";
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// GPUs to check: an address (01:00.0 or 0000:01:00.0), vendor:device (10de:2206) or part
+    /// of the name. Default: every GPU (PCI class 03xx).
+    pub gpus: Vec<String>,
+    /// The use(s) the exit code judges, and the only ones shown (repeatable). Default: all
+    /// uses are shown and the exit code judges vm.
+    #[arg(long = "for", value_enum, value_name = "USE")]
+    pub uses: Vec<passthru::check::Use>,
+    /// Do not block on the host's boot disk, network or only display sharing the GPU's group
+    /// (they become warnings).
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

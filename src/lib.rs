@@ -12,6 +12,7 @@
 //! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
 
 pub mod assess;
+pub mod check;
 pub mod formats;
 pub mod host;
 pub mod model;

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, ListArgs, ScanArgs, SourceArgs};
+use cli::{CheckArgs, Cli, Command, ListArgs, ScanArgs, SourceArgs};
+use passthru::check::{check_host, CheckRequest, Use, Verdict};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
+use passthru::output::check::render_check;
 use passthru::output::list::{build_gpus, build_list, render_gpus, render_list};
 use passthru::output::style::{sanitize, Style};
 use passthru::snapshot_io::load_snapshot;
@@ -40,6 +42,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::List(args) => cmd_list(&cli.source, args, style, &mut out)?,
         Command::Scan(args) => cmd_scan(&cli.source, args, &mut out)?,
+        Command::Check(args) => {
+            let ready = cmd_check(&cli.source, args, style, &mut out)?;
+            out.flush()?;
+            return Ok(if ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -95,6 +106,40 @@ fn cmd_list(source: &SourceArgs, args: &ListArgs, style: Style, out: &mut dyn Wr
         }
     }
     Ok(())
+}
+
+/// Returns whether every selected GPU is ready for the judged use(s).
+fn cmd_check(
+    source: &SourceArgs,
+    args: &CheckArgs,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let snap = get_snapshot(source, ReadDetail::Check)?;
+    let req = CheckRequest {
+        gpus: args.gpus.clone(),
+        force: args.force,
+    };
+    let report = check_host(&snap, &req);
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        render_check(out, &report, &args.uses, style)?;
+    }
+    let judged: Vec<Use> = if args.uses.is_empty() {
+        vec![Use::Vm]
+    } else {
+        args.uses.clone()
+    };
+    let ready = !report.gpus.is_empty()
+        && report.unmatched.is_empty()
+        && report.gpus.iter().all(|g| {
+            judged
+                .iter()
+                .all(|u| g.verdicts.get(u) == Some(&Verdict::Ready))
+        });
+    Ok(ready)
 }
 
 fn cmd_scan(source: &SourceArgs, args: &ScanArgs, out: &mut dyn Write) -> Result<()> {

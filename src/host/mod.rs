@@ -9,6 +9,7 @@ pub mod iommu;
 pub mod pci;
 pub mod root;
 pub mod system;
+pub mod usage;
 pub mod vfio_config;
 
 use std::path::{Path, PathBuf};
@@ -58,9 +59,16 @@ pub fn load_pci_ids(root: &HostRoot, source: &PciIdsSource) -> Result<Option<Pci
 /// system calls of `Full` (see docs/performance.md).
 pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) -> Snapshot {
     let mut issues = Vec::new();
-    let mut devices = pci::read_pci_devices(root, detail, &mut issues);
-    name_devices(&mut devices, ids);
+    let device_detail = match detail {
+        ReadDetail::Check => ReadDetail::Summary,
+        d => d,
+    };
+    let mut devices = pci::read_pci_devices(root, device_detail, &mut issues);
     let mut groups = iommu::read_iommu_groups(root, &mut issues);
+    if detail == ReadDetail::Check {
+        read_devices_of_interest(root, &mut devices, &groups);
+    }
+    name_devices(&mut devices, ids);
     if !root.exists(iommu::IOMMU_GROUPS) && devices.iter().any(|d| d.iommu_group.is_some()) {
         groups = groups_from_device_links(&mut devices);
         issues.push(crate::model::Issue::new(
@@ -73,12 +81,13 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) 
     let mut detail_issues = Vec::new();
     let system = system::read_system(root, detail, &mut issues, &mut detail_issues);
     let boot = boot::read_boot(root, &mut issues);
-    let (vfio_config, drm) = match detail {
-        ReadDetail::Full => (
+    let (vfio_config, drm, host_usage) = match detail {
+        ReadDetail::Full | ReadDetail::Check => (
             vfio_config::read_vfio_config(root, &system.cmdline_params, &mut detail_issues),
             drm::read_drm(root, &mut detail_issues),
+            usage::read_host_usage(root, &devices, &mut detail_issues),
         ),
-        ReadDetail::Summary => (Default::default(), Vec::new()),
+        ReadDetail::Summary => (Default::default(), Vec::new(), Default::default()),
     };
     Snapshot {
         schema_version: SCHEMA_VERSION,
@@ -93,10 +102,43 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) 
         boot,
         vfio_config,
         drm,
+        host_usage,
         devices,
         groups,
         issues,
         detail_issues,
+    }
+}
+
+/// Re-reads in full the GPUs and every device that shares a group or a slot with one: what
+/// `check` judges. The rest keep their summary, which is what makes `check` on a large server
+/// cost about what `list` costs.
+fn read_devices_of_interest(
+    root: &HostRoot,
+    devices: &mut [PciDevice],
+    groups: &[crate::model::IommuGroup],
+) {
+    let gpus: Vec<&PciDevice> = devices.iter().filter(|d| d.is_gpu()).collect();
+    let mut wanted: std::collections::BTreeSet<crate::model::PciAddress> = Default::default();
+    for g in &gpus {
+        wanted.insert(g.address);
+        if let Some(group) = g
+            .iommu_group
+            .as_deref()
+            .and_then(|id| groups.iter().find(|x| x.id == id))
+        {
+            wanted.extend(group.devices.iter().copied());
+        }
+        wanted.extend(
+            devices
+                .iter()
+                .filter(|d| d.address.same_slot(&g.address))
+                .map(|d| d.address),
+        );
+    }
+    for d in devices.iter_mut().filter(|d| wanted.contains(&d.address)) {
+        let entry = d.address.to_string();
+        *d = pci::read_pci_device(root, d.address, &entry, ReadDetail::Full);
     }
 }
 

@@ -53,7 +53,7 @@ pub fn read_pci_device(
     let dir = format!("{PCI_DEVICES}/{entry}");
     let mut dev = PciDevice::new(address);
     let listing: Option<BTreeSet<String>> = match detail {
-        ReadDetail::Full => match std::fs::read_dir(root.join(&dir)) {
+        ReadDetail::Full | ReadDetail::Check => match std::fs::read_dir(root.join(&dir)) {
             Ok(rd) => Some(
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -197,6 +197,9 @@ pub fn read_pci_device(
         Vec::new()
     };
     let modalias = text(&mut r, "modalias");
+    let bars = text(&mut r, "resource")
+        .map(|t| super::usage::parse_resource_table(&t))
+        .unwrap_or_default();
     dev.driver_module = driver_module;
     dev.driver_override = driver_override;
     dev.reset = reset;
@@ -207,6 +210,8 @@ pub fn read_pci_device(
     dev.physfn = physfn;
     dev.mdev_types = mdev_types;
     dev.modalias = modalias;
+    dev.bars = bars;
+    dev.detailed = true;
     dev.parents = read_parents(root, &dir, address);
     dev
 }

@@ -50,7 +50,7 @@ pub fn read_system(
         kernel_config,
         ..SystemInfo::default()
     };
-    if detail == ReadDetail::Full {
+    if detail != ReadDetail::Summary {
         info.builtin_modules = info
             .kernel_release
             .as_deref()

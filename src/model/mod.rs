@@ -63,8 +63,11 @@ pub enum ReadDetail {
     /// IOMMU, CPU, kernel, OS and boot setup. Per-device power, reset, link, SR-IOV and
     /// topology, modules, VFIO configuration and DRM are left empty.
     Summary,
-    /// Everything passthru reads (`scan`, and every command that judges or plans).
+    /// Everything passthru reads (`scan`).
     Full,
+    /// What `check` needs: a summary of every device, every attribute of the GPUs and of the
+    /// devices that share their groups or slots, and all host-level facts.
+    Check,
 }
 
 /// Who made the snapshot, from where.
@@ -89,6 +92,9 @@ pub struct Snapshot {
     pub boot: BootInfo,
     pub vfio_config: VfioConfig,
     pub drm: Vec<DrmCard>,
+    /// What the host itself relies on: its boot disk, its network, its display users.
+    #[serde(default)]
+    pub host_usage: HostUsage,
     /// Every PCI function, sorted by address.
     pub devices: Vec<PciDevice>,
     /// Every IOMMU group, sorted numerically where the ids are numbers.

@@ -275,6 +275,13 @@ pub struct PciDevice {
     /// The device is a bridge with a secondary bus (`pci_bus/` exists), as Proxmox decides it.
     pub has_secondary_bus: bool,
     pub modalias: Option<String>,
+    /// Memory BARs from the `resource` text table: (start, end) physical addresses. Zeros
+    /// are left out (unused BARs, or a non-root reader's view on some kernels).
+    #[serde(default)]
+    pub bars: Vec<(u64, u64)>,
+    /// Every attribute was read (a `Full` read, or a device a `Check` read looks at).
+    #[serde(default)]
+    pub detailed: bool,
     /// What could not be read among the attributes `list` shows, and why.
     pub issues: Vec<Issue>,
     /// What could not be read among the other attributes (a `Full` read only).
@@ -308,6 +315,8 @@ impl PciDevice {
             parents: Vec::new(),
             has_secondary_bus: false,
             modalias: None,
+            bars: Vec::new(),
+            detailed: false,
             issues: Vec::new(),
             detail_issues: Vec::new(),
         }

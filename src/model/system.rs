@@ -276,3 +276,35 @@ pub struct DrmConnector {
     /// `connected`, `disconnected`, `unknown`.
     pub status: Option<String>,
 }
+
+/// A process holding a GPU device node open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceUser {
+    pub pid: u32,
+    /// `proc/<pid>/comm`.
+    pub command: Option<String>,
+    /// The node it holds (`/dev/dri/card0`, `/dev/nvidia0` ...).
+    pub node: String,
+}
+
+/// What the host needs for itself, so that passthru never takes it away by accident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostUsage {
+    /// PCI controllers under the root filesystem's block device(s), with how that was found.
+    pub boot_disk_controllers: Vec<PciAddress>,
+    pub boot_disk_evidence: Option<String>,
+    /// The PCI network devices under the default route's interface (through bridges, bonds
+    /// and VLANs: `vmbr0` on Proxmox is a bridge over the real NIC).
+    pub default_route_devices: Vec<PciAddress>,
+    pub default_route_evidence: Option<String>,
+    /// Processes holding `dev/dri/*` or `dev/nvidia*` open (`proc/*/fd`; complete only as
+    /// root). `None`: `proc` could not be searched at all.
+    pub device_users: Option<Vec<DeviceUser>>,
+    /// `BOOTFB` ranges in `proc/iomem` (a firmware framebuffer; addresses are zero for
+    /// non-root readers and then left out).
+    pub boot_framebuffers: Vec<(u64, u64)>,
+    /// Framebuffer devices (`sys/class/graphics/fb*/name`): `simpledrm`, `EFI VGA`, `nvidia-drmfb` ...
+    pub framebuffer_names: Vec<String>,
+    /// `dev/vfio/*` nodes present (group ids, `vfio`).
+    pub vfio_nodes: Vec<String>,
+}

@@ -1,5 +1,6 @@
 //! Everything passthru prints goes through here, to any `io::Write`, so tests print into a
 //! `Vec<u8>`. Rendering is pure: a function of the snapshot and the style.
 
+pub mod check;
 pub mod list;
 pub mod style;

@@ -278,3 +278,16 @@ pub fn unpack_ttar(archive: &Path) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A check-level snapshot of a synthetic host built for the test.
+pub fn check_snapshot_of(name: &str) -> passthru::model::Snapshot {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named(name, dir.path()).unwrap();
+    check_snapshot(dir.path())
+}
+
+pub fn check_snapshot(root: &Path) -> passthru::model::Snapshot {
+    let root = passthru::host::HostRoot::new(root).unwrap();
+    let ids = passthru::pciids::PciIds::load(&pci_ids()).unwrap();
+    passthru::host::read_snapshot(&root, Some(&ids), passthru::model::ReadDetail::Check)
+}

@@ -1,0 +1,172 @@
+//! Group isolation, the card's functions, and the host's own devices.
+//!
+//! The kernel's groups are the verdict (DOMAIN.md §4): a GPU can be assigned when every
+//! other member of its groups is one of its own functions or a bridge; bridges and root ports
+//! are never obstacles (flagging them is a known false positive of other tools).
+
+use super::{describe, Ctx, Effect, Finding, Severity, Use};
+
+const VM: &[Use] = &[Use::Vm];
+
+pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let s = c.s;
+    if !s.iommu.active() {
+        return f; // platform rules already block VM use
+    }
+    let Some(group) = c.gpu.iommu_group.as_deref() else {
+        f.push(
+            Finding::new(
+                "group.none",
+                Severity::Error,
+                Effect::Unknown,
+                VM,
+                "the IOMMU is on but this GPU is in no IOMMU group",
+            )
+            .evidence(format!(
+                "sys/bus/pci/devices/{}/iommu_group: absent",
+                c.gpu.address
+            )),
+        );
+        return f;
+    };
+
+    // The card's other functions go with it.
+    let others: Vec<String> = c
+        .functions
+        .iter()
+        .skip(1)
+        .map(|d| describe(s, &d.address))
+        .collect();
+    if !others.is_empty() {
+        f.push(
+            Finding::new(
+                "slot.functions",
+                Severity::Info,
+                Effect::None,
+                VM,
+                format!(
+                    "the card has {} more function(s); they go to the VM together with the GPU",
+                    others.len()
+                ),
+            )
+            .evidence(others.join("; ")),
+        );
+    }
+    let groups = c.groups();
+    if groups.len() > 1 {
+        let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        f.push(
+            Finding::new(
+                "slot.split-groups",
+                Severity::Info,
+                Effect::None,
+                VM,
+                format!(
+                    "the card's functions are in {} groups ({}); each must be clean",
+                    groups.len(),
+                    ids.join(", ")
+                ),
+            )
+            .evidence("iommu_group links of the card's functions"),
+        );
+    }
+
+    // Other endpoints in any of those groups.
+    let mut intruders = Vec::new();
+    for g in &groups {
+        for a in &g.devices {
+            if a.same_slot(&c.gpu.address) {
+                continue;
+            }
+            match s.device(a) {
+                Some(d) if d.is_bridge() => {}
+                _ => intruders.push((g.id.clone(), *a)),
+            }
+        }
+    }
+    if intruders.is_empty() {
+        f.push(
+            Finding::new(
+                "group.isolated",
+                Severity::Info,
+                Effect::None,
+                VM,
+                format!("IOMMU group {group} holds only this card's functions and bridges"),
+            )
+            .evidence(format!("sys/kernel/iommu_groups/{group}/devices")),
+        );
+    } else {
+        let list: Vec<String> = intruders
+            .iter()
+            .map(|(g, a)| format!("group {g}: {}", describe(s, a)))
+            .collect();
+        f.push(
+            Finding::new("group.shared", Severity::Error, Effect::Blocks, VM, format!("the card shares its IOMMU group with {} other device(s): all of them would have to go to the VM too", intruders.len()))
+                .evidence(list.join("; "))
+                .fix("put the card in a slot wired to the CPU (one whose root port forms its own group), or give the VM every listed device as well. The ACS override (pcie_acs_override=, an out-of-tree patch carried by Proxmox kernels) only pretends the devices are isolated: it weakens the isolation between the VM and them"),
+        );
+    }
+
+    // The host's own devices.
+    let members = c.group_members();
+    let u = &s.host_usage;
+    let safety = |id: &'static str, msg: String, evidence: String, force: bool| {
+        let (sev, eff) = if force {
+            (Severity::Warning, Effect::None)
+        } else {
+            (Severity::Error, Effect::Blocks)
+        };
+        Finding::new(id, sev, eff, VM, msg).evidence(evidence)
+    };
+    let disks: Vec<String> = u
+        .boot_disk_controllers
+        .iter()
+        .filter(|a| members.contains(a))
+        .map(|a| describe(s, a))
+        .collect();
+    if !disks.is_empty() {
+        f.push(
+            safety(
+                "safety.boot-disk",
+                "the card's group holds the controller of the host's root filesystem: giving it to a VM takes the host's boot disk away".into(),
+                format!("{}; {}", disks.join("; "), u.boot_disk_evidence.clone().unwrap_or_default()),
+                c.req.force,
+            )
+            .fix("move the card or the disk to another slot so they are in different groups (--force overrides this check)"),
+        );
+    }
+    let nics: Vec<String> = u
+        .default_route_devices
+        .iter()
+        .filter(|a| members.contains(a))
+        .map(|a| describe(s, a))
+        .collect();
+    if !nics.is_empty() {
+        f.push(
+            safety(
+                "safety.network",
+                "the card's group holds the network device of the host's default route: the host would lose its network".into(),
+                format!("{}; {}", nics.join("; "), u.default_route_evidence.clone().unwrap_or_default()),
+                c.req.force,
+            )
+            .fix("use another network port or slot so they are in different groups (--force overrides this check)"),
+        );
+    }
+    let other_display = s
+        .gpus()
+        .any(|g| !g.address.same_slot(&c.gpu.address) && g.driver.as_deref() != Some("vfio-pci"));
+    let is_console = c.gpu.boot_vga == Some(true);
+    if is_console && !other_display {
+        f.push(
+            safety(
+                "safety.only-display",
+                "this is the host's only display GPU and its boot console: passing it through leaves the host without a screen".into(),
+                format!("sys/bus/pci/devices/{}/boot_vga: 1; no other GPU with a host driver", c.gpu.address),
+                c.req.force,
+            )
+            .fix("add a second GPU (or enable the CPU's iGPU) for the host; or, for single-GPU passthrough, use --force and manage the host over the network"),
+        );
+    }
+    f
+}

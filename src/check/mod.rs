@@ -1,0 +1,305 @@
+//! `passthru check`: one verdict per GPU and use, with findings that carry their evidence and
+//! their fix. Pure: a function of the snapshot and the request, no I/O.
+//!
+//! Each rule lives in a submodule by topic and returns findings; a finding names the uses it
+//! bears on and its effect, and a verdict is the worst effect among a use's findings:
+//! blocked > unknown > needs-setup > ready.
+
+mod console;
+mod driver;
+mod isolation;
+mod lxc;
+mod platform;
+mod reset;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::{PciAddress, PciDevice, Snapshot};
+
+pub use reset::{amd_reset_family, ResetFamily};
+
+/// What the GPU is to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Use {
+    /// Passed through to a virtual machine (vfio-pci).
+    Vm,
+    /// Shared with LXC containers (host driver, device nodes).
+    Lxc,
+    /// Used by the host itself.
+    Host,
+}
+
+pub const ALL_USES: [Use; 3] = [Use::Vm, Use::Lxc, Use::Host];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What a finding does to the verdict of the uses it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    None,
+    NeedsSetup,
+    Unknown,
+    Blocks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ready,
+    NeedsSetup,
+    Unknown,
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable identifier (`iommu.kernel-off`, `group.shared`).
+    pub id: &'static str,
+    pub severity: Severity,
+    pub uses: Vec<Use>,
+    pub effect: Effect,
+    pub message: String,
+    /// The file and value it came from.
+    pub evidence: String,
+    /// The setting, command or passthru command that fixes it.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn new(
+        id: &'static str,
+        severity: Severity,
+        effect: Effect,
+        uses: &[Use],
+        message: impl Into<String>,
+    ) -> Self {
+        Finding {
+            id,
+            severity,
+            uses: uses.to_vec(),
+            effect,
+            message: message.into(),
+            evidence: String::new(),
+            fix: None,
+        }
+    }
+    fn evidence(mut self, e: impl Into<String>) -> Self {
+        self.evidence = e.into();
+        self
+    }
+    fn fix(mut self, f: impl Into<String>) -> Self {
+        self.fix = Some(f.into());
+        self
+    }
+}
+
+/// What the user asked.
+#[derive(Debug, Clone, Default)]
+pub struct CheckRequest {
+    /// GPU selectors (address, vendor:device, name substring); empty means every GPU.
+    pub gpus: Vec<String>,
+    /// Downgrade the safety blocks (boot disk, network, only display) to warnings.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuCheck {
+    pub address: PciAddress,
+    pub name: String,
+    /// Every function of the card (same domain, bus and slot).
+    pub functions: Vec<PciAddress>,
+    /// The GPU function's IOMMU group.
+    pub group: Option<String>,
+    pub verdicts: BTreeMap<Use, Verdict>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub schema_version: u32,
+    pub gpus: Vec<GpuCheck>,
+    /// Selectors that matched no GPU.
+    pub unmatched: Vec<String>,
+}
+
+/// Why a selector matched nothing is reported, not an error: the report says so.
+pub fn select_gpus<'a>(s: &'a Snapshot, selectors: &[String]) -> (Vec<&'a PciDevice>, Vec<String>) {
+    let gpus: Vec<&PciDevice> = s.gpus().collect();
+    if selectors.is_empty() {
+        return (gpus, Vec::new());
+    }
+    let mut chosen: Vec<&PciDevice> = Vec::new();
+    let mut unmatched = Vec::new();
+    for sel in selectors {
+        let lower = sel.to_ascii_lowercase();
+        let by_addr = sel.parse::<PciAddress>().ok();
+        let hits: Vec<&PciDevice> = gpus
+            .iter()
+            .copied()
+            .filter(|g| {
+                by_addr.is_some_and(|a| a == g.address)
+                    || g.vendor_device().is_some_and(|vd| vd == lower)
+                    || (by_addr.is_none() && g.names.name.to_ascii_lowercase().contains(&lower))
+            })
+            .collect();
+        if hits.is_empty() {
+            unmatched.push(sel.clone());
+        }
+        for h in hits {
+            if !chosen.iter().any(|c| c.address == h.address) {
+                chosen.push(h);
+            }
+        }
+    }
+    chosen.sort_by_key(|d| d.address);
+    (chosen, unmatched)
+}
+
+/// Runs every rule for the selected GPUs.
+pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
+    let (gpus, unmatched) = select_gpus(s, &req.gpus);
+    let host_findings = platform::check_platform(s);
+    let gpus = gpus
+        .into_iter()
+        .map(|g| {
+            let ctx = Ctx::new(s, g, req);
+            let mut findings = Vec::new();
+            findings.extend(host_findings.iter().cloned());
+            findings.extend(isolation::check_isolation(&ctx));
+            findings.extend(reset::check_reset(&ctx));
+            findings.extend(driver::check_driver(&ctx));
+            findings.extend(console::check_console(&ctx));
+            findings.extend(lxc::check_lxc(&ctx));
+            if g.class.is_none() || g.vendor.is_none() {
+                findings.push(
+                    Finding::new(
+                        "gpu.unreadable",
+                        Severity::Error,
+                        Effect::Unknown,
+                        &ALL_USES,
+                        "the GPU's class or vendor could not be read",
+                    )
+                    .evidence(
+                        g.issues
+                            .iter()
+                            .map(|i| format!("{}: {}", i.path, i.problem))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                );
+            }
+            let verdicts = ALL_USES
+                .iter()
+                .map(|u| {
+                    let worst = findings
+                        .iter()
+                        .filter(|f| f.uses.contains(u))
+                        .map(|f| f.effect)
+                        .max()
+                        .unwrap_or(Effect::None);
+                    let v = match worst {
+                        Effect::None => Verdict::Ready,
+                        Effect::NeedsSetup => Verdict::NeedsSetup,
+                        Effect::Unknown => Verdict::Unknown,
+                        Effect::Blocks => Verdict::Blocked,
+                    };
+                    (*u, v)
+                })
+                .collect();
+            GpuCheck {
+                address: g.address,
+                name: g.names.name.clone(),
+                functions: ctx.functions.iter().map(|d| d.address).collect(),
+                group: g.iommu_group.clone(),
+                verdicts,
+                findings,
+            }
+        })
+        .collect();
+    CheckReport {
+        schema_version: crate::model::SCHEMA_VERSION,
+        gpus,
+        unmatched,
+    }
+}
+
+/// What every per-GPU rule looks at.
+pub(crate) struct Ctx<'a> {
+    pub s: &'a Snapshot,
+    pub gpu: &'a PciDevice,
+    /// The card's functions, the GPU first.
+    pub functions: Vec<&'a PciDevice>,
+    pub req: &'a CheckRequest,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(s: &'a Snapshot, gpu: &'a PciDevice, req: &'a CheckRequest) -> Self {
+        let mut functions: Vec<&PciDevice> = s
+            .devices
+            .iter()
+            .filter(|d| d.address.same_slot(&gpu.address))
+            .collect();
+        functions.sort_by_key(|d| (d.address != gpu.address, d.address));
+        Ctx {
+            s,
+            gpu,
+            functions,
+            req,
+        }
+    }
+
+    /// The groups the card's functions are in, with their members.
+    pub fn groups(&self) -> Vec<&'a crate::model::IommuGroup> {
+        let mut ids: Vec<&str> = self
+            .functions
+            .iter()
+            .filter_map(|f| f.iommu_group.as_deref())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| self.s.group(id)).collect()
+    }
+
+    /// Every device that would go to the VM with the card: all members of its groups.
+    pub fn group_members(&self) -> Vec<PciAddress> {
+        let mut all: Vec<PciAddress> = self
+            .groups()
+            .iter()
+            .flat_map(|g| g.devices.iter().copied())
+            .collect();
+        all.extend(self.functions.iter().map(|f| f.address));
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// `0000:01:00.0 (nvidia)`, for evidence lists.
+pub(crate) fn describe(s: &Snapshot, a: &PciAddress) -> String {
+    match s.device(a) {
+        Some(d) => format!(
+            "{a} {} [{}] ({})",
+            d.names.name,
+            d.vendor_device().unwrap_or_else(|| "????:????".into()),
+            d.driver.as_deref().unwrap_or("no driver")
+        ),
+        None => a.to_string(),
+    }
+}
+
+/// Kernel release as (major, minor), from `6.1.0-18-amd64`.
+pub(crate) fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
+    let rel = s.system.kernel_release.as_deref()?;
+    let mut it = rel.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
