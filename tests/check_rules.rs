@@ -495,3 +495,18 @@ fn unreadable_gpu_is_unknown() {
         "gpu.unreadable"
     ));
 }
+
+#[test]
+fn reset_disabled_and_no_drm_card() {
+    let snap = check_snapshot_of("nvidia-desktop");
+    let mut disabled = snap.clone();
+    gpu_mut(&mut disabled).reset.methods = Some(vec![]); // `echo > reset_method` was done
+    assert!(has(&run(&disabled), "reset.disabled"));
+    assert!(!has(&run(&snap), "reset.disabled"));
+
+    let n100 = check_snapshot_of("intel-n100");
+    let mut no_drm = n100.clone();
+    no_drm.drm.clear(); // i915 bound but registered no DRM card
+    assert!(has(&run(&no_drm), "lxc.no-drm"));
+    assert!(!has(&run(&n100), "lxc.no-drm"));
+}
