@@ -142,6 +142,22 @@ fn real_machines_get_stated_verdicts() {
             && f.fix.as_deref().unwrap().contains("emulated IOMMU")));
     assert_eq!(g.verdicts[&Use::Host], Verdict::Ready);
     assert_eq!(g.verdicts[&Use::Lxc], Verdict::Unknown);
+
+    // A KVM guest whose only GPU is virtio-gpu: nothing to pass on without a virtual IOMMU.
+    let t = ghw("linux-amd64-accel");
+    let r = run(&check_snapshot(t.path()));
+    assert_eq!(r.gpus.len(), 1);
+    assert_eq!(r.gpus[0].verdicts[&Use::Vm], Verdict::Blocked);
+
+    // prometheus/procfs's archive: its three PCI functions are a bridge, an NVMe disk and a
+    // NIC (its Vega card sits only under sys/class/drm, not on the bus), so there is no GPU
+    // to judge: check says so and exits 1.
+    let t = unpack_ttar(&corpus().join("sysfs/procfs-fixtures.ttar"));
+    let root = t.path().join("fixtures");
+    assert!(run(&check_snapshot(&root)).gpus.is_empty());
+    let out = passthru(&["check", "--root", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("No GPU found"));
 }
 
 /// Makes `link` (root-relative) a relative symlink to `target` (root-relative), as the kernel
