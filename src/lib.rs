@@ -11,6 +11,7 @@
 //! - [`output`]: rendering to any `io::Write`.
 //! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
 
+pub mod apply;
 pub mod assess;
 pub mod check;
 pub mod formats;
@@ -18,4 +19,5 @@ pub mod host;
 pub mod model;
 pub mod output;
 pub mod pciids;
+pub mod plan;
 pub mod snapshot_io;

@@ -1,0 +1,406 @@
+//! The only code that writes the host's files: one plan as one transaction.
+//!
+//! Order of work, each step journaled so that a crash at any point leaves a state the next
+//! run recognises and undoes:
+//! 1. take the lock (`var/lib/passthru/lock`), undo any transaction a crash interrupted;
+//! 2. re-read every file and compare with the bytes the plan was made from; a difference
+//!    stops everything before a byte is written;
+//! 3. save each file's exact bytes, mode and owner (or its absence) in the journal
+//!    (`var/lib/passthru/journal/<id>/`), fsynced, then mark the transaction `applying`;
+//! 4. write each file atomically: a temporary file in the same directory, fsync, mode and
+//!    owner, rename over the old one, fsync the directory;
+//! 5. run the refresh commands (argument vectors, never a shell), keeping their output;
+//! 6. mark the transaction `committed`.
+//!
+//! On any failure after step 3 every file written so far is restored and both errors are
+//! reported. Rollback is itself a plan (restore the saved bytes) applied the same way.
+
+mod journal;
+mod write;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use journal::{list_transactions, Manifest, TxState};
+
+use crate::plan::{digest, FileEdit, Plan};
+use journal::{Journal, SavedFile};
+use write::{atomic_write, remove_file_synced};
+
+/// Where passthru keeps its journal and lock, below the host root.
+pub const STATE_DIR: &str = "var/lib/passthru";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("another passthru is changing this host (lock {0} is held)")]
+    Locked(PathBuf),
+    #[error("{path} changed since the plan was made (was {expected}, now {found}); nothing was written. Run the command again to plan from the new contents")]
+    DigestChanged {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{failure}; every file was restored to its previous contents")]
+    RolledBack { failure: String },
+    #[error("{failure}; and restoring the previous contents failed too: {restore}. The journal in {journal} holds the saved files")]
+    RestoreFailed {
+        failure: String,
+        restore: String,
+        journal: PathBuf,
+    },
+    #[error("no transaction {0} in the journal")]
+    NoSuchTransaction(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ApplyError {
+    let path = path.to_path_buf();
+    move |source| ApplyError::Io { op, path, source }
+}
+
+/// How to apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Run the plan's commands. Off under a `--root` other than `/`: they are listed as
+    /// skipped, never run against the real host.
+    pub run_commands: bool,
+}
+
+/// What applying did.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    /// Journal id, for `rollback ID`; `None` when there was nothing to change.
+    pub id: Option<String>,
+    pub written: Vec<String>,
+    pub commands_run: Vec<(Vec<String>, i32)>,
+    pub commands_skipped: Vec<Vec<String>>,
+    /// Messages about interrupted transactions undone on the way.
+    pub recovered: Vec<String>,
+}
+
+/// A test hook, in debug builds only: `PASSTHRU_TEST_CRASH_AT=N` aborts the process at the
+/// N-th crash point, as a power cut would, so tests can prove every step is recoverable.
+pub(crate) fn crash_point(_what: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let Some(at) = std::env::var("PASSTHRU_TEST_CRASH_AT")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return;
+    };
+    if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        std::process::abort();
+    }
+}
+
+/// The exclusive lock for one host root, held until dropped.
+pub struct HostLock {
+    _file: fs::File,
+}
+
+pub fn lock_host(root: &Path) -> Result<HostLock, ApplyError> {
+    let dir = root.join(STATE_DIR);
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening lock", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(HostLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(ApplyError::Locked(path)),
+        Err(fs::TryLockError::Error(e)) => Err(ApplyError::Io {
+            op: "locking",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Reads a file's bytes, `None` when absent.
+pub fn read_current(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, ApplyError> {
+    let path = root.join(rel);
+    match fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ApplyError::Io {
+            op: "reading",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Undoes every transaction a crash left unfinished. Call with the lock held.
+pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
+    let mut messages = Vec::new();
+    for mut j in Journal::open_all(root)? {
+        match j.manifest.state {
+            TxState::Preparing => {
+                j.set_state(TxState::Abandoned)?;
+                messages.push(format!(
+                    "transaction {} was interrupted before any file was written; nothing to undo",
+                    j.manifest.id
+                ));
+            }
+            TxState::Applying | TxState::Written => {
+                restore_all(root, &j)?;
+                j.set_state(TxState::Undone)?;
+                messages.push(format!(
+                    "transaction {} ({}) was interrupted; every file it had touched was restored",
+                    j.manifest.id, j.manifest.title
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(messages)
+}
+
+/// Applies a plan as one transaction (see the module docs).
+pub fn apply_plan(
+    root: &Path,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, ApplyError> {
+    let _lock = lock_host(root)?;
+    crash_point("locked");
+    let recovered = recover_interrupted(root)?;
+    apply_locked(root, plan, opts, recovered, "apply")
+}
+
+fn apply_locked(
+    root: &Path,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    recovered: Vec<String>,
+    kind: &str,
+) -> Result<ApplyOutcome, ApplyError> {
+    let mut outcome = ApplyOutcome {
+        id: None,
+        written: Vec::new(),
+        commands_run: Vec::new(),
+        commands_skipped: Vec::new(),
+        recovered,
+    };
+    // Nothing is written unless every file still has the bytes the plan was made from.
+    let mut saved = Vec::new();
+    for e in &plan.edits {
+        let current = read_current(root, &e.path)?;
+        if current != e.before {
+            let show = |b: &Option<Vec<u8>>| {
+                b.as_deref().map_or("absent".to_string(), |b| {
+                    format!("sha256 {}", &digest(b)[..12])
+                })
+            };
+            return Err(ApplyError::DigestChanged {
+                path: e.path.clone(),
+                expected: show(&e.before),
+                found: show(&current),
+            });
+        }
+        saved.push(SavedFile::capture(root, &e.path, current)?);
+    }
+    if plan.edits.is_empty() {
+        return Ok(outcome);
+    }
+    let mut j = Journal::create(root, plan, kind, saved)?;
+    crash_point("journal saved");
+    j.set_state(TxState::Applying)?;
+    crash_point("marked applying");
+    outcome.id = Some(j.manifest.id.clone());
+
+    let result = write_all(root, &plan.edits, &mut j, &mut outcome);
+    let result = result.and_then(|()| {
+        j.set_state(TxState::Written)?;
+        crash_point("marked written");
+        run_commands(plan, opts, &mut j, &mut outcome)
+    });
+    match result {
+        Ok(()) => {
+            j.set_state(TxState::Committed)?;
+            crash_point("committed");
+            Ok(outcome)
+        }
+        Err(failure) => {
+            let failure = failure.to_string();
+            match restore_all(root, &j) {
+                Ok(()) => {
+                    j.set_state(TxState::Undone)?;
+                    Err(ApplyError::RolledBack { failure })
+                }
+                Err(e) => Err(ApplyError::RestoreFailed {
+                    failure,
+                    restore: e.to_string(),
+                    journal: j.dir.clone(),
+                }),
+            }
+        }
+    }
+}
+
+fn write_all(
+    root: &Path,
+    edits: &[FileEdit],
+    j: &mut Journal,
+    outcome: &mut ApplyOutcome,
+) -> Result<(), ApplyError> {
+    for (i, e) in edits.iter().enumerate() {
+        let saved = &j.manifest.files[i];
+        crash_point("before write");
+        match &e.after {
+            Some(bytes) => {
+                let (mode, owner) = match &saved.original {
+                    Some(o) => (o.mode, Some((o.uid, o.gid))),
+                    None => (e.new_mode, None),
+                };
+                atomic_write(&root.join(&e.path), bytes, mode, owner)?;
+            }
+            None => remove_file_synced(&root.join(&e.path))?,
+        }
+        crash_point("after write");
+        outcome.written.push(e.path.clone());
+        j.record_step(&format!("wrote {}", e.path))?;
+    }
+    Ok(())
+}
+
+fn run_commands(
+    plan: &Plan,
+    opts: &ApplyOptions,
+    j: &mut Journal,
+    outcome: &mut ApplyOutcome,
+) -> Result<(), ApplyError> {
+    for c in &plan.commands {
+        if !opts.run_commands {
+            outcome.commands_skipped.push(c.argv.clone());
+            j.record_step(&format!(
+                "skipped (not the live host): {}",
+                c.argv.join(" ")
+            ))?;
+            continue;
+        }
+        let Some((prog, args)) = c.argv.split_first() else {
+            continue;
+        };
+        eprintln!("passthru: running {}", c.argv.join(" "));
+        let out = Command::new(prog).args(args).output();
+        match out {
+            Ok(o) => {
+                let code = o.status.code().unwrap_or(-1);
+                j.record_command(&c.argv, code, &o.stdout, &o.stderr)?;
+                outcome.commands_run.push((c.argv.clone(), code));
+                if !o.status.success() {
+                    return Err(ApplyError::Refused(format!(
+                        "{} failed (exit {code}): {}",
+                        c.argv.join(" "),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )));
+                }
+            }
+            Err(e) => {
+                return Err(ApplyError::Refused(format!(
+                    "{} could not be started: {e}",
+                    c.argv.join(" ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts back every file of a transaction as it was before it.
+fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
+    for (i, f) in j.manifest.files.iter().enumerate().rev() {
+        let path = root.join(&f.path);
+        match &f.original {
+            Some(o) => {
+                let bytes = j.saved_bytes(i)?;
+                atomic_write(&path, &bytes, o.mode, Some((o.uid, o.gid)))?;
+            }
+            None => remove_file_synced(&path)?,
+        }
+    }
+    Ok(())
+}
+
+/// Rolls back a committed transaction (the last one when `id` is `None`): its files get their
+/// saved bytes back, as a new journaled transaction, then its commands run again.
+pub fn rollback(
+    root: &Path,
+    id: Option<&str>,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, ApplyError> {
+    let _lock = lock_host(root)?;
+    let recovered = recover_interrupted(root)?;
+    let journals = Journal::open_all(root)?;
+    let target = match id {
+        Some(id) => journals
+            .into_iter()
+            .find(|j| j.manifest.id == id)
+            .ok_or_else(|| ApplyError::NoSuchTransaction(id.into()))?,
+        None => journals
+            .into_iter()
+            .rev()
+            .find(|j| j.manifest.state == TxState::Committed && j.manifest.kind == "apply")
+            .ok_or_else(|| ApplyError::Refused("no committed transaction to roll back".into()))?,
+    };
+    if target.manifest.state != TxState::Committed {
+        return Err(ApplyError::Refused(format!(
+            "transaction {} is {:?}, not committed",
+            target.manifest.id, target.manifest.state
+        )));
+    }
+    let mut plan = Plan {
+        title: format!(
+            "roll back {} ({})",
+            target.manifest.id, target.manifest.title
+        ),
+        ..Plan::default()
+    };
+    for (i, f) in target.manifest.files.iter().enumerate() {
+        let current = read_current(root, &f.path)?;
+        let expected = f.after_digest.as_deref();
+        let found = current.as_deref().map(digest);
+        if found.as_deref() != expected {
+            return Err(ApplyError::Refused(format!(
+                "{} was changed after transaction {}; rolling back would lose that change (restore it by hand from {})",
+                f.path,
+                target.manifest.id,
+                target.dir.display()
+            )));
+        }
+        let after = match &f.original {
+            Some(_) => Some(target.saved_bytes(i)?),
+            None => None,
+        };
+        plan.edits.push(FileEdit {
+            path: f.path.clone(),
+            before: current,
+            after,
+            new_mode: f.original.as_ref().map_or(0o644, |o| o.mode),
+            reason: format!("restore as before transaction {}", target.manifest.id),
+        });
+    }
+    plan.commands = target.manifest.commands.clone();
+    let mut target = target;
+    let outcome = apply_locked(root, &plan, opts, recovered, "rollback")?;
+    target.set_state(TxState::RolledBack)?;
+    Ok(outcome)
+}

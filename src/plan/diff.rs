@@ -1,0 +1,67 @@
+//! Shows a plan as a unified diff plus the commands it will run. Pure.
+
+use std::io::{self, Write};
+
+use similar::TextDiff;
+
+use super::Plan;
+
+pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::Result<()> {
+    writeln!(out, "{}", plan.title)?;
+    if plan.is_empty() {
+        writeln!(
+            out,
+            "Nothing to change: the host is already set up this way."
+        )?;
+        return Ok(());
+    }
+    for e in &plan.edits {
+        writeln!(out)?;
+        writeln!(out, "# {}: {}", e.path, e.reason)?;
+        let before = e
+            .before
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let after = e
+            .after
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let old = if e.before.is_some() {
+            format!("a/{}", e.path)
+        } else {
+            "/dev/null".into()
+        };
+        let new = if e.after.is_some() {
+            format!("b/{}", e.path)
+        } else {
+            "/dev/null".into()
+        };
+        let diff = TextDiff::from_lines(before.as_ref(), after.as_ref());
+        write!(
+            out,
+            "{}",
+            diff.unified_diff().context_radius(3).header(&old, &new)
+        )?;
+    }
+    if !plan.commands.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Then {}:",
+            if run_commands {
+                "run"
+            } else {
+                "(skipped: not the live host) would run"
+            }
+        )?;
+        for c in &plan.commands {
+            writeln!(out, "  {}    # {}", c.argv.join(" "), c.why)?;
+        }
+    }
+    for n in &plan.notes {
+        writeln!(out, "Note: {n}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Plans: what a writing command will change, as data. Builders (`plan_*`) are pure functions
+//! of the snapshot, the files' current bytes and the request; `apply` is the only writer.
+
+pub mod diff;
+pub mod files;
+pub mod setup;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One file to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEdit {
+    /// Path relative to the host root.
+    pub path: String,
+    /// The bytes the plan was made from (`None`: the file did not exist). Apply refuses when
+    /// the file no longer has them.
+    pub before: Option<Vec<u8>>,
+    /// The new bytes; `None` deletes the file.
+    pub after: Option<Vec<u8>>,
+    /// Mode for a file that does not exist yet (an existing file keeps its own).
+    pub new_mode: u32,
+    /// Why, in plain words.
+    pub reason: String,
+}
+
+/// A command to run after the files are written (a refresh: update-grub, update-initramfs...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// Program and arguments, run without a shell.
+    pub argv: Vec<String>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// What the plan does (`prepare 0000:01:00.0 for VM passthrough`).
+    pub title: String,
+    pub edits: Vec<FileEdit>,
+    pub commands: Vec<PlannedCommand>,
+    /// What the user should know (a reboot is needed, what to check after it).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Nothing to change: the host is already as asked.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+}
+
+/// SHA-256 of some bytes, lowercase hex.
+pub fn digest(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
