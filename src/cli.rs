@@ -53,6 +53,76 @@ pub enum Command {
     /// One verdict per GPU and use (vm, lxc, host), with the evidence and the exact fix.
     #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
+    /// Prepare a GPU for VM passthrough, or give it back to the host, as one reviewed,
+    /// reversible transaction.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+    /// Undo a transaction (the last one by default) byte for byte.
+    Rollback(RollbackArgs),
+    /// Apply a saved plan (JSON). For tests and debugging.
+    #[command(hide = true)]
+    DebugApplyPlan(DebugApplyArgs),
+}
+
+/// What every writing command takes.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WriteArgs {
+    /// Apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Only show the change (a diff and the commands); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Prepare GPU for VM passthrough: kernel parameters, vfio modules, early binding.
+    Vm(SetupVmArgs),
+    /// Give GPU back to its host driver (removes passthru's binding for it).
+    Host(SetupHostArgs),
+    /// The transactions in the journal and passthru's files on this host.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupVmArgs {
+    /// The GPU: address, vendor:device or part of its name.
+    pub gpu: String,
+    /// Keep the firmware framebuffer off this GPU (initcall_blacklist=sysfb_init): for the
+    /// boot GPU.
+    #[arg(long)]
+    pub boot_gpu: bool,
+    /// Keep vfio-pci from putting idle GPUs in D3 (for families that do not come back).
+    #[arg(long)]
+    pub disable_idle_d3: bool,
+    /// Take the host's only display, boot disk controller or network anyway.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupHostArgs {
+    pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Transaction id (`passthru setup status` lists them); default the last one.
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugApplyArgs {
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 pub const CHECK_EXIT_CODES: &str = "Exit codes: 0 every selected GPU is ready for the requested use(s); 1 some GPU is not (or no GPU matched); 2 error.";

@@ -1,6 +1,7 @@
 //! The `passthru` binary: parse arguments, get a snapshot, run the command, print once.
 
 mod cli;
+mod write_cmd;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{CheckArgs, Cli, Command, ListArgs, ScanArgs, SourceArgs};
+use cli::{CheckArgs, Cli, Command, ListArgs, ScanArgs, SetupCommand, SourceArgs};
 use passthru::check::{check_host, CheckRequest, Use, Verdict};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
@@ -42,6 +43,35 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::List(args) => cmd_list(&cli.source, args, style, &mut out)?,
         Command::Scan(args) => cmd_scan(&cli.source, args, &mut out)?,
+        Command::Setup(cmd) => {
+            let root = host_root(&cli.source)?;
+            if cli.source.from.is_some() {
+                anyhow::bail!("setup changes a host: it takes --root, not --from");
+            }
+            match cmd {
+                SetupCommand::Vm(a) => {
+                    let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+                    let req = passthru::plan::setup::SetupRequest {
+                        gpu: a.gpu.clone(),
+                        boot_gpu: a.boot_gpu,
+                        disable_idle_d3: a.disable_idle_d3,
+                        force: a.force,
+                    };
+                    write_cmd::setup_vm(&root, &snap, &req, a.write, &mut out)?
+                }
+                SetupCommand::Host(a) => {
+                    let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+                    write_cmd::setup_host(&root, &snap, &a.gpu, a.write, &mut out)?
+                }
+                SetupCommand::Status => write_cmd::status(&root, &mut out)?,
+            }
+        }
+        Command::Rollback(a) => {
+            write_cmd::rollback(&host_root(&cli.source)?, a.id.as_deref(), a.write, &mut out)?
+        }
+        Command::DebugApplyPlan(a) => {
+            write_cmd::debug_apply(&host_root(&cli.source)?, &a.plan, a.write, &mut out)?
+        }
         Command::Check(args) => {
             let ready = cmd_check(&cli.source, args, style, &mut out)?;
             out.flush()?;

@@ -173,6 +173,12 @@ pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
     Ok(messages)
 }
 
+/// Takes the lock and undoes whatever a crash interrupted; returns what it did.
+pub fn recover(root: &Path) -> Result<Vec<String>, ApplyError> {
+    let _lock = lock_host(root)?;
+    recover_interrupted(root)
+}
+
 /// Applies a plan as one transaction (see the module docs).
 pub fn apply_plan(
     root: &Path,
@@ -325,10 +331,12 @@ fn run_commands(
     Ok(())
 }
 
-/// Puts back every file of a transaction as it was before it.
+/// Puts back every file of a transaction as it was before it, and removes any temporary
+/// file a crash left beside them.
 fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
     for (i, f) in j.manifest.files.iter().enumerate().rev() {
         let path = root.join(&f.path);
+        write::remove_stray_temporaries(&path);
         match &f.original {
             Some(o) => {
                 let bytes = j.saved_bytes(i)?;

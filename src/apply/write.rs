@@ -87,3 +87,18 @@ pub fn remove_file_synced(path: &Path) -> Result<(), ApplyError> {
     }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
+
+/// Removes temporary files an interrupted `atomic_write` of `path` may have left.
+pub fn remove_stray_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.passthru-", name.to_string_lossy());
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}

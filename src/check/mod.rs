@@ -298,6 +298,10 @@ pub(crate) fn describe(s: &Snapshot, a: &PciAddress) -> String {
 }
 
 /// Kernel release as (major, minor), from `6.1.0-18-amd64`.
+pub fn kernel_version_of(s: &Snapshot) -> Option<(u32, u32)> {
+    kernel_version(s)
+}
+
 pub(crate) fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
     let rel = s.system.kernel_release.as_deref()?;
     let mut it = rel.split(|c: char| !c.is_ascii_digit());

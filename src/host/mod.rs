@@ -268,3 +268,19 @@ fn note_group_mismatches(
         }
     }
 }
+
+/// The plan builders' view of the files below a root.
+pub struct RootFiles<'a>(pub &'a HostRoot);
+
+impl crate::plan::setup::FileSource for RootFiles<'_> {
+    fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.0.join(rel)).ok()
+    }
+    fn list(&self, rel: &str) -> Vec<String> {
+        let mut ignored = Vec::new();
+        self.0.list_dir(rel, &mut ignored)
+    }
+    fn is_dir(&self, rel: &str) -> bool {
+        self.0.is_dir(rel)
+    }
+}

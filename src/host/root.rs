@@ -98,6 +98,9 @@ impl HostRoot {
             Ok(entries) => {
                 for e in entries {
                     match e {
+                        // The kernel never makes hidden entries; fixture trees kept in git
+                        // hold `.gitkeep` files in otherwise empty directories.
+                        Ok(e) if e.file_name().as_encoded_bytes().starts_with(b".") => {}
                         Ok(e) => names.push(e.file_name().to_string_lossy().into_owned()),
                         Err(err) => issues.push(Issue::new(rel, format!("listing failed: {err}"))),
                     }
