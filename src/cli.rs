@@ -59,6 +59,10 @@ pub enum Command {
     Setup(SetupCommand),
     /// Undo a transaction (the last one by default) byte for byte.
     Rollback(RollbackArgs),
+    /// Bind a GPU (and every endpoint of its groups) to vfio-pci now, without a reboot.
+    Bind(BindArgs),
+    /// Give a GPU on vfio-pci back to its host driver now.
+    Unbind(BindArgs),
     /// Apply a saved plan (JSON). For tests and debugging.
     #[command(hide = true)]
     DebugApplyPlan(DebugApplyArgs),
@@ -106,6 +110,16 @@ pub struct SetupVmArgs {
 #[derive(Debug, Args)]
 pub struct SetupHostArgs {
     pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    pub gpu: String,
+    /// Take the host's only display, boot disk controller or network anyway.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }

@@ -66,6 +66,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 SetupCommand::Status => write_cmd::status(&root, &mut out)?,
             }
         }
+        Command::Bind(a) | Command::Unbind(a) => {
+            let root = host_root(&cli.source)?;
+            let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+            let plan = match &cli.command {
+                Command::Bind(_) => passthru::plan::runtime::plan_bind(&snap, &a.gpu, a.force),
+                _ => passthru::plan::runtime::plan_unbind(&snap, &a.gpu),
+            }
+            .map_err(anyhow::Error::msg)?;
+            write_cmd::runtime(&root, &plan, a.write, &mut out)?
+        }
         Command::Rollback(a) => {
             write_cmd::rollback(&host_root(&cli.source)?, a.id.as_deref(), a.write, &mut out)?
         }

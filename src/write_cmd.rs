@@ -199,3 +199,80 @@ pub fn debug_apply(
         .with_context(|| format!("parsing plan {}", plan_file.display()))?;
     show_and_apply(root, &plan, write, out)
 }
+
+/// Performs a runtime plan: sysfs writes in order. Under a fixture root the files are
+/// written as plain files (a record of what would happen), and modprobe is skipped.
+pub fn runtime(
+    root: &HostRoot,
+    plan: &passthru::plan::runtime::RuntimePlan,
+    write: WriteArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let live = live(root);
+    writeln!(out, "{}", plan.title)?;
+    if plan.writes.is_empty() && plan.modprobe.is_empty() {
+        writeln!(out, "Nothing to change.")?;
+        return Ok(());
+    }
+    for m in &plan.modprobe {
+        writeln!(
+            out,
+            "  modprobe {m}{}",
+            if live {
+                ""
+            } else {
+                "    (skipped: not the live host)"
+            }
+        )?;
+    }
+    for w in &plan.writes {
+        writeln!(
+            out,
+            "  echo {:?} > /{}    # {}",
+            w.value.trim_end(),
+            w.path,
+            w.why
+        )?;
+    }
+    writeln!(
+        out,
+        "This lasts until the next reboot; `passthru setup` makes it permanent."
+    )?;
+    out.flush()?;
+    if write.dry_run || !confirm(write)? {
+        return Ok(());
+    }
+    for m in &plan.modprobe {
+        if live {
+            let status = std::process::Command::new("modprobe")
+                .arg(m)
+                .status()
+                .with_context(|| format!("running modprobe {m}"))?;
+            if !status.success() {
+                bail!("modprobe {m} failed ({status})");
+            }
+        }
+    }
+    for (i, w) in plan.writes.iter().enumerate() {
+        let path = root.join(&w.path);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        if !live {
+            opts.create(true).truncate(true);
+        }
+        let result = opts
+            .open(&path)
+            .and_then(|mut f| f.write_all(w.value.as_bytes()));
+        if let Err(e) = result {
+            bail!(
+                "writing {:?} to /{} failed: {e}; {} of {} steps were done (run `passthru unbind` to give the devices back)",
+                w.value.trim_end(),
+                w.path,
+                i,
+                plan.writes.len()
+            );
+        }
+    }
+    writeln!(out, "Done.")?;
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod files;
+pub mod runtime;
 pub mod setup;
 
 use serde::{Deserialize, Serialize};

@@ -258,6 +258,10 @@ pub fn plan_setup_vm(
             managed.softdeps.insert(m);
         }
     }
+    // A secondary VGA card opts out of VGA arbitration, so the host's console stays put.
+    if gpu.class.is_some_and(|c| c.is_vga()) && gpu.boot_vga != Some(true) {
+        managed.options.insert("disable_vga=1".into());
+    }
     if req.disable_idle_d3 || fired("pm.d3cold-risk") {
         managed.options.insert("disable_idle_d3=1".into());
     }
