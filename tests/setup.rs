@@ -290,6 +290,8 @@ fn every_plan_applies_converges_validates_and_rolls_back() {
                 );
             }
             "arch-mkinitcpio" => {
+                let entry = String::from_utf8_lossy(&after["boot/loader/entries/arch.conf"].0).into_owned();
+                assert!(entry.contains(" rw iommu=pt\n"), "{label}: the systemd-boot entry's options:\n{entry}");
                 let script = r#"cd "$1"; . ./etc/mkinitcpio.conf; for f in ./etc/mkinitcpio.conf.d/*.conf; do . "$f"; done; echo "${MODULES[@]}""#;
                 let out = Command::new("bash")
                     .args(["-c", script, "bash"])
