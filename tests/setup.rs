@@ -290,8 +290,12 @@ fn every_plan_applies_converges_validates_and_rolls_back() {
                 );
             }
             "arch-mkinitcpio" => {
-                let entry = String::from_utf8_lossy(&after["boot/loader/entries/arch.conf"].0).into_owned();
-                assert!(entry.contains(" rw iommu=pt\n"), "{label}: the systemd-boot entry's options:\n{entry}");
+                let entry =
+                    String::from_utf8_lossy(&after["boot/loader/entries/arch.conf"].0).into_owned();
+                assert!(
+                    entry.contains(" rw iommu=pt\n"),
+                    "{label}: the systemd-boot entry's options:\n{entry}"
+                );
                 let script = r#"cd "$1"; . ./etc/mkinitcpio.conf; for f in ./etc/mkinitcpio.conf.d/*.conf; do . "$f"; done; echo "${MODULES[@]}""#;
                 let out = Command::new("bash")
                     .args(["-c", script, "bash"])
@@ -409,22 +413,23 @@ impl passthru::plan::setup::FileSource for Empty {
     }
 }
 
+/// The plan for the desktop's RTX 3080 on this root (forced: it is the only display).
+fn desktop_plan(root: &Path) -> passthru::plan::Plan {
+    let s = check_snapshot(root);
+    let host = passthru::host::HostRoot::new(root).unwrap();
+    let req = passthru::plan::setup::SetupRequest {
+        gpu: "07:00.0".into(),
+        force: true,
+        ..Default::default()
+    };
+    passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles(&host), &req).unwrap()
+}
+
 #[test]
 fn a_file_changed_after_planning_stops_everything() {
     let t = compose("nvidia-desktop", "debian12-grub");
     let root = t.path();
-    let s = check_snapshot(root);
-    let host = passthru::host::HostRoot::new(root).unwrap();
-    let plan = passthru::plan::setup::plan_setup_vm(
-        &s,
-        &passthru::host::RootFiles(&host),
-        &passthru::plan::setup::SetupRequest {
-            gpu: "07:00.0".into(),
-            force: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let plan = desktop_plan(root);
     let before = snapshot_tree(root);
     // Someone edits a file the plan touches between planning and applying.
     let modules = root.join("etc/initramfs-tools/modules");
@@ -446,18 +451,7 @@ fn a_file_changed_after_planning_stops_everything() {
 fn a_crash_at_any_step_is_undone_on_the_next_run() {
     let t = compose("nvidia-desktop", "debian12-grub");
     let root = t.path();
-    let s = check_snapshot(root);
-    let host = passthru::host::HostRoot::new(root).unwrap();
-    let plan = passthru::plan::setup::plan_setup_vm(
-        &s,
-        &passthru::host::RootFiles(&host),
-        &passthru::plan::setup::SetupRequest {
-            gpu: "07:00.0".into(),
-            force: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let plan = desktop_plan(root);
     assert!(plan.edits.len() >= 3);
     let plan_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(plan_file.path(), serde_json::to_vec(&plan).unwrap()).unwrap();
