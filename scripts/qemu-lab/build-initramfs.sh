@@ -3,7 +3,9 @@
 #
 #   build-initramfs.sh [OUT.cpio.gz]      (default: scripts/qemu-lab/work/initramfs-$KVER.cpio.gz)
 #
-# Environment: KVER (default: newest /boot/vmlinuz-*), PCI_IDS (default: shared corpus pci.ids).
+# Environment: KVER (default: newest /boot/vmlinuz-*), PCI_IDS (default: shared corpus pci.ids),
+#   PASSTHRU (default: <repo>/target/release/passthru; copied to /usr/bin/passthru with its shared
+#   libraries when it exists, for the intel-bind scenario; left out with a note when it does not).
 # Needs: busybox (static), kmod (modprobe, depmod), cpio, gzip, gcc + libc6-dev (static), lspci.
 # No root needed.
 set -euo pipefail
@@ -59,21 +61,37 @@ for f in modules.order modules.builtin modules.builtin.modinfo; do
 done
 depmod -b "$ROOT" "$KVER"
 
-# the sysfs mirror
+# the sysfs mirror and the VFIO opener
 gcc -O2 -static -Wall -o "$ROOT/bin/mirror" "$HERE/mirror.c"
-strip "$ROOT/bin/mirror" 2>/dev/null || true
+gcc -O2 -static -Wall -o "$ROOT/bin/vfio-open" "$HERE/vfio-open.c"
+strip "$ROOT/bin/mirror" "$ROOT/bin/vfio-open" 2>/dev/null || true
+
+# copy_elf BIN DEST: a dynamically linked binary with its shared libraries and ELF interpreter
+copy_elf() {
+	local bin=$1 dest=$2 lib interp
+	cp -L "$bin" "$ROOT$dest"
+	ldd "$bin" | awk '/=>/ && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u | while read -r lib; do
+		mkdir -p "$ROOT$(dirname "$lib")"
+		cp -L "$lib" "$ROOT$lib"
+	done
+	interp=$(readelf -l "$bin" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+	if [ -n "$interp" ]; then mkdir -p "$ROOT$(dirname "$interp")"; cp -L "$interp" "$ROOT$interp"; fi
+}
 
 # lspci with its shared libraries and the ELF interpreter (replaces busybox's lspci applet)
 LSPCI=$(command -v lspci)
 rm -f "$ROOT/usr/bin/lspci" "$ROOT/bin/lspci" "$ROOT/sbin/lspci"
-cp -L "$LSPCI" "$ROOT/usr/bin/lspci"
-ldd "$LSPCI" | awk '/=>/ && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u | while read -r lib; do
-	mkdir -p "$ROOT$(dirname "$lib")"
-	cp -L "$lib" "$ROOT$lib"
-done
-INTERP=$(readelf -l "$LSPCI" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
-if [ -n "$INTERP" ]; then mkdir -p "$ROOT$(dirname "$INTERP")"; cp -L "$INTERP" "$ROOT$INTERP"; fi
+copy_elf "$LSPCI" /usr/bin/lspci
 cp "$PCI_IDS" "$ROOT/usr/share/misc/pci.ids"
+
+# passthru (the bind scenario runs it inside the guest); optional
+PASSTHRU=${PASSTHRU:-$REPO/target/release/passthru}
+if [ -x "$PASSTHRU" ]; then
+	copy_elf "$PASSTHRU" /usr/bin/passthru
+	PT_NOTE=", passthru from ${PASSTHRU#$REPO/}"
+else
+	PT_NOTE=", no passthru ($PASSTHRU missing: the bind scenario will skip)"
+fi
 
 # facts to capture
 cp -L /etc/os-release "$ROOT/etc/os-release"
@@ -88,4 +106,4 @@ chmod 755 "$ROOT/init"
 tmp=$OUT.tmp.$$
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0 | gzip -6n) > "$tmp"
 mv "$tmp" "$OUT"
-echo "build-initramfs: $OUT ($(du -h "$OUT" | cut -f1), kernel $KVER)"
+echo "build-initramfs: $OUT ($(du -h "$OUT" | cut -f1), kernel $KVER$PT_NOTE)"

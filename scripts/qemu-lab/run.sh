@@ -2,12 +2,15 @@
 # Boot QEMU scenarios with an emulated IOMMU and install their sysfs captures as fixtures.
 #
 #   run.sh all | SCENARIO...       scenarios: see `run.sh list`
+#   run.sh intel-bind              not in `all`: runs passthru bind/unbind in the guest and leaves
+#                                  only the console log (see bind-test.sh); no fixture is installed
 #
 # Environment:
 #   FIXTURES  where to install (default: tests/fixtures/qemu); each scenario goes to $FIXTURES/<name>/
 #   JOBS      guests booted at once (default 2)
 #   TIMEOUT   seconds per guest (default 240)
 #   KVER      guest kernel release (default: newest /boot/vmlinuz-*)
+#   PASSTHRU  passthru binary put into the initramfs (default: target/release/passthru)
 #   LAB_SHELL=1  interactive: console on stdio, guest opens a shell after the capture (one scenario)
 # No root needed; TCG only (KVM is not used).
 set -euo pipefail
@@ -24,6 +27,9 @@ INITRD=$WORK/initramfs-$KVER.cpio.gz
 QEMU=${QEMU:-qemu-system-x86_64}
 
 ALL="intel-flat intel-rootports intel-bridges intel-switch amd-flat amd-rootports amd-bridges amd-switch intel-flat-vfio"
+BOOT_ONLY="intel-bind"   # console-only scenarios (no capture); not part of `all`
+PASSTHRU=${PASSTHRU:-$REPO/target/release/passthru}
+export PASSTHRU
 
 # ---- topologies -------------------------------------------------------------------------
 # Every scenario: -M q35,kernel-irqchip=split, no disks (NVMe on a null-co blockdev),
@@ -87,6 +93,7 @@ scenario() {
 	local s=$1 vendor topo extra=
 	case $s in
 	intel-flat-vfio) vendor=intel topo=flat extra="lab.vfio=0000:00:02.0,0000:00:02.1" ;;
+	intel-bind) vendor=intel topo=flat extra="lab.bind=0000:00:02.0" ;;
 	intel-*|amd-*) vendor=${s%%-*} topo=${s#*-} ;;
 	*) return 1 ;;
 	esac
@@ -107,7 +114,7 @@ need() {
 build_initrd() {
 	local stale=
 	[ -f "$INITRD" ] || stale=1
-	for f in "$HERE/init" "$HERE/mirror.c" "$HERE/build-initramfs.sh" "/lib/modules/$KVER/modules.dep"; do
+	for f in "$HERE/init" "$HERE/mirror.c" "$HERE/vfio-open.c" "$HERE/build-initramfs.sh" "/lib/modules/$KVER/modules.dep" "$PASSTHRU"; do
 		[ -n "$stale" ] || [ "$f" -nt "$INITRD" ] && stale=1
 	done
 	if [ -n "$stale" ]; then
@@ -145,6 +152,11 @@ run_one() {
 		tail -5 "$run/qemu.log" "$run/console.log" >&2 2>/dev/null || true
 		return 1
 	fi
+	if [[ " $BOOT_ONLY " == *" $s "* ]]; then
+		grep -q LAB_BIND_END "$run/console.log" || { echo "run.sh: $s: guest did not finish the bind sequence; see $run/console.log" >&2; return 1; }
+		echo "run.sh: $s: ok in ${secs}s, console in ${run#$REPO/}/console.log"
+		return 0
+	fi
 	local want; want=$(sed -n 's/.*LAB_SHIP_DONE \([0-9]*\) bytes.*/\1/p' "$run/console.log" | tail -1)
 	local got; got=$(stat -c %s "$run/snap.tgz" 2>/dev/null || echo 0)
 	if [ -z "$want" ] || [ "$want" != "$got" ]; then
@@ -179,13 +191,21 @@ run_one() {
 }
 
 main() {
-	[ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
-	if [ "$1" = list ]; then echo "$ALL" | tr ' ' '\n'; exit 0; fi
+	[ $# -gt 0 ] || { sed -n '2,16p' "$0"; exit 2; }
+	if [ "$1" = list ]; then echo "$ALL $BOOT_ONLY" | tr ' ' '\n'; exit 0; fi
 	local list=("$@")
 	[ "$1" = all ] && read -r -a list <<< "$ALL"
 	local s
 	for s in "${list[@]}"; do scenario "$s" || { echo "run.sh: unknown scenario $s (try: $ALL)" >&2; exit 2; }; done
 	need
+	local keep=()
+	for s in "${list[@]}"; do
+		if [[ " $BOOT_ONLY " == *" $s "* ]] && [ ! -x "$PASSTHRU" ]; then
+			echo "run.sh: $s: SKIP: no passthru binary at $PASSTHRU (cargo build --release -p passthru)"
+		else keep+=("$s"); fi
+	done
+	[ ${#keep[@]} -gt 0 ] || exit 0
+	list=("${keep[@]}")
 	build_initrd
 	local t0=$SECONDS fail=0 running=0
 	for s in "${list[@]}"; do

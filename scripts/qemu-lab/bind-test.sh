@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Real-kernel test of `passthru bind` / `passthru unbind`: boot the intel-bind scenario (flat
+# topology, Intel VT-d, iommu=pt) in a temporary directory; its /init runs passthru inside the
+# guest (list, check, bind, vfio-open, check --json, unbind) and prints markers that are checked
+# here:
+#   after bind    BIND_DRIVER 0000:00:02.0/.1 vfio-pci, VFIO_NODE /dev/vfio/<group> present,
+#                 VFIO_OPEN_OK for both functions, `check --for vm --json` verdict "ready"
+#   after unbind  UNBIND_DRIVER 0000:00:02.0 bochs-drm, 0000:00:02.1 snd_hda_intel,
+#                 OVERRIDE <bdf> (null)
+# Exit 1 with a message on any failure; print "SKIP" and exit 0 when the host cannot run the lab
+# (no qemu-system-x86_64, guest kernel, busybox-static/kmod/cpio/static gcc/lspci, or cargo). No
+# root; about 15 s plus the cargo build.
+#
+#   bind-test.sh [--record]   --record: also write the passthru part of the console (LAB_BIND_BEGIN
+#                             .. LAB_BIND_END) to tests/fixtures/qemu/intel-bind/console.txt
+# Environment: PASSTHRU (a prebuilt binary: no cargo build), KVER, TIMEOUT (180 s).
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+S=intel-bind
+GPU=0000:00:02.0
+HDA=0000:00:02.1
+RECORD=
+for a in "$@"; do
+	case $a in
+	--record) RECORD=1 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	*) echo "bind-test.sh: unknown argument $a" >&2; exit 2 ;;
+	esac
+done
+export PATH=$PATH:/sbin:/usr/sbin:$HOME/.cargo/bin
+
+skip() { echo "bind-test.sh: SKIP: $*"; exit 0; }
+# boot the kernel the committed real-kernel fixtures were made with
+KVER=${KVER:-$(sed -n 's/^kernel: //p' "$REPO/tests/fixtures/qemu/intel-flat/meta.txt" 2>/dev/null)}
+KVER=${KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)}
+[ -n "$KVER" ] || skip "no guest kernel (/boot/vmlinuz-*)"
+command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+[ -r "/boot/vmlinuz-$KVER" ] || skip "guest kernel /boot/vmlinuz-$KVER not present (fixtures were made with it)"
+[ -d "/lib/modules/$KVER/kernel" ] || skip "modules for $KVER not present in /lib/modules"
+for t in busybox modprobe depmod cpio gzip gcc lspci ldd readelf; do
+	command -v $t >/dev/null || skip "$t not installed"
+done
+file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked' || skip "busybox is not static (apt-get install busybox-static)"
+if [ -n "${PASSTHRU:-}" ]; then
+	[ -x "$PASSTHRU" ] || { echo "bind-test.sh: FAIL: PASSTHRU=$PASSTHRU is not an executable" >&2; exit 1; }
+else
+	command -v cargo >/dev/null || skip "cargo not installed (needed to build passthru)"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-bind.XXXXXX")
+keep=
+trap '[ -n "$keep" ] || rm -rf "$TMP"' EXIT
+echo 'int main(void){return 0;}' > "$TMP/t.c"
+gcc -static -o "$TMP/t" "$TMP/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
+
+start=$SECONDS
+if [ -z "${PASSTHRU:-}" ]; then
+	if ! (cd "$REPO" && cargo build --release -p passthru --quiet); then
+		echo "bind-test.sh: FAIL: cargo build --release -p passthru failed" >&2
+		exit 1
+	fi
+	PASSTHRU=$REPO/target/release/passthru
+fi
+build_s=$((SECONDS - start))
+export PASSTHRU
+
+boot0=$SECONDS
+if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-180} "$HERE/run.sh" "$S"; then
+	keep=1
+	echo "bind-test.sh: FAIL: the $S guest did not finish (console: $TMP/work/runs/$S/console.log)" >&2
+	exit 1
+fi
+boot_s=$((SECONDS - boot0))
+LOG=$TMP/console.txt
+sed 's/\r$//' "$TMP/work/runs/$S/console.log" | sed -n '/^LAB_BIND_BEGIN/,/^LAB_BIND_END/p' > "$LOG"
+
+if [ -n "$RECORD" ]; then
+	mkdir -p "$REPO/tests/fixtures/qemu/$S"
+	cp "$LOG" "$REPO/tests/fixtures/qemu/$S/console.txt"
+	echo "bind-test.sh: recorded tests/fixtures/qemu/$S/console.txt ($(wc -l < "$LOG") lines)"
+fi
+
+fails=0
+bad() { echo "bind-test.sh: FAIL: $*" >&2; fails=$((fails + 1)); }
+# marker KEY ARG: the rest of the first line "KEY ARG ..."
+marker() { awk -v k="$1" -v a="$2" '$1 == k && $2 == a { $1 = ""; $2 = ""; sub(/^  /, ""); print; exit }' "$LOG"; }
+rc_of() { awk -v c="$1" '$1 == "LAB_RC" { l = $0; sub(/^LAB_RC [0-9]+ /, "", l); if (l == c) { print $2; exit } }' "$LOG"; }
+expect() { # WHAT GOT WANT
+	if [ "$2" = "$3" ]; then echo "  ok  $1: $2"; else bad "$1: got '${2:-nothing}', want '$3'"; fi
+}
+
+if grep -q '^BIND_SKIP' "$LOG"; then
+	bad "the guest had no passthru: $(grep '^BIND_SKIP' "$LOG")"
+else
+	expect "passthru bind $GPU --yes exit code" "$(rc_of "passthru bind $GPU --yes")" 0
+	expect "after bind, driver of $GPU" "$(marker BIND_DRIVER $GPU)" vfio-pci
+	expect "after bind, driver of $HDA" "$(marker BIND_DRIVER $HDA)" vfio-pci
+	node=$(awk '$1 == "VFIO_NODE" { print $2, $3; exit }' "$LOG")
+	expect "after bind, group node" "${node##* }" present
+	expect "vfio-open $GPU" "$(grep -c "^VFIO_OPEN_OK $GPU " "$LOG")" 1
+	expect "vfio-open $HDA" "$(grep -c "^VFIO_OPEN_OK $HDA " "$LOG")" 1
+	json=$(sed -n '/^CHECK_JSON_BEGIN/,/^CHECK_JSON_END/p' "$LOG" | sed '1,2d;$d' | grep -v '^LAB_RC ')
+	if command -v jq >/dev/null; then
+		verdict=$(printf '%s\n' "$json" | jq -r --arg g "$GPU" '.gpus[] | select(.address == $g) | .verdicts.vm' 2>/dev/null)
+	elif command -v python3 >/dev/null; then
+		verdict=$(printf '%s\n' "$json" | python3 -c 'import json,sys; g=sys.argv[1]; print(next(x["verdicts"]["vm"] for x in json.load(sys.stdin)["gpus"] if x["address"]==g))' "$GPU" 2>/dev/null)
+	else
+		verdict=$(printf '%s\n' "$json" | sed -n '/"verdicts"/,/}/s/.*"vm": *"\([^"]*\)".*/\1/p' | head -1)
+	fi
+	expect "after bind, check --for vm verdict" "$verdict" ready
+	expect "passthru check $GPU --for vm --json exit code" "$(rc_of "passthru check $GPU --for vm --json")" 0
+	expect "passthru unbind $GPU --yes exit code" "$(rc_of "passthru unbind $GPU --yes")" 0
+	expect "after unbind, driver of $GPU" "$(marker UNBIND_DRIVER $GPU)" bochs-drm
+	expect "after unbind, driver of $HDA" "$(marker UNBIND_DRIVER $HDA)" snd_hda_intel
+	expect "after unbind, driver_override of $GPU" "$(marker OVERRIDE $GPU)" "(null)"
+	expect "after unbind, driver_override of $HDA" "$(marker OVERRIDE $HDA)" "(null)"
+fi
+
+if [ $fails -gt 0 ]; then
+	keep=1
+	echo "bind-test.sh: FAIL: $fails check(s) failed; passthru part of the console:" >&2
+	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|BIND_|UNBIND_|OVERRIDE|VFIO_|GROUP|BEFORE_)|rror|efus' >&2
+	echo "bind-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
+	exit 1
+fi
+echo "bind-test.sh: PASS: passthru bound $GPU+$HDA to vfio-pci (group node present, vm ready) and gave them back (build ${build_s}s, boot ${boot_s}s, total $((SECONDS - start))s)"
