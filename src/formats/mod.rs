@@ -1,6 +1,8 @@
 //! Pure text formats: `parse_*` turns file contents into data, nothing here touches the host.
 
 pub mod cmdline;
+pub mod libvirt_xml;
 pub mod modprobe;
 pub mod os_release;
+pub mod pve_config;
 pub mod shell_vars;

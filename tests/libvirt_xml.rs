@@ -1,0 +1,671 @@
+//! libvirt domain XML editing: byte-exact splices checked against libvirt's own test domains
+//! (the corpus) and libvirt's RelaxNG schema through `virt-xml-validate`.
+
+mod common;
+use common::*;
+
+use passthru::formats::libvirt_xml::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+const GPU: PciAddr = PciAddr {
+    domain: 0,
+    bus: 0x0a,
+    slot: 0,
+    function: 0,
+};
+const AUDIO: PciAddr = PciAddr {
+    domain: 0,
+    bus: 0x0a,
+    slot: 0,
+    function: 1,
+};
+
+/// The corpus file the libvirt 9.0.0 schema rejects (`<driver model='vfio-pci-igb'/>` is newer).
+const SCHEMA_TOO_OLD: &str = "hostdev-vfio.xml";
+
+fn corpus_domains() -> Vec<(String, String)> {
+    let dir = corpus().join("libvirt");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    assert_eq!(out.len(), 13, "expected the 13 libvirt domain XMLs");
+    out
+}
+
+/// A copy the 9.0.0 schema accepts: the newer `model` attribute dropped.
+fn schema_compatible(name: &str, xml: &str) -> String {
+    if name == SCHEMA_TOO_OLD {
+        xml.replace(" model='vfio-pci-igb'", "")
+            .replace("<driver/>", "<driver name='vfio'/>")
+    } else {
+        xml.to_string()
+    }
+}
+
+/// Runs `virt-xml-validate FILE domain`: `None` when validation is skipped on purpose
+/// (PASSTHRU_SKIP_VIRT_XML=1 and no validator), else whether the document validates, with the
+/// validator's output.
+fn validate(xml: &str) -> Option<(bool, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("domain.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = Command::new("virt-xml-validate")
+        .arg(&path)
+        .arg("domain")
+        .output();
+    let missing = |why: &str| {
+        if std::env::var_os("PASSTHRU_SKIP_VIRT_XML").is_some_and(|v| v == "1") {
+            eprintln!("{why}: schema validation skipped (PASSTHRU_SKIP_VIRT_XML=1)");
+            None
+        } else {
+            panic!(
+                "{why}. The libvirt XML tests need virt-xml-validate (Debian: libvirt-clients, \
+                 with the schemas from libvirt0 and xmllint from libxml2-utils); install them \
+                 or set PASSTHRU_SKIP_VIRT_XML=1"
+            )
+        }
+    };
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return missing(&format!("virt-xml-validate cannot run ({e})")),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // virt-xml-validate is a shell script around xmllint, which Debian does not pull in.
+    if out.status.code() == Some(127) || text.contains("xmllint: not found") {
+        return missing("xmllint (libxml2-utils) is not installed");
+    }
+    if text.contains("failed to load external entity") || text.contains("Relax-NG parser error") {
+        return missing(&format!("the libvirt schemas are missing: {text}"));
+    }
+    Some((out.status.success(), text))
+}
+
+fn assert_valid(xml: &str, what: &str) {
+    if let Some((ok, text)) = validate(xml) {
+        assert!(
+            ok,
+            "{what} does not validate:\n{text}\n--- document ---\n{xml}"
+        );
+    }
+}
+
+/// `out` is `input` with one contiguous run of text inserted; returns that run. Where the
+/// run could sit at several offsets (it repeats the bytes around it), the one starting a line
+/// is taken.
+fn inserted_run<'a>(input: &str, out: &'a str) -> &'a str {
+    assert!(out.len() > input.len(), "nothing was inserted");
+    let d = out.len() - input.len();
+    let prefix = input
+        .bytes()
+        .zip(out.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let suffix = input
+        .bytes()
+        .rev()
+        .zip(out.bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        prefix + suffix >= input.len(),
+        "the edit changed more than one inserted run"
+    );
+    let lo = input.len().saturating_sub(suffix);
+    let hi = prefix.min(input.len());
+    let at = (lo..=hi)
+        .find(|&p| p == 0 || out.as_bytes()[p - 1] == b'\n')
+        .unwrap_or(hi);
+    &out[at..at + d]
+}
+
+fn pair_at(slot: u8, rom: Option<&str>) -> Vec<HostdevSpec> {
+    vec![
+        HostdevSpec {
+            source: GPU,
+            guest: Some(PciAddr {
+                domain: 0,
+                bus: 0,
+                slot,
+                function: 0,
+            }),
+            multifunction: true,
+            rom_file: rom.map(str::to_string),
+        },
+        HostdevSpec {
+            source: AUDIO,
+            guest: Some(PciAddr {
+                domain: 0,
+                bus: 0,
+                slot,
+                function: 1,
+            }),
+            multifunction: false,
+            rom_file: None,
+        },
+    ]
+}
+
+/// A free slot on bus 0: slots 0-2 are the host bridge, the southbridge and VGA by convention.
+fn free_slot(xml: &str) -> u8 {
+    let used = used_guest_slots(xml, 0);
+    (3u8..32)
+        .find(|s| !used.contains(s))
+        .expect("a free slot on bus 0")
+}
+
+#[test]
+fn validator_accepts_twelve_corpus_domains_and_rejects_the_newer_one() {
+    for (name, xml) in corpus_domains() {
+        let Some((ok, text)) = validate(&xml) else {
+            return;
+        };
+        assert_eq!(ok, name != SCHEMA_TOO_OLD, "{name}: {text}");
+        if name == SCHEMA_TOO_OLD {
+            assert_valid(
+                &schema_compatible(&name, &xml),
+                "the adjusted hostdev-vfio.xml",
+            );
+        }
+    }
+}
+
+#[test]
+fn corpus_add_two_hostdevs_then_remove() {
+    for (name, input) in corpus_domains() {
+        let slot = free_slot(&input);
+        let before = hostdev_sources(&input);
+        assert!(!before.contains(&GPU) && !before.contains(&AUDIO), "{name}");
+
+        let specs = pair_at(slot, Some("/usr/share/vgabios/gpu.rom"));
+        let out = add_hostdevs(&input, &specs).unwrap();
+        let run = inserted_run(&input, &out);
+        assert_eq!(run.matches("<hostdev ").count(), 2, "{name}: {run}");
+        assert_eq!(run.matches("</hostdev>").count(), 2, "{name}: {run}");
+        assert!(run.contains("multifunction='on'"), "{name}");
+        assert!(
+            run.contains("<rom file='/usr/share/vgabios/gpu.rom'/>"),
+            "{name}"
+        );
+        let mut expect = before.clone();
+        expect.extend([GPU, AUDIO]);
+        assert_eq!(hostdev_sources(&out), expect, "{name}");
+        let mut used = used_guest_slots(&input, 0);
+        used.push(slot);
+        used.sort();
+        assert_eq!(used_guest_slots(&out, 0), used, "{name}");
+        assert_eq!(domain_name(&out), domain_name(&input), "{name}");
+
+        // Each new element sits on lines of its own, indented like the other devices.
+        let devices_indent = input
+            .lines()
+            .find(|l| l.trim_start().starts_with("<emulator>"))
+            .map(|l| &l[..l.len() - l.trim_start().len()])
+            .unwrap();
+        assert!(
+            run.starts_with(&format!(
+                "{devices_indent}<hostdev mode='subsystem' type='pci' managed='yes'>\n"
+            )),
+            "{name}: {run}"
+        );
+        assert!(
+            run.ends_with(&format!("{devices_indent}</hostdev>\n")),
+            "{name}: {run}"
+        );
+
+        let checked = add_hostdevs(&schema_compatible(&name, &input), &specs).unwrap();
+        assert_valid(&checked, &format!("{name} with two hostdevs"));
+
+        assert_eq!(
+            add_hostdevs(&out, &specs).unwrap(),
+            out,
+            "{name}: second add"
+        );
+        assert_eq!(
+            remove_hostdevs(&out, &[GPU, AUDIO]).unwrap(),
+            input,
+            "{name}"
+        );
+        assert_eq!(
+            remove_hostdevs(&input, &[GPU, AUDIO]).unwrap(),
+            input,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn hostdev_output_form() {
+    let (_, input) = corpus_domains()
+        .into_iter()
+        .find(|(n, _)| n == "kvm-features.xml")
+        .unwrap();
+    let out = add_hostdevs(&input, &pair_at(5, Some("/usr/share/vgabios/gpu.rom"))).unwrap();
+    let run = inserted_run(&input, &out);
+    assert_eq!(
+        run,
+        "    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='0x0a' slot='0x00' function='0x0'/>
+      </source>
+      <rom file='/usr/share/vgabios/gpu.rom'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0' multifunction='on'/>
+    </hostdev>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='0x0a' slot='0x00' function='0x1'/>
+      </source>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x1'/>
+    </hostdev>
+"
+    );
+    // No guest address and no rom: just the source.
+    let bare = HostdevSpec {
+        source: PciAddr {
+            domain: 0x21,
+            bus: 0xde,
+            slot: 0x1f,
+            function: 7,
+        },
+        guest: None,
+        multifunction: false,
+        rom_file: None,
+    };
+    let out = add_hostdevs(&input, std::slice::from_ref(&bare)).unwrap();
+    assert_eq!(
+        inserted_run(&input, &out),
+        "    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0021' bus='0xde' slot='0x1f' function='0x7'/>
+      </source>
+    </hostdev>
+"
+    );
+    assert_valid(&out, "a hostdev without guest address");
+    // A spec listed twice is added once.
+    let twice = add_hostdevs(&input, &[bare.clone(), bare]).unwrap();
+    assert_eq!(twice, out);
+}
+
+#[test]
+fn corpus_sources_match_qemu_command_lines() {
+    let dir = corpus().join("libvirt");
+    for stem in [
+        "hostdev-pci-address",
+        "hostdev-vfio-multidomain",
+        "hostdev-vfio",
+    ] {
+        let args = std::fs::read_to_string(dir.join(format!("{stem}.x86_64-latest.args"))).unwrap();
+        let mut from_args: Vec<String> = args
+            .split("\"host\":\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect();
+        from_args.sort();
+        let xml_path: PathBuf = [format!("{stem}.xml"), format!("{stem}.x86_64-latest.xml")]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .unwrap();
+        let xml = std::fs::read_to_string(&xml_path).unwrap();
+        let mut from_xml: Vec<String> = hostdev_sources(&xml)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        from_xml.sort();
+        assert_eq!(from_xml, from_args, "{}", xml_path.display());
+    }
+}
+
+#[test]
+fn corpus_names_and_slots() {
+    for (name, xml) in corpus_domains() {
+        let line = xml
+            .lines()
+            .find(|l| l.trim_start().starts_with("<name>"))
+            .unwrap();
+        let expect = line
+            .trim()
+            .trim_start_matches("<name>")
+            .trim_end_matches("</name>");
+        assert_eq!(domain_name(&xml).as_deref(), Some(expect), "{name}");
+        let pci = xml.matches("<hostdev mode='subsystem' type='pci'").count();
+        assert_eq!(hostdev_sources(&xml).len(), pci, "{name}");
+    }
+    let xml = std::fs::read_to_string(corpus().join("libvirt/pci-rom.x86_64-latest.xml")).unwrap();
+    assert_eq!(used_guest_slots(&xml, 0), vec![1, 2, 3, 4, 5, 6]);
+    assert!(used_guest_slots(&xml, 1).is_empty());
+    // The mdev hostdev has no PCI source; the unassigned one has no guest slot.
+    let mdev =
+        std::fs::read_to_string(corpus().join("libvirt/hostdev-mdev-precreated.xml")).unwrap();
+    assert!(hostdev_sources(&mdev).is_empty());
+    let un = std::fs::read_to_string(
+        corpus().join("libvirt/hostdev-pci-address-unassigned.x86_64-latest.xml"),
+    )
+    .unwrap();
+    assert_eq!(hostdev_sources(&un).len(), 4, "{un}");
+    assert_eq!(used_guest_slots(&un, 0), vec![1, 2, 3, 4, 5], "{un}");
+}
+
+/// The byte range of the first `<features>...</features>` (the corpus has no tricks there).
+fn features_range(xml: &str) -> Option<(usize, usize)> {
+    let s = xml.find("<features>")?;
+    let e = xml.find("</features>")? + "</features>".len();
+    Some((s, e))
+}
+
+#[test]
+fn corpus_hidden_features() {
+    for (name, input) in corpus_domains() {
+        let passthrough = input.contains("<hyperv mode='passthrough'/>");
+        for vendor in [None, Some("1234567890ab")] {
+            let what = format!("{name} with vendor {vendor:?}");
+            let result = set_hidden_features(&input, vendor);
+            if passthrough && vendor.is_some() {
+                let err = result.unwrap_err();
+                assert!(err.to_string().contains("passthrough"), "{what}: {err}");
+                continue;
+            }
+            let out = result.unwrap();
+            assert_eq!(
+                set_hidden_features(&out, vendor).unwrap(),
+                out,
+                "{what}: twice"
+            );
+            assert!(out.contains("<hidden state='on'/>"), "{what}");
+            if let Some(v) = vendor {
+                assert!(out.contains(&format!("value='{v}'")), "{what}");
+            }
+            let checked = set_hidden_features(&schema_compatible(&name, &input), vendor).unwrap();
+            assert_valid(&checked, &what);
+
+            match features_range(&input) {
+                Some((s, e)) => {
+                    // Outside <features> nothing moves; inside, every other feature is kept.
+                    let (os, oe) = features_range(&out).unwrap();
+                    assert_eq!(&out[..os], &input[..s], "{what}");
+                    assert_eq!(&out[oe..], &input[e..], "{what}");
+                    let old = &input[s..e];
+                    let new = &out[os..oe];
+                    for line in old.lines() {
+                        if line.contains("vendor_id") && vendor.is_some() {
+                            continue;
+                        }
+                        assert!(new.contains(line), "{what}: lost {line:?}\n{new}");
+                    }
+                    assert!(new.matches("<kvm>").count() == 1, "{what}: {new}");
+                }
+                None => {
+                    let run = inserted_run(&input, &out);
+                    assert!(run.starts_with("  <features>\n"), "{what}: {run}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn hidden_features_exact_edits() {
+    let hv = std::fs::read_to_string(corpus().join("libvirt/hyperv.x86_64-latest.xml")).unwrap();
+    // vendor_id present with another value: only the value changes; kvm is appended.
+    let out = set_hidden_features(&hv, Some("NV43FIX")).unwrap();
+    let expect = hv.replace("value='KVM Hv'", "value='NV43FIX'").replace(
+        "  </features>",
+        "    <kvm>\n      <hidden state='on'/>\n    </kvm>\n  </features>",
+    );
+    assert_eq!(out, expect);
+    // Same value, no vendor asked: only kvm is added.
+    let out = set_hidden_features(&hv, None).unwrap();
+    assert_eq!(
+        inserted_run(&hv, &out),
+        "    <kvm>\n      <hidden state='on'/>\n    </kvm>\n"
+    );
+    let out = set_hidden_features(&hv, Some("KVM Hv")).unwrap();
+    assert_eq!(
+        inserted_run(&hv, &out),
+        "    <kvm>\n      <hidden state='on'/>\n    </kvm>\n"
+    );
+
+    // kvm-features.xml already hides KVM.
+    let kvm = std::fs::read_to_string(corpus().join("libvirt/kvm-features.xml")).unwrap();
+    assert_eq!(set_hidden_features(&kvm, None).unwrap(), kvm);
+    let out = set_hidden_features(&kvm, Some("abc")).unwrap();
+    assert_eq!(
+        inserted_run(&kvm, &out),
+        "    <hyperv>\n      <vendor_id state='on' value='abc'/>\n    </hyperv>\n"
+    );
+    // hidden state='off' is switched on in place.
+    let off = kvm.replace("<hidden state='on'/>", "<hidden state='off'/>");
+    assert_eq!(set_hidden_features(&off, None).unwrap(), kvm);
+}
+
+#[test]
+fn vendor_id_is_checked() {
+    let kvm = std::fs::read_to_string(corpus().join("libvirt/kvm-features.xml")).unwrap();
+    for bad in ["", "thirteen_chars", "a,b"] {
+        let err = set_hidden_features(&kvm, Some(bad)).unwrap_err();
+        assert!(err.to_string().contains("vendor_id"), "{bad}: {err}");
+    }
+    // Quotes and ampersands are escaped.
+    let out = set_hidden_features(&kvm, Some("a'b&c")).unwrap();
+    assert!(out.contains("value='a&apos;b&amp;c'"), "{out}");
+    assert_valid(&out, "escaped vendor_id");
+    assert_eq!(set_hidden_features(&out, Some("a'b&c")).unwrap(), out);
+}
+
+const MINIMAL_HEAD: &str = "<domain type='kvm'>
+  <name>edge</name>
+  <memory unit='KiB'>1048576</memory>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+  </os>
+";
+
+fn specs3() -> Vec<HostdevSpec> {
+    pair_at(3, None)
+}
+
+/// Add, validate, add again, remove: the edit round-trips to the input.
+fn round_trip(input: &str, what: &str) -> String {
+    assert_valid(input, &format!("{what} (input)"));
+    let out = add_hostdevs(input, &specs3()).unwrap();
+    assert_valid(&out, what);
+    assert_eq!(hostdev_sources(&out), vec![GPU, AUDIO], "{what}");
+    assert_eq!(add_hostdevs(&out, &specs3()).unwrap(), out, "{what}");
+    let back = remove_hostdevs(&out, &[GPU, AUDIO]).unwrap();
+    assert!(hostdev_sources(&back).is_empty(), "{what}");
+    back
+}
+
+#[test]
+fn comment_holding_end_tags() {
+    let input = format!(
+        "{MINIMAL_HEAD}  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <!-- old GPU: <hostdev type='pci'><source><address bus='0x0a' slot='0' function='0'/></source></hostdev> </devices> -->
+  </devices>
+  <!-- </domain> -->
+</domain>
+"
+    );
+    assert!(hostdev_sources(&input).is_empty());
+    let out = add_hostdevs(&input, &specs3()).unwrap();
+    let run = inserted_run(&input, &out);
+    assert!(out.find(run).unwrap() > input.find("-->").unwrap());
+    assert_eq!(round_trip(&input, "comment"), input);
+}
+
+#[test]
+fn attribute_with_angle_bracket_and_cdata() {
+    let input = "<domain type='kvm'>
+  <name>edge</name>
+  <description><![CDATA[ </devices> <features> ]]></description>
+  <metadata>
+    <app:x xmlns:app=\"http://example.org/app\" note=\"a > b &amp; '&lt;/devices>' />\"/>
+  </metadata>
+  <memory unit='KiB'>1048576</memory>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+  </os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+  </devices>
+</domain>
+"
+    .to_string();
+    assert_eq!(round_trip(&input, "cdata"), input);
+    let out = set_hidden_features(&input, Some("x")).unwrap();
+    assert_valid(&out, "cdata features");
+    let run = inserted_run(&input, &out);
+    assert!(out.find(run).unwrap() > input.find("</os>").unwrap());
+}
+
+#[test]
+fn self_closing_devices() {
+    let input = format!("{MINIMAL_HEAD}  <devices/>\n</domain>\n");
+    let back = round_trip(&input, "self-closing devices");
+    assert_eq!(
+        back,
+        format!("{MINIMAL_HEAD}  <devices>\n  </devices>\n</domain>\n")
+    );
+    let out = add_hostdevs(&input, &specs3()).unwrap();
+    assert!(
+        out.contains("  <devices>\n    <hostdev mode='subsystem'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn devices_on_one_line() {
+    let input = format!(
+        "{MINIMAL_HEAD}  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>\n</domain>\n"
+    );
+    let back = round_trip(&input, "one-line devices");
+    assert_eq!(
+        back,
+        format!(
+            "{MINIMAL_HEAD}  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\n  </devices>\n</domain>\n"
+        )
+    );
+}
+
+#[test]
+fn without_features() {
+    let input = format!("{MINIMAL_HEAD}  <devices>\n  </devices>\n</domain>\n");
+    let out = set_hidden_features(&input, Some("NVIDIA")).unwrap();
+    assert_eq!(
+        inserted_run(&input, &out),
+        "  <features>
+    <hyperv>
+      <vendor_id state='on' value='NVIDIA'/>
+    </hyperv>
+    <kvm>
+      <hidden state='on'/>
+    </kvm>
+  </features>
+"
+    );
+    assert_valid(&out, "new features");
+    assert_eq!(set_hidden_features(&out, Some("NVIDIA")).unwrap(), out);
+    // Self-closing containers grow end tags.
+    let sc = input.replace(
+        "  </os>\n",
+        "  </os>\n  <features>\n    <acpi/>\n    <hyperv/>\n    <kvm/>\n  </features>\n",
+    );
+    assert_valid(&sc, "self-closing hyperv and kvm");
+    let out = set_hidden_features(&sc, Some("NVIDIA")).unwrap();
+    assert_valid(&out, "filled hyperv and kvm");
+    assert!(out.contains("    <acpi/>\n    <hyperv>\n      <vendor_id state='on' value='NVIDIA'/>\n    </hyperv>\n    <kvm>\n      <hidden state='on'/>\n    </kvm>\n"), "{out}");
+    assert_eq!(set_hidden_features(&out, Some("NVIDIA")).unwrap(), out);
+}
+
+#[test]
+fn tabs_and_crlf() {
+    let input = format!("{MINIMAL_HEAD}  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n  </devices>\n</domain>\n")
+        .replace("    ", "\t\t")
+        .replace("  ", "\t");
+    let out = add_hostdevs(&input, &specs3()).unwrap();
+    let run = inserted_run(&input, &out);
+    assert!(run.starts_with("\t\t<hostdev mode='subsystem' type='pci' managed='yes'>\n\t\t\t<source>\n\t\t\t\t<address "), "{run:?}");
+    assert!(run.lines().all(|l| !l.starts_with(' ')), "{run:?}");
+    assert_eq!(round_trip(&input, "tabs"), input);
+    let out = set_hidden_features(&input, None).unwrap();
+    assert_eq!(
+        inserted_run(&input, &out),
+        "\t<features>\n\t\t<kvm>\n\t\t\t<hidden state='on'/>\n\t\t</kvm>\n\t</features>\n"
+    );
+    assert_valid(&out, "tabs features");
+
+    let crlf = input.replace('\n', "\r\n");
+    let out = add_hostdevs(&crlf, &specs3()).unwrap();
+    let run = inserted_run(&crlf, &out);
+    assert_eq!(
+        run.matches('\n').count(),
+        run.matches("\r\n").count(),
+        "{run:?}"
+    );
+    assert_eq!(round_trip(&crlf, "crlf"), crlf);
+}
+
+#[test]
+fn rom_path_is_escaped() {
+    let input = format!("{MINIMAL_HEAD}  <devices>\n  </devices>\n</domain>\n");
+    let out = add_hostdevs(&input, &pair_at(4, Some("/roms/it's & <x>.rom"))).unwrap();
+    assert!(
+        out.contains("<rom file='/roms/it&apos;s &amp; &lt;x&gt;.rom'/>"),
+        "{out}"
+    );
+    assert_valid(&out, "escaped rom path");
+}
+
+#[test]
+fn removes_only_the_named_sources() {
+    let xml = std::fs::read_to_string(corpus().join("libvirt/hostdev-vfio.xml")).unwrap();
+    let two = PciAddr {
+        domain: 0,
+        bus: 6,
+        slot: 0x12,
+        function: 2,
+    };
+    let out = remove_hostdevs(&xml, &[two]).unwrap();
+    assert_eq!(hostdev_sources(&out).len(), hostdev_sources(&xml).len() - 1);
+    assert!(!hostdev_sources(&out).contains(&two));
+    // Exactly the element's lines went away.
+    let start = xml.find("function='0x2'").unwrap();
+    let ls = xml[..start].rfind("    <hostdev ").unwrap();
+    let le = xml[start..].find("</hostdev>\n").unwrap() + start + "</hostdev>\n".len();
+    assert_eq!(out, format!("{}{}", &xml[..ls], &xml[le..]));
+}
+
+#[test]
+fn errors_name_the_place() {
+    let specs = specs3();
+    let err = add_hostdevs("<domain>\n  <devices>\n  </device>\n</domain>", &specs).unwrap_err();
+    assert!(err.to_string().starts_with("line 3 (byte 23)"), "{err}");
+    let err = add_hostdevs("<domain>\n  <name a='x>\n</domain>", &specs).unwrap_err();
+    assert!(err.to_string().contains("line 2"), "{err}");
+    let err = add_hostdevs("<network/>", &specs).unwrap_err();
+    assert!(err.to_string().contains("<domain>"), "{err}");
+    let err = add_hostdevs("<domain><name>x</name></domain>", &specs).unwrap_err();
+    assert!(err.to_string().contains("<devices>"), "{err}");
+    let err = remove_hostdevs("<domain><!-- open </domain>", &[GPU]).unwrap_err();
+    assert!(err.to_string().contains("-->"), "{err}");
+    let err = set_hidden_features("<domain><devices></domain>", None).unwrap_err();
+    assert!(err.to_string().contains("</devices>"), "{err}");
+    assert_eq!(domain_name("<domain><name>x</domain>"), None);
+    assert!(hostdev_sources("not xml").is_empty());
+    assert!(used_guest_slots("", 0).is_empty());
+}
