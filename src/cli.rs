@@ -59,6 +59,20 @@ pub enum Command {
     Setup(SetupCommand),
     /// Undo a transaction (the last one by default) byte for byte.
     Rollback(RollbackArgs),
+    /// Attach a GPU to a Proxmox VM, or detach it.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Proxmox cluster PCI resource mappings.
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+    /// Share a GPU with a Proxmox LXC container, or stop sharing it.
+    #[command(subcommand)]
+    Lxc(LxcCommand),
+    /// Attach a GPU to a libvirt domain, or detach it.
+    #[command(subcommand)]
+    Libvirt(LibvirtCommand),
+    /// Print the Docker compose and CLI lines that give a container this GPU.
+    Docker(DockerArgs),
     /// Bind a GPU (and every endpoint of its groups) to vfio-pci now, without a reboot.
     Bind(BindArgs),
     /// Give a GPU on vfio-pci back to its host driver now.
@@ -178,4 +192,128 @@ pub struct ScanArgs {
     /// test fixture (never reads BARs, ROMs, or more than 64 bytes of config space).
     #[arg(long, value_name = "FILE.tar.gz", conflicts_with = "from")]
     pub archive: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Add a hostpciN entry for every function of the GPU's slot (or a mapping), with the VM
+    /// settings it needs (q35 and pcie=1, OVMF, x-vga=1 for a primary GPU).
+    Attach(VmAttachArgs),
+    /// Remove the GPU's hostpci entries from the VM.
+    Detach(VmDetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmAttachArgs {
+    pub vmid: u32,
+    pub gpu: String,
+    /// The VM's primary display (x-vga=1).
+    #[arg(long)]
+    pub primary: bool,
+    /// Use this cluster resource mapping instead of the address (mapping=NAME).
+    #[arg(long, value_name = "NAME")]
+    pub mapping: Option<String>,
+    /// rombar=0 hides the card's ROM from the guest.
+    #[arg(long, value_name = "0|1")]
+    pub rombar: Option<u8>,
+    /// A ROM file under /usr/share/kvm/.
+    #[arg(long, value_name = "FILE")]
+    pub romfile: Option<String>,
+    /// Hide the hypervisor from the guest (cpu hidden=1), for old GeForce drivers.
+    #[arg(long)]
+    pub hidden: bool,
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VmDetachArgs {
+    pub vmid: u32,
+    pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Map GPU on this node under NAME (etc/pve/mapping/pci.cfg).
+    Create(MappingCreateArgs),
+    /// The mappings in etc/pve/mapping/pci.cfg.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct MappingCreateArgs {
+    pub name: String,
+    pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LxcCommand {
+    /// Give container CTID the GPU's device nodes (devN on Proxmox 8.1+, lxc.* lines before).
+    Share(LxcShareArgs),
+    /// Remove the GPU's device nodes from container CTID.
+    Unshare(LxcUnshareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LxcShareArgs {
+    pub ctid: u32,
+    pub gpu: String,
+    /// The container's render gid, when its etc/group cannot be read from here.
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Also /dev/kfd (ROCm on AMD).
+    #[arg(long)]
+    pub kfd: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LxcUnshareArgs {
+    pub ctid: u32,
+    pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LibvirtCommand {
+    /// Add one <hostdev> per function of the GPU's card to DOMAIN.
+    Attach(LibvirtAttachArgs),
+    /// Remove the card's <hostdev> elements from DOMAIN.
+    Detach(LibvirtDetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LibvirtAttachArgs {
+    pub domain: String,
+    pub gpu: String,
+    #[arg(long, value_name = "FILE")]
+    pub romfile: Option<String>,
+    /// <kvm><hidden state='on'/></kvm> and a Hyper-V vendor_id.
+    #[arg(long)]
+    pub hidden: bool,
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LibvirtDetachArgs {
+    pub domain: String,
+    pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerArgs {
+    pub gpu: String,
 }

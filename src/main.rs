@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{CheckArgs, Cli, Command, ListArgs, ScanArgs, SetupCommand, SourceArgs};
+use cli::{
+    CheckArgs, Cli, Command, LibvirtCommand, ListArgs, LxcCommand, MappingCommand, ScanArgs,
+    SetupCommand, SourceArgs, VmCommand,
+};
 use passthru::check::{check_host, CheckRequest, Use, Verdict};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
@@ -75,6 +78,155 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             }
             .map_err(anyhow::Error::msg)?;
             write_cmd::runtime(&root, &plan, a.write, &mut out)?
+        }
+        Command::Vm(cmd) => {
+            let root = host_root(&cli.source)?;
+            let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+            let files = passthru::host::RootFiles(&root);
+            let (vmid, plan, write) = match cmd {
+                VmCommand::Attach(a) => {
+                    let req = passthru::plan::attach::VmAttachRequest {
+                        vmid: a.vmid,
+                        gpu: a.gpu.clone(),
+                        primary: a.primary,
+                        mapping: a.mapping.clone(),
+                        rombar: a.rombar,
+                        romfile: a.romfile.clone(),
+                        hidden: a.hidden,
+                        force: a.force,
+                    };
+                    (
+                        a.vmid,
+                        passthru::plan::attach::plan_vm_attach(&snap, &files, &req)?,
+                        a.write,
+                    )
+                }
+                VmCommand::Detach(a) => (
+                    a.vmid,
+                    passthru::plan::attach::plan_vm_detach(&snap, &files, a.vmid, &a.gpu)?,
+                    a.write,
+                ),
+            };
+            let _lock = if write.dry_run {
+                None
+            } else {
+                Some(write_cmd::lock_guest(
+                    &root,
+                    &format!("var/lock/qemu-server/lock-{vmid}.conf"),
+                )?)
+            };
+            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
+        }
+        Command::Mapping(cmd) => {
+            let root = host_root(&cli.source)?;
+            match cmd {
+                MappingCommand::Create(a) => {
+                    let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+                    let plan = passthru::plan::attach::plan_mapping_create(
+                        &snap,
+                        &passthru::host::RootFiles(&root),
+                        &a.name,
+                        &a.gpu,
+                    )?;
+                    write_cmd::show_and_apply(&root, &plan, a.write, &mut out)?
+                }
+                MappingCommand::List => {
+                    let text = std::fs::read_to_string(root.join("etc/pve/mapping/pci.cfg"))
+                        .unwrap_or_default();
+                    let maps = passthru::formats::pve_config::parse_pci_mappings(&text)
+                        .context("reading etc/pve/mapping/pci.cfg")?;
+                    if maps.is_empty() {
+                        writeln!(out, "No PCI resource mappings.")?;
+                    }
+                    for m in maps {
+                        writeln!(
+                            out,
+                            "{}{}",
+                            m.id,
+                            m.description
+                                .map(|d| format!("  ({d})"))
+                                .unwrap_or_default()
+                        )?;
+                        for map in m.maps {
+                            let kv: Vec<String> =
+                                map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            writeln!(out, "  {}", kv.join(","))?;
+                        }
+                    }
+                }
+            }
+        }
+        Command::Lxc(cmd) => {
+            let root = host_root(&cli.source)?;
+            let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+            let files = passthru::host::RootFiles(&root);
+            let (ctid, plan, write) = match cmd {
+                LxcCommand::Share(a) => {
+                    let req = passthru::plan::attach::LxcShareRequest {
+                        ctid: a.ctid,
+                        gpu: a.gpu.clone(),
+                        gid: a.gid,
+                        kfd: a.kfd,
+                    };
+                    (
+                        a.ctid,
+                        passthru::plan::attach::plan_lxc_share(&snap, &files, &req)?,
+                        a.write,
+                    )
+                }
+                LxcCommand::Unshare(a) => (
+                    a.ctid,
+                    passthru::plan::attach::plan_lxc_unshare(&snap, &files, a.ctid, &a.gpu)?,
+                    a.write,
+                ),
+            };
+            let _lock = if write.dry_run {
+                None
+            } else {
+                Some(write_cmd::lock_guest(
+                    &root,
+                    &format!("var/lock/lxc/pve-config-{ctid}.lock"),
+                )?)
+            };
+            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
+        }
+        Command::Libvirt(cmd) => {
+            let root = host_root(&cli.source)?;
+            let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+            let files = passthru::host::RootFiles(&root);
+            let (plan, write) = match cmd {
+                LibvirtCommand::Attach(a) => {
+                    let req = passthru::plan::attach::LibvirtAttachRequest {
+                        domain: a.domain.clone(),
+                        gpu: a.gpu.clone(),
+                        romfile: a.romfile.clone(),
+                        hidden: a.hidden,
+                        force: a.force,
+                    };
+                    (
+                        passthru::plan::attach::plan_libvirt_attach(&snap, &files, &req)?,
+                        a.write,
+                    )
+                }
+                LibvirtCommand::Detach(a) => (
+                    passthru::plan::attach::plan_libvirt_detach(&snap, &files, &a.domain, &a.gpu)?,
+                    a.write,
+                ),
+            };
+            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
+        }
+        Command::Docker(a) => {
+            let root = host_root(&cli.source)?;
+            let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
+            write!(
+                out,
+                "{}",
+                passthru::plan::attach::docker_snippet(
+                    &snap,
+                    &passthru::host::RootFiles(&root),
+                    &a.gpu
+                )?
+            )?;
         }
         Command::Rollback(a) => {
             write_cmd::rollback(&host_root(&cli.source)?, a.id.as_deref(), a.write, &mut out)?

@@ -276,3 +276,38 @@ pub fn runtime(
     writeln!(out, "Done.")?;
     Ok(())
 }
+
+/// Holds Proxmox's own lock for a guest (`var/lock/qemu-server/lock-VMID.conf`, or
+/// `var/lock/lxc/pve-config-CTID.lock`) while its config is written, as qm and pct do.
+pub struct GuestLock {
+    _file: std::fs::File,
+}
+
+pub fn lock_guest(root: &HostRoot, rel: &str) -> Result<GuestLock> {
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening Proxmox's lock {}", path.display()))?;
+    // Proxmox waits up to 10 s for this lock; so do we, then give up.
+    for _ in 0..100 {
+        match file.try_lock() {
+            Ok(()) => return Ok(GuestLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+    bail!(
+        "{} is held (a running qm/pct task?); try again when it is done",
+        path.display()
+    )
+}

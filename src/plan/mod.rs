@@ -1,6 +1,7 @@
 //! Plans: what a writing command will change, as data. Builders (`plan_*`) are pure functions
 //! of the snapshot, the files' current bytes and the request; `apply` is the only writer.
 
+pub mod attach;
 pub mod diff;
 pub mod files;
 pub mod runtime;
