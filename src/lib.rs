@@ -12,6 +12,7 @@
 //! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
 
 pub mod apply;
+pub mod advise;
 pub mod assess;
 pub mod check;
 pub mod formats;

@@ -1,0 +1,1 @@
+//! `passthru advise`: which GPU for which job, from a catalog shipped in the binary. Pure.
