@@ -11,8 +11,8 @@
 //! - [`output`]: rendering to any `io::Write`.
 //! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
 
-pub mod apply;
 pub mod advise;
+pub mod apply;
 pub mod assess;
 pub mod check;
 pub mod formats;

@@ -78,11 +78,11 @@ fn vm_attach_detach_rollback_on_proxmox_configs() {
         assert!(out.contains("Applied"), "{}: {out}", src.display());
         let attached = read(root, rel);
         let cfg = passthru::formats::pve_config::parse_guest_config(&attached).unwrap();
-        let (key, value) = (0..16)
+        let value = (0..16)
             .find_map(|i| {
                 cfg.main_get(&format!("hostpci{i}"))
                     .filter(|v| v.starts_with("0000:03:00"))
-                    .map(|v| (i, v.to_string()))
+                    .map(str::to_string)
             })
             .unwrap_or_else(|| panic!("{}: no hostpci for the card:\n{attached}", src.display()));
         let h = passthru::formats::pve_config::parse_hostpci(&value).unwrap();
