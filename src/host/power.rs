@@ -5,6 +5,7 @@
 //!   microjoule counter sampled twice; zero or flat means unavailable;
 //! - nvidia: NVML, loaded at run time (`libnvidia-ml.so.1`), only on the live host;
 //! - vfio-pci: no host telemetry at all.
+//!
 //! Read-only.
 
 use std::time::{Duration, Instant};
