@@ -1,1 +1,2 @@
 //! `passthru advise`: which GPU for which job, from a catalog shipped in the binary. Pure.
+pub mod llm;
