@@ -73,6 +73,10 @@ pub enum Command {
     Libvirt(LibvirtCommand),
     /// Print the Docker compose and CLI lines that give a container this GPU.
     Docker(DockerArgs),
+    /// Which GPU for a job: VRAM and speed estimates, slot and power fit, yearly power cost.
+    Advise(AdviseArgs),
+    /// What each GPU draws now (read without waking it) and costs a year.
+    Power(PowerArgs),
     /// Bind a GPU (and every endpoint of its groups) to vfio-pci now, without a reboot.
     Bind(BindArgs),
     /// Give a GPU on vfio-pci back to its host driver now.
@@ -316,4 +320,58 @@ pub struct LibvirtDetachArgs {
 #[derive(Debug, Args)]
 pub struct DockerArgs {
     pub gpu: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// The job.
+    #[arg(long = "use", value_enum)]
+    pub use_case: passthru::advise::rank::UseCase,
+    /// LLM: a model name (llama-3.1-8b, qwen2.5-32b ...) or a size (8b, 13b, 70b).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// LLM: llama.cpp quantisation.
+    #[arg(long, default_value = "Q4_K_M")]
+    pub quant: String,
+    /// LLM: context length in tokens.
+    #[arg(long, default_value_t = 8192)]
+    pub context: u32,
+    /// Transcoding: simultaneous 4K streams.
+    #[arg(long, default_value_t = 2)]
+    pub streams: u32,
+    /// Most you would pay for a used card, in USD.
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// The box it goes in: n100, hp-elitedesk-mini, optiplex-sff, optiplex-mt, diy-nas, r730.
+    /// Without it, passthru advises for the host it reads.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Electricity price per kWh, for the yearly cost.
+    #[arg(long, default_value_t = 0.30)]
+    pub price_kwh: f64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PowerArgs {
+    /// Print again every SECS seconds (Ctrl-C stops).
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<u64>,
+    /// Write the node_exporter textfile-collector format to FILE (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Electricity price per kWh.
+    #[arg(long, default_value_t = 0.30)]
+    pub price_kwh: f64,
+    /// Set runtime power management (power/control) for GPU, persistently (a udev rule,
+    /// through the setup transaction): on (never suspend) or auto.
+    #[arg(long, value_name = "on|auto", requires = "gpu")]
+    pub runtime_pm: Option<String>,
+    /// The GPU for --runtime-pm.
+    pub gpu: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }

@@ -1,6 +1,7 @@
 //! The `passthru` binary: parse arguments, get a snapshot, run the command, print once.
 
 mod cli;
+mod power_cmd;
 mod write_cmd;
 
 use std::io::{self, Write};
@@ -228,6 +229,36 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 )?
             )?;
         }
+        Command::Advise(a) => {
+            // With no --server, advise for the host read (live, --root or --from).
+            let host_gpus = if a.server.is_none() {
+                get_snapshot(&cli.source, ReadDetail::Summary)
+                    .map(|s| s.gpus().filter_map(|g| g.vendor_device()).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let req = passthru::advise::rank::AdviseRequest {
+                use_case: a.use_case,
+                model: a.model.clone(),
+                quant: a.quant.clone(),
+                context: a.context,
+                streams: a.streams,
+                budget_usd: a.budget,
+                server: a.server.clone(),
+                price_kwh: a.price_kwh,
+                host_gpus,
+                nvidia_driver: None,
+            };
+            let report = passthru::advise::rank::advise(&req).map_err(anyhow::Error::msg)?;
+            if a.json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                passthru::output::advise::render_advice(&mut out, &report, a.price_kwh)?;
+            }
+        }
+        Command::Power(a) => power_cmd::run(&cli.source, a, &mut out)?,
         Command::Rollback(a) => {
             write_cmd::rollback(&host_root(&cli.source)?, a.id.as_deref(), a.write, &mut out)?
         }
@@ -248,7 +279,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn host_root(source: &SourceArgs) -> Result<HostRoot> {
+pub(crate) fn host_root(source: &SourceArgs) -> Result<HostRoot> {
     // Read here rather than by clap, so that a PASSTHRU_ROOT left in the environment does not
     // conflict with --from.
     let path = source
@@ -264,7 +295,7 @@ fn host_root(source: &SourceArgs) -> Result<HostRoot> {
 }
 
 /// The snapshot every command works from: read live/under a root, or loaded with --from.
-fn get_snapshot(source: &SourceArgs, detail: ReadDetail) -> Result<Snapshot> {
+pub(crate) fn get_snapshot(source: &SourceArgs, detail: ReadDetail) -> Result<Snapshot> {
     if let Some(from) = &source.from {
         return Ok(load_snapshot(from)?);
     }

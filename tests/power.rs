@@ -126,3 +126,77 @@ fn vfio_bound_and_nvidia_without_nvml() {
         Err(why) => assert!(why.contains("NVML"), "{why}"),
     }
 }
+
+#[test]
+fn power_command_prometheus_and_runtime_pm() {
+    let t = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("amd-navi", t.path()).unwrap();
+    let hw = gpu_dir(t.path(), "0000:03:00.0").join("hwmon/hwmon4");
+    std::fs::create_dir_all(&hw).unwrap();
+    std::fs::write(hw.join("power1_average"), "23000000\n").unwrap();
+    let prom = t.path().join("passthru.prom");
+    let root = t.path().to_str().unwrap();
+    let o = passthru(&[
+        "power",
+        "--root",
+        root,
+        "--prometheus",
+        prom.to_str().unwrap(),
+        "--price-kwh",
+        "0.25",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(text.contains("23.0 W (hwmon power1_average)"), "{text}");
+    // 23 W all year at 0.25 = 50.37.
+    assert!(text.contains("costs 50.37"), "{text}");
+    let p = std::fs::read_to_string(&prom).unwrap();
+    assert!(p.contains("# TYPE passthru_gpu_power_watts gauge"));
+    assert!(
+        p.contains("passthru_gpu_power_watts{pci=\"0000:03:00.0\""),
+        "{p}"
+    );
+    assert!(
+        p.lines().filter(|l| !l.starts_with('#')).all(|l| l
+            .rsplit_once(' ')
+            .unwrap()
+            .1
+            .parse::<f64>()
+            .is_ok()),
+        "{p}"
+    );
+
+    // --runtime-pm: a udev rule through the transaction, undone by rollback.
+    let rules = t
+        .path()
+        .join("etc/udev/rules.d/91-passthru-runtime-pm.rules");
+    let o = passthru(&[
+        "power",
+        "--runtime-pm",
+        "auto",
+        "03:00.0",
+        "--yes",
+        "--root",
+        root,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = std::fs::read_to_string(&rules).unwrap();
+    assert!(
+        r.contains("KERNEL==\"0000:03:00.0\", ATTR{power/control}=\"auto\""),
+        "{r}"
+    );
+    assert!(stdout(&passthru(&[
+        "power",
+        "--runtime-pm",
+        "auto",
+        "03:00.0",
+        "--yes",
+        "--root",
+        root
+    ]))
+    .contains("Nothing to change"));
+    assert!(passthru(&["rollback", "--yes", "--root", root])
+        .status
+        .success());
+    assert!(!rules.exists());
+}

@@ -1,2 +1,4 @@
 //! `passthru advise`: which GPU for which job, from a catalog shipped in the binary. Pure.
+pub mod catalog;
 pub mod llm;
+pub mod rank;
