@@ -108,15 +108,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     a.write,
                 ),
             };
-            let _lock = if write.dry_run {
-                None
-            } else {
-                Some(write_cmd::lock_guest(
-                    &root,
-                    &format!("var/lock/qemu-server/lock-{vmid}.conf"),
-                )?)
-            };
-            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
+            let lock = format!("var/lock/qemu-server/lock-{vmid}.conf");
+            write_cmd::apply_under_guest_lock(&root, &lock, &plan, write, &mut out)?
         }
         Command::Mapping(cmd) => {
             let root = host_root(&cli.source)?;
@@ -181,15 +174,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     a.write,
                 ),
             };
-            let _lock = if write.dry_run {
-                None
-            } else {
-                Some(write_cmd::lock_guest(
-                    &root,
-                    &format!("var/lock/lxc/pve-config-{ctid}.lock"),
-                )?)
-            };
-            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
+            let lock = format!("var/lock/lxc/pve-config-{ctid}.lock");
+            write_cmd::apply_under_guest_lock(&root, &lock, &plan, write, &mut out)?
         }
         Command::Libvirt(cmd) => {
             let root = host_root(&cli.source)?;

@@ -311,3 +311,19 @@ pub fn lock_guest(root: &HostRoot, rel: &str) -> Result<GuestLock> {
         path.display()
     )
 }
+
+/// Shows and applies a plan for a Proxmox guest while holding that guest's own lock.
+pub fn apply_under_guest_lock(
+    root: &HostRoot,
+    lock: &str,
+    plan: &Plan,
+    write: WriteArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let _lock = if write.dry_run {
+        None
+    } else {
+        Some(lock_guest(root, lock)?)
+    };
+    show_and_apply(root, plan, write, out)
+}

@@ -782,6 +782,25 @@ fn domain_file(domain: &str) -> Result<String, AttachError> {
     Ok(format!("etc/libvirt/qemu/{domain}.xml"))
 }
 
+/// The domain's XML file and its text.
+fn read_domain(src: &dyn FileSource, domain: &str) -> Result<(String, String), AttachError> {
+    let path = domain_file(domain)?;
+    let text = src
+        .read(&path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
+    Ok((path, text))
+}
+
+/// Adds the edit of a domain file and the `virsh define` a running libvirtd needs to see it.
+fn push_domain_edit(plan: &mut Plan, src: &dyn FileSource, path: &str, xml: String, reason: &str) {
+    plan.edits.extend(edit(src, path, Some(xml), reason));
+    plan.commands.push(PlannedCommand {
+        argv: vec!["virsh".into(), "define".into(), format!("/{path}")],
+        why: "a running libvirtd ignores direct edits: define the domain from the file".into(),
+    });
+}
+
 fn pci(a: &PciAddress) -> PciAddr {
     PciAddr {
         domain: a.domain as u16,
@@ -798,11 +817,7 @@ pub fn plan_libvirt_attach(
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, &req.gpu)?;
     let fns = functions(s, gpu);
-    let path = domain_file(&req.domain)?;
-    let text = src
-        .read(&path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
+    let (path, text) = read_domain(src, &req.domain)?;
     let mut plan = Plan {
         title: format!("Attach {} to libvirt domain {}", gpu.address, req.domain),
         ..Plan::default()
@@ -855,16 +870,13 @@ pub fn plan_libvirt_attach(
         };
     }
     if xml != text {
-        plan.edits.extend(edit(
+        push_domain_edit(
+            &mut plan,
             src,
             &path,
-            Some(xml),
+            xml,
             "one <hostdev> per function of the card",
-        ));
-        plan.commands.push(PlannedCommand {
-            argv: vec!["virsh".into(), "define".into(), format!("/{path}")],
-            why: "a running libvirtd ignores direct edits: define the domain from the file".into(),
-        });
+        );
     }
     Ok(plan)
 }
@@ -876,11 +888,7 @@ pub fn plan_libvirt_detach(
     sel: &str,
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
-    let path = domain_file(domain)?;
-    let text = src
-        .read(&path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
+    let (path, text) = read_domain(src, domain)?;
     let sources: Vec<PciAddr> = functions(s, gpu).iter().map(|f| pci(&f.address)).collect();
     let xml =
         libvirt_xml::remove_hostdevs(&text, &sources).map_err(|e| AttachError::Unreadable {
@@ -892,16 +900,13 @@ pub fn plan_libvirt_detach(
         ..Plan::default()
     };
     if xml != text {
-        plan.edits.extend(edit(
+        push_domain_edit(
+            &mut plan,
             src,
             &path,
-            Some(xml),
+            xml,
             "remove the card's <hostdev> elements",
-        ));
-        plan.commands.push(PlannedCommand {
-            argv: vec!["virsh".into(), "define".into(), format!("/{path}")],
-            why: "define the domain from the file".into(),
-        });
+        );
     }
     Ok(plan)
 }
