@@ -164,3 +164,20 @@ fn a_host_ranks_its_own_gpu_first() {
     assert_eq!(report.picks[0].key, "rtx-3090");
     assert!(report.picks[0].reasons[0].contains("already in this host"));
 }
+
+#[test]
+fn an_always_on_card_is_compared_with_a_whole_n100_box() {
+    let r = advise(&req(UseCase::Transcode)).unwrap();
+    let note = r
+        .notes
+        .iter()
+        .find(|n| n.contains("For comparison"))
+        .expect("the comparison note");
+    assert!(note.contains("N100"), "{note}");
+    // Not for jobs an N100 cannot do.
+    assert!(!advise(&req(UseCase::Llm))
+        .unwrap()
+        .notes
+        .iter()
+        .any(|n| n.contains("For comparison")));
+}

@@ -368,6 +368,28 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, String> {
             req.price_kwh
         ));
     }
+    // The guide's comparison: an always-on discrete card against a whole N100 box.
+    if let (Some(n100), Some(card)) = (
+        catalog::servers().iter().find(|s| s.key == "n100"),
+        picks
+            .iter()
+            .find(|p| catalog::gpu_by_key(&p.key).is_some_and(|g| g.kind == Kind::Discrete)),
+    ) {
+        if matches!(
+            req.use_case,
+            UseCase::Transcode | UseCase::CameraAi | UseCase::VideoEncode
+        ) {
+            notes.push(format!(
+                "For comparison: {} idles at {} W ({:.0}/year) on its own; a whole {} idles at about {} W ({:.0}/year) and transcodes with Quick Sync.",
+                card.name,
+                card.idle_w,
+                card.yearly_idle_cost,
+                n100.name,
+                n100.idle_w,
+                n100.idle_w * 8.76 * req.price_kwh
+            ));
+        }
+    }
     Ok(AdviseReport {
         schema_version: crate::model::SCHEMA_VERSION,
         use_case: req.use_case,
