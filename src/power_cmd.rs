@@ -85,10 +85,7 @@ fn runtime_pm(
     }
     let sel = a.gpu.as_deref().unwrap_or_default();
     let snap = crate::get_snapshot(source, ReadDetail::Check)?;
-    let (gpus, _) = passthru::check::select_gpus(&snap, &[sel.to_string()]);
-    let [gpu] = gpus[..] else {
-        bail!("'{sel}' must name exactly one GPU ({} match)", gpus.len());
-    };
+    let gpu = passthru::check::select_one(&snap, sel)?;
     let before = std::fs::read(root.join(RULES)).ok();
     let text = before
         .as_deref()

@@ -14,14 +14,20 @@ fn gpu_dir(root: &std::path::Path, bdf: &str) -> std::path::PathBuf {
     std::fs::canonicalize(root.join("sys/bus/pci/devices").join(bdf)).unwrap()
 }
 
-#[test]
-fn amdgpu_hwmon_microwatts() {
+/// The RX 6800 XT host with amdgpu's hwmon reporting 23 W (`power1_average`, µW).
+fn rx6800_reading_23_watts() -> (tempfile::TempDir, std::path::PathBuf) {
     let t = tempfile::tempdir().unwrap();
     passthru_testkit::build_named("amd-navi", t.path()).unwrap();
     let hw = gpu_dir(t.path(), "0000:03:00.0").join("hwmon/hwmon4");
     std::fs::create_dir_all(&hw).unwrap();
     std::fs::write(hw.join("name"), "amdgpu\n").unwrap();
     std::fs::write(hw.join("power1_average"), "23000000\n").unwrap();
+    (t, hw)
+}
+
+#[test]
+fn amdgpu_hwmon_microwatts() {
+    let (t, hw) = rx6800_reading_23_watts();
     let s = check_snapshot(t.path());
     let gpu = s.gpus().next().unwrap();
     let r = read_gpu_power(
@@ -47,11 +53,7 @@ fn amdgpu_hwmon_microwatts() {
 
 #[test]
 fn a_sleeping_gpu_is_not_measured() {
-    let t = tempfile::tempdir().unwrap();
-    passthru_testkit::build_named("amd-navi", t.path()).unwrap();
-    let hw = gpu_dir(t.path(), "0000:03:00.0").join("hwmon/hwmon4");
-    std::fs::create_dir_all(&hw).unwrap();
-    std::fs::write(hw.join("power1_average"), "23000000\n").unwrap();
+    let (t, _) = rx6800_reading_23_watts();
     let mut s = check_snapshot(t.path());
     let gpu = s.devices.iter_mut().find(|d| d.is_gpu()).unwrap();
     gpu.power.runtime_status = Some("suspended".into());
@@ -129,11 +131,7 @@ fn vfio_bound_and_nvidia_without_nvml() {
 
 #[test]
 fn power_command_prometheus_and_runtime_pm() {
-    let t = tempfile::tempdir().unwrap();
-    passthru_testkit::build_named("amd-navi", t.path()).unwrap();
-    let hw = gpu_dir(t.path(), "0000:03:00.0").join("hwmon/hwmon4");
-    std::fs::create_dir_all(&hw).unwrap();
-    std::fs::write(hw.join("power1_average"), "23000000\n").unwrap();
+    let (t, _) = rx6800_reading_23_watts();
     let prom = t.path().join("passthru.prom");
     let root = t.path().to_str().unwrap();
     let o = passthru(&[

@@ -35,13 +35,6 @@ skip() { echo "bind-test.sh: SKIP: $*"; exit 0; }
 KVER=${KVER:-$(sed -n 's/^kernel: //p' "$REPO/tests/fixtures/qemu/intel-flat/meta.txt" 2>/dev/null)}
 KVER=${KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)}
 [ -n "$KVER" ] || skip "no guest kernel (/boot/vmlinuz-*)"
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-[ -r "/boot/vmlinuz-$KVER" ] || skip "guest kernel /boot/vmlinuz-$KVER not present (fixtures were made with it)"
-[ -d "/lib/modules/$KVER/kernel" ] || skip "modules for $KVER not present in /lib/modules"
-for t in busybox modprobe depmod cpio gzip gcc lspci ldd readelf; do
-	command -v $t >/dev/null || skip "$t not installed"
-done
-file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked' || skip "busybox is not static (apt-get install busybox-static)"
 if [ -n "${PASSTHRU:-}" ]; then
 	[ -x "$PASSTHRU" ] || { echo "bind-test.sh: FAIL: PASSTHRU=$PASSTHRU is not an executable" >&2; exit 1; }
 else
@@ -51,8 +44,8 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-bind.XXXXXX")
 keep=
 trap '[ -n "$keep" ] || rm -rf "$TMP"' EXIT
-echo 'int main(void){return 0;}' > "$TMP/t.c"
-gcc -static -o "$TMP/t" "$TMP/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
+. "$HERE/lab-prereqs.sh"
+lab_require "$KVER" "$TMP"
 
 start=$SECONDS
 if [ -z "${PASSTHRU:-}" ]; then

@@ -17,18 +17,10 @@ skip() { echo "smoke.sh: SKIP: $*"; exit 0; }
 # the committed capture says which kernel it came from; boot that one
 KVER=$(sed -n 's/^kernel: //p' "$WANT/meta.txt")
 [ -n "$KVER" ] || { echo "smoke.sh: $WANT/meta.txt names no kernel" >&2; exit 1; }
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-[ -r "/boot/vmlinuz-$KVER" ] || skip "guest kernel /boot/vmlinuz-$KVER not present (fixtures were made with it)"
-[ -d "/lib/modules/$KVER/kernel" ] || skip "modules for $KVER not present in /lib/modules"
-for t in busybox modprobe depmod cpio gzip gcc lspci ldd readelf; do
-	command -v $t >/dev/null || skip "$t not installed"
-done
-file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked' || skip "busybox is not static (apt-get install busybox-static)"
-
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-smoke.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-echo 'int main(void){return 0;}' > "$TMP/t.c"
-gcc -static -o "$TMP/t" "$TMP/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
+. "$HERE/lab-prereqs.sh"
+lab_require "$KVER" "$TMP"
 
 start=$SECONDS
 if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-180} "$HERE/run.sh" "$S"; then

@@ -12,14 +12,8 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
     if g.driver.as_deref().is_none_or(|d| d == "vfio-pci") {
         return f; // driver findings already say why the host cannot share it
     }
-    let major = |name: &str| {
-        s.system
-            .char_majors
-            .iter()
-            .find(|(_, n)| n == name)
-            .map(|(m, _)| *m)
-    };
-    let nvidia = g.vendor.map(|v| v.0) == Some(0x10de) && g.driver.as_deref() == Some("nvidia");
+    let major = |name: &str| s.system.char_major(name);
+    let nvidia = g.on_nvidia_driver();
     if nvidia {
         match &s.system.nvidia_driver_version {
             Some(v) => f.push(

@@ -165,6 +165,25 @@ pub fn select_gpus<'a>(s: &'a Snapshot, selectors: &[String]) -> (Vec<&'a PciDev
     (chosen, unmatched)
 }
 
+/// Why a selector that must name one GPU did not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("no GPU matches '{0}'")]
+    NoMatch(String),
+    #[error("'{0}' matches {1} GPUs; name one by address")]
+    Ambiguous(String, usize),
+}
+
+/// The one GPU a writing command acts on.
+pub fn select_one<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, SelectError> {
+    let (gpus, _) = select_gpus(s, &[sel.to_string()]);
+    match gpus[..] {
+        [g] => Ok(g),
+        [] => Err(SelectError::NoMatch(sel.into())),
+        _ => Err(SelectError::Ambiguous(sel.into(), gpus.len())),
+    }
+}
+
 /// Runs every rule for the selected GPUs.
 pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
     let (gpus, unmatched) = select_gpus(s, &req.gpus);
@@ -298,11 +317,7 @@ pub(crate) fn describe(s: &Snapshot, a: &PciAddress) -> String {
 }
 
 /// Kernel release as (major, minor), from `6.1.0-18-amd64`.
-pub fn kernel_version_of(s: &Snapshot) -> Option<(u32, u32)> {
-    kernel_version(s)
-}
-
-pub(crate) fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
+pub fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
     let rel = s.system.kernel_release.as_deref()?;
     let mut it = rel.split(|c: char| !c.is_ascii_digit());
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))

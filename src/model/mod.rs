@@ -124,6 +124,14 @@ impl Snapshot {
         self.devices.iter().filter(|d| d.is_gpu())
     }
 
+    /// The GPU's number among the GPUs on NVIDIA's driver: the driver numbers them in PCI
+    /// order, so this is N in /dev/nvidiaN and the CUDA/Docker device index.
+    pub fn nvidia_index(&self, address: &PciAddress) -> Option<usize> {
+        self.gpus()
+            .filter(|g| g.on_nvidia_driver())
+            .position(|g| g.address == *address)
+    }
+
     /// Devices that belong to no IOMMU group.
     pub fn ungrouped(&self) -> impl Iterator<Item = &PciDevice> {
         self.devices.iter().filter(|d| d.iommu_group.is_none())

@@ -322,6 +322,12 @@ impl PciDevice {
         }
     }
 
+    /// Driven by NVIDIA's proprietary driver (not nouveau, not vfio-pci): the one whose
+    /// nodes are /dev/nvidia* and whose telemetry is NVML.
+    pub fn on_nvidia_driver(&self) -> bool {
+        self.vendor.map(|v| v.0) == Some(0x10de) && self.driver.as_deref() == Some("nvidia")
+    }
+
     pub fn is_gpu(&self) -> bool {
         self.class.is_some_and(ClassCode::is_gpu)
     }

@@ -81,6 +81,14 @@ impl SystemInfo {
             .map(|m| m.iter().any(|l| l.name == name))
     }
 
+    /// The character-device major registered under `name` (`drm`, `nvidia-uvm` ...).
+    pub fn char_major(&self, name: &str) -> Option<u32> {
+        self.char_majors
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(m, _)| *m)
+    }
+
     pub fn module_builtin(&self, name: &str) -> Option<bool> {
         let name = name.replace('-', "_");
         self.builtin_modules.as_ref().map(|m| m.contains(&name))

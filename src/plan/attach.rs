@@ -29,15 +29,7 @@ pub enum AttachError {
 }
 
 fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, AttachError> {
-    let (gpus, _) = crate::check::select_gpus(s, &[sel.to_string()]);
-    match gpus[..] {
-        [g] => Ok(g),
-        [] => Err(AttachError::NotFound(format!("no GPU matches '{sel}'"))),
-        _ => Err(AttachError::NotFound(format!(
-            "'{sel}' matches {} GPUs; name one by address",
-            gpus.len()
-        ))),
-    }
+    crate::check::select_one(s, sel).map_err(|e| AttachError::NotFound(e.to_string()))
 }
 
 fn functions<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
@@ -393,19 +385,12 @@ pub fn plan_mapping_create(
     Ok(plan)
 }
 
-/// The host device nodes of a GPU, for containers: (container path, host path).
+/// The host device nodes of a GPU that exist under `dev/`, for containers.
 pub fn gpu_nodes(s: &Snapshot, src: &dyn FileSource, gpu: &PciDevice) -> Vec<String> {
     let dev = src.list("dev");
     let mut nodes = Vec::new();
-    if gpu.vendor.map(|v| v.0) == Some(0x10de) && gpu.driver.as_deref() == Some("nvidia") {
-        // The driver numbers its GPUs in PCI order: nvidia0 is the first NVIDIA GPU.
-        let minor = s
-            .gpus()
-            .filter(|g| {
-                g.vendor.map(|v| v.0) == Some(0x10de) && g.driver.as_deref() == Some("nvidia")
-            })
-            .position(|g| g.address == gpu.address)
-            .unwrap_or(0);
+    if gpu.on_nvidia_driver() {
+        let minor = s.nvidia_index(&gpu.address).unwrap_or(0);
         for n in [
             format!("nvidia{minor}"),
             "nvidiactl".into(),
@@ -541,13 +526,7 @@ pub fn plan_lxc_share(
     if !by_path.is_empty() {
         plan.notes.push(format!("Stable names for these nodes: {} (cardN/renderD numbers can change between boots; re-run this after hardware changes).", by_path.iter().map(|p| format!("/dev/dri/by-path/{p}")).collect::<Vec<_>>().join(", ")));
     }
-    let major = |name: &str| {
-        s.system
-            .char_majors
-            .iter()
-            .find(|(_, n)| n == name)
-            .map(|(m, _)| *m)
-    };
+    let major = |name: &str| s.system.char_major(name);
     if pve_at_least(s, 8, 1) {
         // Legacy lines for these nodes (bind mounts and the cgroup rules for their majors) are
         // migrated to devN rather than left beside it.
@@ -920,14 +899,8 @@ pub fn docker_snippet(
     let gpu = select(s, sel)?;
     let nodes = gpu_nodes(s, src, gpu);
     let mut out = String::new();
-    if gpu.vendor.map(|v| v.0) == Some(0x10de) && gpu.driver.as_deref() == Some("nvidia") {
-        let index = s
-            .gpus()
-            .filter(|g| {
-                g.vendor.map(|v| v.0) == Some(0x10de) && g.driver.as_deref() == Some("nvidia")
-            })
-            .position(|g| g.address == gpu.address)
-            .unwrap_or(0);
+    if gpu.on_nvidia_driver() {
+        let index = s.nvidia_index(&gpu.address).unwrap_or(0);
         out.push_str("# NVIDIA: needs nvidia-container-toolkit on the host.\n");
         out.push_str(&format!("docker run --gpus '\"device={index}\"' ...\n\n"));
         out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{index}\"]\n              capabilities: [gpu, video]\n"));

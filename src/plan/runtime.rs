@@ -55,13 +55,7 @@ fn devices_of<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
 
 /// Binds a GPU (and every endpoint of its groups) to vfio-pci now.
 pub fn plan_bind(s: &Snapshot, sel: &str, force: bool) -> Result<RuntimePlan, String> {
-    let (gpus, _) = crate::check::select_gpus(s, &[sel.to_string()]);
-    let [gpu] = gpus[..] else {
-        return Err(format!(
-            "'{sel}' must name exactly one GPU ({} match)",
-            gpus.len()
-        ));
-    };
+    let gpu = crate::check::select_one(s, sel).map_err(|e| e.to_string())?;
     let report = check_host(
         s,
         &CheckRequest {
@@ -126,13 +120,7 @@ pub fn plan_bind(s: &Snapshot, sel: &str, force: bool) -> Result<RuntimePlan, St
 
 /// Gives a GPU bound to vfio-pci back to its host driver now.
 pub fn plan_unbind(s: &Snapshot, sel: &str) -> Result<RuntimePlan, String> {
-    let (gpus, _) = crate::check::select_gpus(s, &[sel.to_string()]);
-    let [gpu] = gpus[..] else {
-        return Err(format!(
-            "'{sel}' must name exactly one GPU ({} match)",
-            gpus.len()
-        ));
-    };
+    let gpu = crate::check::select_one(s, sel).map_err(|e| e.to_string())?;
     let mut plan = RuntimePlan {
         title: format!(
             "Give {} ({}) back to its host driver now",

@@ -54,10 +54,8 @@ pub struct SetupRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetupError {
-    #[error("no GPU matches '{0}'")]
-    NoSuchGpu(String),
-    #[error("'{0}' matches {1} GPUs; name one by address")]
-    Ambiguous(String, usize),
+    #[error(transparent)]
+    Select(#[from] crate::check::SelectError),
     #[error("refusing to set up {gpu}: {reasons}")]
     Refused { gpu: String, reasons: String },
     #[error(transparent)]
@@ -164,12 +162,7 @@ fn module_of(d: &PciDevice) -> Option<String> {
 }
 
 fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, SetupError> {
-    let (gpus, _) = crate::check::select_gpus(s, &[sel.to_string()]);
-    match gpus.len() {
-        0 => Err(SetupError::NoSuchGpu(sel.into())),
-        1 => Ok(gpus[0]),
-        n => Err(SetupError::Ambiguous(sel.into(), n)),
-    }
+    Ok(crate::check::select_one(s, sel)?)
 }
 
 fn edit(
@@ -307,7 +300,7 @@ pub fn plan_setup_vm(
     plan_cmdline(s, src, &change, &mut plan)?;
 
     // Modules in the initramfs.
-    let new_kernel = crate::check::kernel_version_of(s).is_some_and(|v| v >= (6, 2));
+    let new_kernel = crate::check::kernel_version(s).is_some_and(|v| v >= (6, 2));
     let mut modules = vec!["vfio", "vfio_iommu_type1", "vfio_pci"];
     if !new_kernel {
         modules.push("vfio_virqfd");

@@ -1,0 +1,15 @@
+# Sourced by smoke.sh and bind-test.sh: checks that this host can boot the lab guest for
+# kernel $1, calling the caller's `skip REASON` (which exits 0) for whatever is missing, and
+# `$2` as a scratch directory for the static-link probe.
+lab_require() {
+	local kver=$1 tmp=$2
+	command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+	[ -r "/boot/vmlinuz-$kver" ] || skip "guest kernel /boot/vmlinuz-$kver not present (fixtures were made with it)"
+	[ -d "/lib/modules/$kver/kernel" ] || skip "modules for $kver not present in /lib/modules"
+	for t in busybox modprobe depmod cpio gzip gcc lspci ldd readelf; do
+		command -v $t >/dev/null || skip "$t not installed"
+	done
+	file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked' || skip "busybox is not static (apt-get install busybox-static)"
+	echo 'int main(void){return 0;}' > "$tmp/t.c"
+	gcc -static -o "$tmp/t" "$tmp/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
+}
