@@ -76,7 +76,7 @@ fn edit(src: &dyn FileSource, path: &str, after: Option<String>, reason: &str) -
     })
 }
 
-fn read_config(src: &dyn FileSource, path: &str) -> Result<(String, GuestConfig), AttachError> {
+fn read_config(src: &dyn FileSource, path: &str) -> Result<GuestConfig, AttachError> {
     let bytes = src
         .read(path)
         .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
@@ -84,11 +84,10 @@ fn read_config(src: &dyn FileSource, path: &str) -> Result<(String, GuestConfig)
         file: path.into(),
         why: "not UTF-8".into(),
     })?;
-    let cfg = parse_guest_config(&text).map_err(|e| AttachError::Unreadable {
+    parse_guest_config(&text).map_err(|e| AttachError::Unreadable {
         file: path.into(),
         why: e.to_string(),
-    })?;
-    Ok((text, cfg))
+    })
 }
 
 fn vm_conf(vmid: u32) -> String {
@@ -171,23 +170,30 @@ fn unshare_everywhere(
     plan: &mut Plan,
 ) -> Result<(), AttachError> {
     let nodes = gpu_nodes(s, src, gpu);
-    for name in src
-        .list("etc/pve/lxc")
-        .into_iter()
-        .filter(|n| n.ends_with(".conf"))
-    {
-        let path = format!("etc/pve/lxc/{name}");
-        let (text, mut cfg) = read_config(src, &path)?;
-        if remove_ct_refs(&mut cfg, &nodes) {
-            let after = cfg.render();
-            if after != text {
-                plan.edits.extend(edit(
-                    src,
-                    &path,
-                    Some(after),
-                    "the GPU moves to a VM: this container's references to it go",
-                ));
-            }
+    edit_each_config(
+        src,
+        "etc/pve/lxc",
+        plan,
+        "the GPU moves to a VM: this container's references to it go",
+        |cfg| remove_ct_refs(cfg, &nodes),
+    )
+}
+
+/// Applies `change` to every guest config in `dir` (`etc/pve/lxc`, `etc/pve/qemu-server`) and
+/// plans an edit for each one it changed.
+fn edit_each_config(
+    src: &dyn FileSource,
+    dir: &str,
+    plan: &mut Plan,
+    reason: &str,
+    mut change: impl FnMut(&mut GuestConfig) -> bool,
+) -> Result<(), AttachError> {
+    for name in src.list(dir).into_iter().filter(|n| n.ends_with(".conf")) {
+        let path = format!("{dir}/{name}");
+        let mut cfg = read_config(src, &path)?;
+        if change(&mut cfg) {
+            plan.edits
+                .extend(edit(src, &path, Some(cfg.render()), reason));
         }
     }
     Ok(())
@@ -201,7 +207,7 @@ pub fn plan_vm_attach(
     let gpu = select(s, &req.gpu)?;
     let fns = functions(s, gpu);
     let path = vm_conf(req.vmid);
-    let (_, mut cfg) = read_config(src, &path)?;
+    let mut cfg = read_config(src, &path)?;
     let mut plan = Plan {
         title: format!("Attach {} to VM {}", gpu.address, req.vmid),
         ..Plan::default()
@@ -289,7 +295,7 @@ pub fn plan_vm_detach(
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
     let path = vm_conf(vmid);
-    let (text, mut cfg) = read_config(src, &path)?;
+    let mut cfg = read_config(src, &path)?;
     let mut plan = Plan {
         title: format!("Detach {} from VM {}", gpu.address, vmid),
         ..Plan::default()
@@ -298,7 +304,7 @@ pub fn plan_vm_detach(
         plan.edits.extend(edit(
             src,
             &path,
-            Some(cfg.render()).filter(|a| *a != text),
+            Some(cfg.render()),
             "remove the GPU's hostpci entry",
         ));
     }
@@ -496,7 +502,7 @@ pub fn plan_lxc_share(
         )));
     }
     let path = ct_conf(req.ctid);
-    let (text, mut cfg) = read_config(src, &path)?;
+    let mut cfg = read_config(src, &path)?;
     let mut nodes = gpu_nodes(s, src, gpu);
     if req.kfd && src.list("dev").iter().any(|n| n == "kfd") {
         nodes.push("/dev/kfd".into());
@@ -623,28 +629,20 @@ pub fn plan_lxc_share(
             }
         }
     }
-    let after = cfg.render();
-    if after != text {
-        plan.edits
-            .extend(edit(src, &path, Some(after), "device nodes for the GPU"));
-    }
+    plan.edits.extend(edit(
+        src,
+        &path,
+        Some(cfg.render()),
+        "device nodes for the GPU",
+    ));
     // Moving from VM use: the VMs' hostpci entries for this GPU go in the same transaction.
-    for name in src
-        .list("etc/pve/qemu-server")
-        .into_iter()
-        .filter(|n| n.ends_with(".conf"))
-    {
-        let p = format!("etc/pve/qemu-server/{name}");
-        let (t, mut c) = read_config(src, &p)?;
-        if drop_hostpci(&mut c, &gpu.address) {
-            plan.edits.extend(edit(
-                src,
-                &p,
-                Some(c.render()).filter(|a| *a != t),
-                "the GPU moves to a container: this VM's hostpci entry for it goes",
-            ));
-        }
-    }
+    edit_each_config(
+        src,
+        "etc/pve/qemu-server",
+        &mut plan,
+        "the GPU moves to a container: this VM's hostpci entry for it goes",
+        |cfg| drop_hostpci(cfg, &gpu.address),
+    )?;
     Ok(plan)
 }
 
@@ -725,7 +723,7 @@ pub fn plan_lxc_unshare(
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
     let path = ct_conf(ctid);
-    let (text, mut cfg) = read_config(src, &path)?;
+    let mut cfg = read_config(src, &path)?;
     let mut nodes = gpu_nodes(s, src, gpu);
     nodes.push("/dev/kfd".into());
     let mut plan = Plan {
@@ -736,7 +734,7 @@ pub fn plan_lxc_unshare(
         plan.edits.extend(edit(
             src,
             &path,
-            Some(cfg.render()).filter(|a| *a != text),
+            Some(cfg.render()),
             "remove the GPU's device nodes",
         ));
     }
