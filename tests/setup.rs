@@ -402,8 +402,8 @@ fn safety_refusals_without_force() {
 
 struct Empty;
 impl passthru::plan::setup::FileSource for Empty {
-    fn read(&self, _: &str) -> Option<Vec<u8>> {
-        None
+    fn read(&self, _: &str) -> Result<Option<Vec<u8>>, passthru::plan::source::ReadError> {
+        Ok(None)
     }
     fn list(&self, _: &str) -> Vec<String> {
         Vec::new()

@@ -274,9 +274,16 @@ fn note_group_mismatches(
 /// The plan builders' view of the files below a root.
 pub struct RootFiles<'a>(pub &'a HostRoot);
 
-impl crate::plan::setup::FileSource for RootFiles<'_> {
-    fn read(&self, rel: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.0.join(rel)).ok()
+impl crate::plan::source::FileSource for RootFiles<'_> {
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, crate::plan::source::ReadError> {
+        match std::fs::read(self.0.join(rel)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::plan::source::ReadError {
+                file: rel.to_string(),
+                why: e.to_string(),
+            }),
+        }
     }
     fn list(&self, rel: &str) -> Vec<String> {
         let mut ignored = Vec::new();

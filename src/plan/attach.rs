@@ -26,6 +26,8 @@ pub enum AttachError {
     Refused(String),
     #[error("{file}: {why}; left untouched")]
     Unreadable { file: String, why: String },
+    #[error(transparent)]
+    Read(#[from] super::source::ReadError),
 }
 
 fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, AttachError> {
@@ -64,21 +66,26 @@ fn names_slot(entry: &str, gpu: &PciAddress) -> bool {
         && u8::from_str_radix(dev, 16).ok() == Some(gpu.device)
 }
 
-fn edit(src: &dyn FileSource, path: &str, after: Option<String>, reason: &str) -> Option<FileEdit> {
-    let before = src.read(path);
+fn edit(
+    src: &dyn FileSource,
+    path: &str,
+    after: Option<String>,
+    reason: &str,
+) -> Result<Option<FileEdit>, super::source::ReadError> {
+    let before = src.read(path)?;
     let after = after.map(String::into_bytes);
-    (before != after).then(|| FileEdit {
+    Ok((before != after).then(|| FileEdit {
         path: path.into(),
         before,
         after,
         new_mode: 0o640,
         reason: reason.into(),
-    })
+    }))
 }
 
 fn read_config(src: &dyn FileSource, path: &str) -> Result<GuestConfig, AttachError> {
     let bytes = src
-        .read(path)
+        .read(path)?
         .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
     let text = String::from_utf8(bytes).map_err(|_| AttachError::Unreadable {
         file: path.into(),
@@ -193,7 +200,7 @@ fn edit_each_config(
         let mut cfg = read_config(src, &path)?;
         if change(&mut cfg) {
             plan.edits
-                .extend(edit(src, &path, Some(cfg.render()), reason));
+                .extend(edit(src, &path, Some(cfg.render()), reason)?);
         }
     }
     Ok(())
@@ -280,7 +287,7 @@ pub fn plan_vm_attach(
         &path,
         Some(cfg.render()),
         "hostpci entry for the GPU and the VM settings it needs",
-    ));
+    )?);
     unshare_everywhere(s, src, gpu, &mut plan)?;
     plan.notes
         .push("Proxmox's own lock for the VM is held while the file is written.".into());
@@ -306,23 +313,17 @@ pub fn plan_vm_detach(
             &path,
             Some(cfg.render()),
             "remove the GPU's hostpci entry",
-        ));
+        )?);
     }
     Ok(plan)
 }
 
 /// The node name (`etc/hostname`), for mappings.
-fn node_name(src: &dyn FileSource) -> Option<String> {
-    src.read("etc/hostname")
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .trim()
-                .split('.')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .filter(|n| !n.is_empty())
+fn node_name(src: &dyn FileSource) -> Result<Option<String>, super::source::ReadError> {
+    Ok(src
+        .read_text("etc/hostname")?
+        .map(|t| t.trim().split('.').next().unwrap_or("").to_string())
+        .filter(|n| !n.is_empty()))
 }
 
 pub fn plan_mapping_create(
@@ -333,16 +334,13 @@ pub fn plan_mapping_create(
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
     let fns = functions(s, gpu);
-    let node = node_name(src).ok_or_else(|| {
+    let node = node_name(src)?.ok_or_else(|| {
         AttachError::NotFound(
             "etc/hostname is missing: the node name is needed for the mapping".into(),
         )
     })?;
     let path = "etc/pve/mapping/pci.cfg";
-    let text = src
-        .read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = src.read_text(path)?.unwrap_or_default();
     let mut maps = parse_pci_mappings(&text).map_err(|e| AttachError::Unreadable {
         file: path.into(),
         why: e.to_string(),
@@ -386,7 +384,7 @@ pub fn plan_mapping_create(
             path,
             Some(after),
             "cluster-wide PCI resource mapping (pmxcfs replicates it to every node)",
-        ));
+        )?);
     }
     Ok(plan)
 }
@@ -464,7 +462,8 @@ fn container_gid(src: &dyn FileSource, cfg: &GuestConfig, group: &str) -> Option
     let rootfs = cfg.main_get("rootfs")?;
     let volume = rootfs.split(',').next()?.split(':').nth(1)?;
     for base in ["rpool/data", "var/lib/vz/images"] {
-        if let Some(text) = src.read(&format!("{base}/{volume}/etc/group")) {
+        // An unreadable group file is the same as none: the gid falls back to the host's.
+        if let Ok(Some(text)) = src.read(&format!("{base}/{volume}/etc/group")) {
             let text = String::from_utf8_lossy(&text);
             return text.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
@@ -634,7 +633,7 @@ pub fn plan_lxc_share(
         &path,
         Some(cfg.render()),
         "device nodes for the GPU",
-    ));
+    )?);
     // Moving from VM use: the VMs' hostpci entries for this GPU go in the same transaction.
     edit_each_config(
         src,
@@ -736,7 +735,7 @@ pub fn plan_lxc_unshare(
             &path,
             Some(cfg.render()),
             "remove the GPU's device nodes",
-        ));
+        )?);
     }
     Ok(plan)
 }
@@ -763,19 +762,25 @@ fn domain_file(domain: &str) -> Result<String, AttachError> {
 fn read_domain(src: &dyn FileSource, domain: &str) -> Result<(String, String), AttachError> {
     let path = domain_file(domain)?;
     let text = src
-        .read(&path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .read_text(&path)?
         .ok_or_else(|| AttachError::NotFound(format!("{path} does not exist")))?;
     Ok((path, text))
 }
 
 /// Adds the edit of a domain file and the `virsh define` a running libvirtd needs to see it.
-fn push_domain_edit(plan: &mut Plan, src: &dyn FileSource, path: &str, xml: String, reason: &str) {
-    plan.edits.extend(edit(src, path, Some(xml), reason));
+fn push_domain_edit(
+    plan: &mut Plan,
+    src: &dyn FileSource,
+    path: &str,
+    xml: String,
+    reason: &str,
+) -> Result<(), AttachError> {
+    plan.edits.extend(edit(src, path, Some(xml), reason)?);
     plan.commands.push(PlannedCommand {
         argv: vec!["virsh".into(), "define".into(), format!("/{path}")],
         why: "a running libvirtd ignores direct edits: define the domain from the file".into(),
     });
+    Ok(())
 }
 
 fn pci(a: &PciAddress) -> PciAddr {
@@ -853,7 +858,7 @@ pub fn plan_libvirt_attach(
             &path,
             xml,
             "one <hostdev> per function of the card",
-        );
+        )?;
     }
     Ok(plan)
 }
@@ -883,7 +888,7 @@ pub fn plan_libvirt_detach(
             &path,
             xml,
             "remove the card's <hostdev> elements",
-        );
+        )?;
     }
     Ok(plan)
 }

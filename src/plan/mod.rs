@@ -6,6 +6,7 @@ pub mod diff;
 pub mod files;
 pub mod runtime;
 pub mod setup;
+pub mod source;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

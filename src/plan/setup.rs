@@ -27,12 +27,7 @@ use super::files::{
 };
 use super::{FileEdit, Plan, PlannedCommand};
 
-/// Current bytes of a root-relative file (`None` when absent).
-pub trait FileSource {
-    fn read(&self, rel: &str) -> Option<Vec<u8>>;
-    fn list(&self, rel: &str) -> Vec<String>;
-    fn is_dir(&self, rel: &str) -> bool;
-}
+pub use super::source::{FileSource, ReadError};
 
 pub const MODPROBE_FILE: &str = "etc/modprobe.d/passthru-vfio.conf";
 pub const UDEV_FILE: &str = "etc/udev/rules.d/90-passthru-vfio.rules";
@@ -60,6 +55,8 @@ pub enum SetupError {
     Refused { gpu: String, reasons: String },
     #[error(transparent)]
     Edit(#[from] EditError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("no boot loader found (GRUB, systemd-boot, proxmox-boot-tool, grubby/BLS, kernelstub): add {0} to the kernel command line by hand")]
     NoBootloader(String),
 }
@@ -74,9 +71,9 @@ struct Managed {
     rules: BTreeSet<(String, String, String)>,
 }
 
-fn read_managed(src: &dyn FileSource) -> Managed {
+fn read_managed(src: &dyn FileSource) -> Result<Managed, ReadError> {
     let mut m = Managed::default();
-    if let Some(text) = src.read(MODPROBE_FILE) {
+    if let Some(text) = src.read(MODPROBE_FILE)? {
         let text = String::from_utf8_lossy(&text);
         for l in parse_modprobe_conf(&text) {
             match l.command.as_str() {
@@ -93,7 +90,7 @@ fn read_managed(src: &dyn FileSource) -> Managed {
             }
         }
     }
-    if let Some(text) = src.read(UDEV_FILE) {
+    if let Some(text) = src.read(UDEV_FILE)? {
         for l in String::from_utf8_lossy(&text).lines() {
             let field = |k: &str| {
                 let i = l.find(&format!("{k}==\""))? + k.len() + 3;
@@ -108,7 +105,7 @@ fn read_managed(src: &dyn FileSource) -> Managed {
             }
         }
     }
-    m
+    Ok(m)
 }
 
 fn render_modprobe(m: &Managed) -> Option<Vec<u8>> {
@@ -170,15 +167,15 @@ fn edit(
     path: &str,
     after: Option<Vec<u8>>,
     reason: &str,
-) -> Option<FileEdit> {
-    let before = src.read(path);
-    (before != after).then(|| FileEdit {
+) -> Result<Option<FileEdit>, ReadError> {
+    let before = src.read(path)?;
+    Ok((before != after).then(|| FileEdit {
         path: path.to_string(),
         before,
         after,
         new_mode: 0o644,
         reason: reason.to_string(),
-    })
+    }))
 }
 
 fn p(s: &str) -> CmdlineParam {
@@ -224,7 +221,7 @@ pub fn plan_setup_vm(
 
     // Binding.
     let builtin = s.system.module_builtin("vfio_pci") == Some(true);
-    let mut managed = read_managed(src);
+    let mut managed = read_managed(src)?;
     let card_ids: BTreeSet<String> = functions.iter().filter_map(|d| d.vendor_device()).collect();
     let captures_others = s
         .devices
@@ -263,13 +260,13 @@ pub fn plan_setup_vm(
         MODPROBE_FILE,
         render_modprobe(&managed),
         "vfio-pci options and load order (softdep), never a blacklist",
-    ));
+    )?);
     plan.edits.extend(edit(
         src,
         UDEV_FILE,
         render_udev(&managed),
         "bind this card's functions by address",
-    ));
+    )?);
 
     // Kernel command line.
     let mut change = ParamChange::default();
@@ -310,21 +307,21 @@ pub fn plan_setup_vm(
         match s.boot.initramfs.first().map(|i| i.kind) {
             Some(InitramfsKind::InitramfsTools) | None => {
                 let path = "etc/initramfs-tools/modules";
-                let text = src.read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let text = src.read_text(path)?.unwrap_or_default();
                 let after = edit_module_list(&text, &modules, stale);
-                plan.edits.extend(edit(src, path, Some(after.into_bytes()), "load vfio early, from the initramfs"));
+                plan.edits.extend(edit(src, path, Some(after.into_bytes()), "load vfio early, from the initramfs")?);
                 plan.commands.push(PlannedCommand { argv: vec!["update-initramfs".into(), "-u".into(), "-k".into(), "all".into()], why: "rebuild every initramfs with the vfio modules and modprobe.d".into() });
             }
             Some(InitramfsKind::Dracut) => {
                 // dracut reads only *.conf in dracut.conf.d, and wants spaces inside the quotes.
                 let text = format!("# Written by passthru: load vfio early.\nforce_drivers+=\" {} \"\n", modules.join(" "));
-                plan.edits.extend(edit(src, DRACUT_FILE, Some(text.into_bytes()), "load vfio early, from the initramfs"));
+                plan.edits.extend(edit(src, DRACUT_FILE, Some(text.into_bytes()), "load vfio early, from the initramfs")?);
                 plan.commands.push(PlannedCommand { argv: vec!["dracut".into(), "--regenerate-all".into(), "--force".into()], why: "rebuild every initramfs".into() });
             }
             Some(InitramfsKind::Mkinitcpio) => {
                 // Drop-ins override the main file: keep its MODULES after ours.
                 let text = format!("# Written by passthru: load vfio before the GPU drivers.\nMODULES=({} \"${{MODULES[@]}}\")\n", modules.join(" "));
-                plan.edits.extend(edit(src, MKINITCPIO_FILE, Some(text.into_bytes()), "load vfio before the GPU drivers"));
+                plan.edits.extend(edit(src, MKINITCPIO_FILE, Some(text.into_bytes()), "load vfio before the GPU drivers")?);
                 plan.commands.push(PlannedCommand { argv: vec!["mkinitcpio".into(), "-P".into()], why: "rebuild every initramfs".into() });
             }
             Some(InitramfsKind::Booster) => plan.notes.push("booster: add vfio_pci vfio vfio_iommu_type1 to modules_force_load in /etc/booster.yaml by hand".into()),
@@ -352,23 +349,21 @@ fn plan_cmdline(
         let words: Vec<String> = change.add.iter().map(super::files::render_param).collect();
         return Err(SetupError::NoBootloader(words.join(" ")));
     };
-    let text_of = |path: &str| {
-        src.read(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-    };
+    let text_of = |path: &str| src.read_text(path);
+    let has_kernel_cmdline = src.read("etc/kernel/cmdline")?.is_some();
     match kind {
         BootloaderKind::Grub => {
             // A drop-in where the distribution's grub reads etc/default/grub.d (Debian,
             // Ubuntu, Proxmox), so the user's file keeps every byte; removals still have to
             // edit the file that holds them.
-            let main = text_of("etc/default/grub").unwrap_or_default();
+            let main = text_of("etc/default/grub")?.unwrap_or_default();
             let needs_removal = change.remove.iter().any(|r| {
                 main.split_whitespace()
                     .any(|w| w.trim_matches('"') == super::files::render_param(r))
             });
             let grub_d = src.is_dir("etc/default/grub.d");
             if grub_d && !needs_removal {
-                let current = text_of(GRUB_DROPIN).unwrap_or_default();
+                let current = text_of(GRUB_DROPIN)?.unwrap_or_default();
                 let ours = current
                     .lines()
                     .find_map(|l| {
@@ -403,7 +398,7 @@ fn plan_cmdline(
                         GRUB_DROPIN,
                         Some(text.into_bytes()),
                         "kernel parameters (a drop-in: etc/default/grub keeps every byte)",
-                    ));
+                    )?);
                 }
             } else {
                 let after = edit_shell_var(
@@ -417,20 +412,20 @@ fn plan_cmdline(
                     "etc/default/grub",
                     Some(after.into_bytes()),
                     "kernel parameters in GRUB_CMDLINE_LINUX_DEFAULT",
-                ));
+                )?);
             }
             let (cmd, why) = if s
                 .boot
                 .bootloaders
                 .iter()
                 .any(|b| b.evidence.iter().any(|e| e == "usr/sbin/update-grub"))
-                || src.read("usr/sbin/update-grub").is_some()
+                || src.read("usr/sbin/update-grub")?.is_some()
             {
                 (
                     vec!["update-grub".to_string()],
                     "regenerate grub.cfg (on Proxmox it also refreshes every ESP)",
                 )
-            } else if src.read("boot/grub2/grub.cfg").is_some() {
+            } else if src.read("boot/grub2/grub.cfg")?.is_some() {
                 (
                     vec![
                         "grub2-mkconfig".into(),
@@ -454,16 +449,14 @@ fn plan_cmdline(
                 why: why.into(),
             });
         }
-        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot
-            if src.read("etc/kernel/cmdline").is_some() =>
-        {
-            let text = text_of("etc/kernel/cmdline").unwrap_or_default();
+        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot if has_kernel_cmdline => {
+            let text = text_of("etc/kernel/cmdline")?.unwrap_or_default();
             plan.edits.extend(edit(
                 src,
                 "etc/kernel/cmdline",
                 Some(edit_cmdline_file(&text, change).into_bytes()),
                 "kernel parameters (one line, read by proxmox-boot-tool / kernel-install)",
-            ));
+            )?);
             let cmd = if kind == BootloaderKind::ProxmoxBootTool {
                 vec!["proxmox-boot-tool".into(), "refresh".into()]
             } else {
@@ -483,19 +476,19 @@ fn plan_cmdline(
             ] {
                 for name in src.list(dir).into_iter().filter(|n| n.ends_with(".conf")) {
                     let path = format!("{dir}/{name}");
-                    let text = text_of(&path).unwrap_or_default();
+                    let text = text_of(&path)?.unwrap_or_default();
                     let after = edit_bls_entry(&path, &text, change)?;
                     plan.edits.extend(edit(
                         src,
                         &path,
                         Some(after.into_bytes()),
                         "kernel parameters of this boot entry",
-                    ));
+                    )?);
                 }
             }
             if kind == BootloaderKind::GrubBls {
                 // New kernels take GRUB_CMDLINE_LINUX on Fedora/RHEL.
-                if let Some(main) = text_of("etc/default/grub") {
+                if let Some(main) = text_of("etc/default/grub")? {
                     let after =
                         edit_shell_var("etc/default/grub", &main, "GRUB_CMDLINE_LINUX", change)?;
                     plan.edits.extend(edit(
@@ -503,13 +496,13 @@ fn plan_cmdline(
                         "etc/default/grub",
                         Some(after.into_bytes()),
                         "kernel parameters for kernels installed later",
-                    ));
+                    )?);
                 }
             }
         }
         BootloaderKind::Kernelstub => {
             let path = "etc/kernelstub/configuration";
-            let text = text_of(path).unwrap_or_default();
+            let text = text_of(path)?.unwrap_or_default();
             let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EditError {
                 file: path.into(),
                 line: e.line(),
@@ -542,7 +535,7 @@ fn plan_cmdline(
                 path,
                 Some(out.into_bytes()),
                 "kernel parameters in kernelstub's configuration",
-            ));
+            )?);
             plan.commands.push(PlannedCommand {
                 argv: vec!["kernelstub".into()],
                 why: "write the boot entry from the configuration".into(),
@@ -561,7 +554,7 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         .iter()
         .filter(|d| d.address.same_slot(&gpu.address))
         .collect();
-    let mut managed = read_managed(src);
+    let mut managed = read_managed(src)?;
     let card_ids: BTreeSet<String> = functions.iter().filter_map(|d| d.vendor_device()).collect();
     let mut plan = Plan {
         title: format!(
@@ -583,13 +576,13 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         MODPROBE_FILE,
         render_modprobe(&managed),
         "stop binding this card to vfio-pci",
-    ));
+    )?);
     plan.edits.extend(edit(
         src,
         UDEV_FILE,
         render_udev(&managed),
         "stop binding this card by address",
-    ));
+    )?);
     if !plan.edits.is_empty() {
         let cmd = match s.boot.initramfs.first().map(|i| i.kind) {
             Some(InitramfsKind::Dracut) => {
