@@ -1,47 +1,56 @@
 //! The kernel command line: whitespace-separated `key` or `key=value`, where double quotes
 //! may protect spaces (`key="a b"`), as the kernel's `next_arg()` reads it.
 
+use std::ops::Range;
+
 use crate::model::CmdlineParam;
 
-/// Splits a command line into parameters, keeping their order. Quotes are removed from
-/// values the way the kernel removes them.
-pub fn parse_cmdline(line: &str) -> Vec<CmdlineParam> {
-    let mut params = Vec::new();
-    let mut chars = line.trim().chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+/// The byte ranges of the parameters of a command line, as the kernel's `next_arg()` splits
+/// it: whitespace separates, except inside double quotes.
+pub fn split_cmdline(line: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut start = None;
+    let mut in_quotes = false;
+    for (i, c) in line.char_indices() {
+        if c == '"' {
+            in_quotes = !in_quotes;
         }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut word = String::new();
-        let mut in_quotes = false;
-        while let Some(&c) = chars.peek() {
-            if c == '"' {
-                in_quotes = !in_quotes;
-                chars.next();
-                continue;
+        if c.is_whitespace() && !in_quotes {
+            if let Some(s) = start.take() {
+                spans.push(s..i);
             }
-            if c.is_whitespace() && !in_quotes {
-                break;
-            }
-            word.push(c);
-            chars.next();
+        } else if start.is_none() {
+            start = Some(i);
         }
-        let param = match word.split_once('=') {
-            Some((k, v)) => CmdlineParam {
-                key: k.to_string(),
-                value: Some(v.to_string()),
-            },
-            None => CmdlineParam {
-                key: word,
-                value: None,
-            },
-        };
-        params.push(param);
     }
-    params
+    if let Some(s) = start {
+        spans.push(s..line.len());
+    }
+    spans
+}
+
+/// One parameter (`key`, `key=value`, `key="a b"`), quotes removed the way the kernel removes
+/// them.
+pub fn parse_param(word: &str) -> CmdlineParam {
+    let word: String = word.chars().filter(|&c| c != '"').collect();
+    match word.split_once('=') {
+        Some((k, v)) => CmdlineParam {
+            key: k.to_string(),
+            value: Some(v.to_string()),
+        },
+        None => CmdlineParam {
+            key: word,
+            value: None,
+        },
+    }
+}
+
+/// Splits a command line into parameters, keeping their order.
+pub fn parse_cmdline(line: &str) -> Vec<CmdlineParam> {
+    split_cmdline(line)
+        .into_iter()
+        .map(|r| parse_param(&line[r]))
+        .collect()
 }
 
 /// Parameters that matter for IOMMU and VFIO, so a snapshot shows them without the noise.

@@ -1,6 +1,7 @@
 //! Pure text formats: `parse_*` turns file contents into data, nothing here touches the host.
 
 pub mod cmdline;
+pub mod grub_defaults;
 pub mod libvirt_xml;
 pub mod modprobe;
 pub mod os_release;

@@ -2,8 +2,8 @@
 //! returns the new text; what it cannot edit safely is an error naming the line, and the file
 //! is then left alone.
 
-use crate::formats::cmdline::parse_cmdline;
-use crate::formats::shell_vars::parse_shell_assignments;
+use crate::formats::cmdline::{parse_param, split_cmdline};
+use crate::formats::shell_vars::{render_shell_value, scan_shell, Assignment, Part};
 use crate::model::CmdlineParam;
 
 /// Parameters to have and keys to drop, on a kernel command line.
@@ -31,111 +31,210 @@ pub struct EditError {
 
 pub fn render_param(p: &CmdlineParam) -> String {
     match &p.value {
-        Some(v) if v.contains(' ') => format!("{}=\"{v}\"", p.key),
+        Some(v) if v.contains(char::is_whitespace) => format!("{}=\"{v}\"", p.key),
         Some(v) => format!("{}={v}", p.key),
         None => p.key.clone(),
     }
 }
 
-/// Applies a change to a space-separated parameter string, keeping the order and spelling of
-/// everything it does not touch.
-pub fn apply_params(line: &str, change: &ParamChange) -> String {
-    let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    let parsed = |w: &str| parse_cmdline(w).into_iter().next();
-    words.retain(|w| !parsed(w).is_some_and(|p| change.remove.contains(&p)));
-    for want in &change.add {
-        let pos = words
-            .iter()
-            .position(|w| parsed(w).is_some_and(|p| p.key == want.key));
-        let rendered = render_param(want);
-        match pos {
-            Some(i) if parsed(&words[i]).as_ref() == Some(want) => {}
-            Some(i) => words[i] = rendered,
-            None => words.push(rendered),
-        }
-    }
-    words.join(" ")
+/// Parameter names as the kernel compares them: `-` and `_` are the same (`parameq`).
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (matches!(x, b'-' | b'_') && matches!(y, b'-' | b'_')))
 }
 
-/// Edits the last assignment of `var` in a shell-sourced file (`etc/default/grub`), changing
-/// only the bytes between its quotes. Refuses values it cannot safely rewrite: command
-/// substitutions, variables, several lines, or no assignment at all.
+fn same_param(a: &CmdlineParam, b: &CmdlineParam) -> bool {
+    same_key(&a.key, &b.key) && a.value == b.value
+}
+
+impl ParamChange {
+    /// Whether a parameter already on a command line must go: it is to be removed, or it
+    /// gives a key that is to be added another value.
+    pub fn drops(&self, p: &CmdlineParam) -> bool {
+        self.remove.iter().any(|r| same_param(r, p))
+            || self
+                .add
+                .iter()
+                .any(|a| same_key(&a.key, &p.key) && !same_param(a, p))
+    }
+
+    /// Whether a command line already has `want`.
+    pub fn present(line: &[CmdlineParam], want: &CmdlineParam) -> bool {
+        line.iter().any(|p| same_param(p, want))
+    }
+}
+
+/// Applies a change to a command-line string (split as the kernel splits it, so a quoted
+/// `key="a b"` stays one parameter). A replaced parameter keeps its place; new ones go at
+/// the end. When nothing changes, the string comes back byte for byte.
+pub fn apply_params(line: &str, change: &ParamChange) -> String {
+    let tokens: Vec<(&str, CmdlineParam)> = split_cmdline(line)
+        .into_iter()
+        .map(|r| (&line[r.clone()], parse_param(&line[r])))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut changed = false;
+    let mut placed: Vec<bool> = change
+        .add
+        .iter()
+        .map(|a| tokens.iter().any(|(_, p)| same_param(p, a)))
+        .collect();
+    for (raw, p) in &tokens {
+        if change.drops(p) {
+            changed = true;
+            // A replaced value takes the old one's place.
+            if let Some(i) = change
+                .add
+                .iter()
+                .position(|a| same_key(&a.key, &p.key) && !same_param(a, p))
+            {
+                if !placed[i] {
+                    out.push(render_param(&change.add[i]));
+                    placed[i] = true;
+                }
+            }
+            continue;
+        }
+        out.push(raw.to_string());
+    }
+    for (i, a) in change.add.iter().enumerate() {
+        if !placed[i] && !out.iter().any(|w| same_param(&parse_param(w), a)) {
+            out.push(render_param(a));
+            changed = true;
+        }
+    }
+    if changed {
+        out.join(" ")
+    } else {
+        line.to_string()
+    }
+}
+
+/// Applies a change to one assignment's value and splices the result into the file at the
+/// value's bytes. Variables in the value (`${GRUB_CMDLINE_LINUX_DEFAULT} …`) are kept where
+/// they stand as whole words; every other byte of the file is kept.
+pub fn edit_assignment(
+    file: &str,
+    text: &str,
+    a: &Assignment,
+    change: &ParamChange,
+) -> Result<String, EditError> {
+    let err = |why: String| EditError {
+        file: file.into(),
+        line: a.line,
+        why,
+    };
+    if a.append || a.array {
+        return Err(err(format!(
+            "{} is {} (bash only); edit it by hand",
+            a.name,
+            if a.append {
+                "appended to with +="
+            } else {
+                "an array"
+            }
+        )));
+    }
+    // Variables become placeholder words, so the command-line edit moves them like any
+    // other word and they come back as `${NAME}`.
+    const MARK: char = '\u{1}';
+    let mut flat = String::new();
+    let mut vars = Vec::new();
+    for p in &a.parts {
+        match p {
+            Part::Lit(l) if l.contains(MARK) => {
+                return Err(err("a control character in the value".into()))
+            }
+            Part::Lit(l) => flat.push_str(l),
+            Part::Var(v) => {
+                flat.push(MARK);
+                flat.push_str(&vars.len().to_string());
+                flat.push(MARK);
+                vars.push(v.clone());
+            }
+            Part::Dynamic(d) => {
+                return Err(err(format!(
+                    "{} uses {d}, which only a shell can expand",
+                    a.name
+                )))
+            }
+        }
+    }
+    let edited = apply_params(&flat, change);
+    if edited == flat {
+        return Ok(text.to_string());
+    }
+    let mut parts = Vec::new();
+    for (i, piece) in edited.split(MARK).enumerate() {
+        if i % 2 == 1 {
+            let v = piece
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| vars.get(n))
+                .ok_or_else(|| err("a variable in the value could not be kept".into()))?;
+            parts.push(Part::Var(v.clone()));
+        } else if !piece.is_empty() {
+            parts.push(Part::Lit(piece.to_string()));
+        }
+    }
+    let rendered = render_shell_value(&parts, a.single_quoted).map_err(err)?;
+    let mut out = String::with_capacity(text.len() + rendered.len());
+    out.push_str(&text[..a.value_span.start]);
+    out.push_str(&rendered);
+    out.push_str(&text[a.value_span.end..]);
+    Ok(out)
+}
+
+/// Edits the assignment of `var` that takes effect in a shell-sourced file (the last one not
+/// inside a condition), or adds one at the end when there is none. Refuses, naming the line,
+/// what it cannot rewrite safely: command substitutions, unknown expansions, `+=`, arrays, an
+/// assignment only inside a condition, a file the scanner cannot follow.
 pub fn edit_shell_var(
     file: &str,
     text: &str,
     var: &str,
     change: &ParamChange,
 ) -> Result<String, EditError> {
-    let (assignments, _) = parse_shell_assignments(text);
-    let err = |line: usize, why: &str| EditError {
-        file: file.into(),
-        line,
-        why: why.into(),
-    };
-    let Some(a) = assignments.iter().rev().find(|a| a.name == var) else {
+    let scanned = scan_shell(text);
+    if let Some((line, why)) = scanned.error {
+        return Err(EditError {
+            file: file.into(),
+            line,
+            why,
+        });
+    }
+    let mine: Vec<&Assignment> = scanned
+        .assignments
+        .iter()
+        .filter(|a| a.name == var)
+        .collect();
+    if let Some(c) = mine.iter().rev().find(|a| a.conditional) {
+        if mine.last().is_some_and(|l| l.conditional) {
+            return Err(EditError {
+                file: file.into(),
+                line: c.line,
+                why: format!("{var} is assigned inside a condition, loop or function"),
+            });
+        }
+    }
+    let Some(a) = mine.iter().rev().find(|a| !a.conditional) else {
         // No assignment: add one at the end (grub's own default is empty).
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        out.push_str(&format!("{var}=\"{}\"\n", apply_params("", change)));
+        let value = apply_params("", change);
+        let rendered = render_shell_value(&[Part::Lit(value)], false).map_err(|why| EditError {
+            file: file.into(),
+            line: 0,
+            why,
+        })?;
+        out.push_str(&format!("{var}={rendered}\n"));
         return Ok(out);
     };
-    if a.dynamic || a.append {
-        return Err(err(
-            a.line,
-            &format!("{var} is built from other values ($, `, +=)"),
-        ));
-    }
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let line = lines[a.line - 1];
-    let eq = line
-        .find(&format!("{var}="))
-        .ok_or_else(|| err(a.line, "assignment not found"))?
-        + var.len()
-        + 1;
-    let rest = &line[eq..];
-    let (quote, body_end) = match rest.chars().next() {
-        Some(q @ ('"' | '\'')) => {
-            let close = rest[1..]
-                .find(q)
-                .ok_or_else(|| err(a.line, "unterminated quote"))?
-                + 1;
-            (Some(q), close)
-        }
-        _ => (
-            None,
-            rest.find(|c: char| c.is_whitespace() || c == '#')
-                .unwrap_or(rest.len()),
-        ),
-    };
-    let body = if quote.is_some() {
-        &rest[1..body_end]
-    } else {
-        &rest[..body_end]
-    };
-    if quote.is_none() && body.contains('\\') {
-        return Err(err(a.line, "escaped characters in an unquoted value"));
-    }
-    let new_body = apply_params(body, change);
-    if quote == Some('\'') && new_body.contains('\'') {
-        return Err(err(
-            a.line,
-            "a value with a single quote inside single quotes",
-        ));
-    }
-    let q = quote.map(String::from).unwrap_or_else(|| "\"".into());
-    let tail = if quote.is_some() {
-        &rest[body_end + 1..]
-    } else {
-        &rest[body_end..]
-    };
-    let new_line = format!("{}{q}{new_body}{q}{tail}", &line[..eq]);
-    let mut out = String::with_capacity(text.len() + 32);
-    for (i, l) in lines.iter().enumerate() {
-        out.push_str(if i == a.line - 1 { &new_line } else { l });
-    }
-    Ok(out)
+    edit_assignment(file, text, a, change)
 }
 
 /// A one-line command-line file (`etc/kernel/cmdline`): the first non-comment line is the
@@ -234,6 +333,7 @@ pub fn edit_module_list(text: &str, add: &[&str], remove: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::cmdline::parse_cmdline;
 
     fn p(s: &str) -> CmdlineParam {
         parse_cmdline(s).remove(0)
@@ -283,13 +383,22 @@ mod tests {
         };
         let e = edit_shell_var(
             "etc/default/grub",
-            "A=1\nGRUB_CMDLINE_LINUX_DEFAULT=\"$X quiet\"\n",
+            "A=1\nGRUB_CMDLINE_LINUX_DEFAULT=\"$(cat /x) quiet\"\n",
             "GRUB_CMDLINE_LINUX_DEFAULT",
             &c,
         )
         .unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.to_string().contains("etc/default/grub, line 2"));
+        // A plain variable is kept where it stands.
+        let kept = edit_shell_var(
+            "g",
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"$X quiet\"\n",
+            "GRUB_CMDLINE_LINUX_DEFAULT",
+            &c,
+        )
+        .unwrap();
+        assert_eq!(kept, "GRUB_CMDLINE_LINUX_DEFAULT=\"${X} quiet iommu=pt\"\n");
     }
 
     #[test]

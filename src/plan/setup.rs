@@ -22,8 +22,7 @@ use crate::formats::modprobe::{parse_modprobe_conf, vfio_ids_from_options};
 use crate::model::{BootloaderKind, CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
 
 use super::files::{
-    apply_params, edit_bls_entry, edit_cmdline_file, edit_module_list, edit_shell_var, EditError,
-    ParamChange,
+    apply_params, edit_bls_entry, edit_cmdline_file, edit_module_list, EditError, ParamChange,
 };
 use super::{FileEdit, Plan, PlannedCommand};
 
@@ -338,6 +337,24 @@ pub fn plan_setup_vm(
     Ok(plan)
 }
 
+/// `etc/default/grub` and `etc/default/grub.d/*.cfg`, in the order grub-mkconfig sources them.
+fn read_grub_files(
+    src: &dyn FileSource,
+) -> Result<Vec<crate::formats::grub_defaults::GrubFile>, ReadError> {
+    let main_exists = src.read("etc/default/grub")?.is_some();
+    let order = crate::formats::grub_defaults::grub_source_order(
+        main_exists,
+        &src.list("etc/default/grub.d"),
+    );
+    let mut files = Vec::new();
+    for path in order {
+        if let Some(text) = src.read_text(&path)? {
+            files.push(crate::formats::grub_defaults::GrubFile { path, text });
+        }
+    }
+    Ok(files)
+}
+
 /// Writes the command-line change where the boot loader in use reads it.
 fn plan_cmdline(
     s: &Snapshot,
@@ -354,65 +371,28 @@ fn plan_cmdline(
     match kind {
         BootloaderKind::Grub => {
             // A drop-in where the distribution's grub reads etc/default/grub.d (Debian,
-            // Ubuntu, Proxmox), so the user's file keeps every byte; removals still have to
-            // edit the file that holds them.
-            let main = text_of("etc/default/grub")?.unwrap_or_default();
-            let needs_removal = change.remove.iter().any(|r| {
-                main.split_whitespace()
-                    .any(|w| w.trim_matches('"') == super::files::render_param(r))
-            });
-            let grub_d = src.is_dir("etc/default/grub.d");
-            if grub_d && !needs_removal {
-                let current = text_of(GRUB_DROPIN)?.unwrap_or_default();
-                let ours = current
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix(
-                            "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} ",
-                        )
-                    })
-                    .map(|rest| rest.trim_end_matches('"').to_string())
-                    .unwrap_or_default();
-                let only_add = ParamChange {
-                    add: change.add.clone(),
-                    remove: vec![],
+            // Ubuntu, Proxmox), so the user's file keeps every byte; removals still edit the
+            // file that holds them.
+            let dropin = src.is_dir("etc/default/grub.d").then_some(GRUB_DROPIN);
+            let grub_files = read_grub_files(src)?;
+            for (path, after) in super::grub::plan_grub_params(
+                &grub_files,
+                dropin,
+                crate::formats::grub_defaults::CMDLINE_DEFAULT,
+                change,
+            )? {
+                let reason = if path == GRUB_DROPIN {
+                    "kernel parameters (a drop-in: etc/default/grub keeps every byte)"
+                } else {
+                    "remove kernel parameters that would undo passthrough (or give a key another value)"
                 };
-                let params = apply_params(&ours, &only_add);
-                let configured: Vec<String> = s
-                    .boot
-                    .bootloaders
-                    .iter()
-                    .filter(|b| b.kind == BootloaderKind::Grub)
-                    .flat_map(|b| b.configured_params.iter().map(super::files::render_param))
-                    .collect();
-                let text = format!(
-                    "# Written by passthru: kernel parameters for GPU passthrough.\n# Undo with `passthru rollback`.\nGRUB_CMDLINE_LINUX_DEFAULT=\"${{GRUB_CMDLINE_LINUX_DEFAULT}} {params}\"\n"
-                );
-                let all_there = change
-                    .add
-                    .iter()
-                    .all(|a| configured.contains(&super::files::render_param(a)));
-                if !(all_there && current.is_empty()) {
-                    plan.edits.extend(edit(
-                        src,
-                        GRUB_DROPIN,
-                        Some(text.into_bytes()),
-                        "kernel parameters (a drop-in: etc/default/grub keeps every byte)",
-                    )?);
-                }
-            } else {
-                let after = edit_shell_var(
-                    "etc/default/grub",
-                    &main,
-                    "GRUB_CMDLINE_LINUX_DEFAULT",
-                    change,
-                )?;
-                plan.edits.extend(edit(
-                    src,
-                    "etc/default/grub",
-                    Some(after.into_bytes()),
-                    "kernel parameters in GRUB_CMDLINE_LINUX_DEFAULT",
-                )?);
+                let reason = if dropin.is_none() && path == "etc/default/grub" {
+                    "kernel parameters in GRUB_CMDLINE_LINUX_DEFAULT"
+                } else {
+                    reason
+                };
+                plan.edits
+                    .extend(edit(src, &path, after.map(String::into_bytes), reason)?);
             }
             let (cmd, why) = if s
                 .boot
@@ -486,15 +466,19 @@ fn plan_cmdline(
                     )?);
                 }
             }
-            if kind == BootloaderKind::GrubBls {
+            if kind == BootloaderKind::GrubBls && src.read("etc/default/grub")?.is_some() {
                 // New kernels take GRUB_CMDLINE_LINUX on Fedora/RHEL.
-                if let Some(main) = text_of("etc/default/grub")? {
-                    let after =
-                        edit_shell_var("etc/default/grub", &main, "GRUB_CMDLINE_LINUX", change)?;
+                let grub_files = read_grub_files(src)?;
+                for (path, after) in super::grub::plan_grub_params(
+                    &grub_files,
+                    None,
+                    crate::formats::grub_defaults::CMDLINE_LINUX,
+                    change,
+                )? {
                     plan.edits.extend(edit(
                         src,
-                        "etc/default/grub",
-                        Some(after.into_bytes()),
+                        &path,
+                        after.map(String::into_bytes),
                         "kernel parameters for kernels installed later",
                     )?);
                 }
