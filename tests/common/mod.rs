@@ -291,3 +291,36 @@ pub fn check_snapshot(root: &Path) -> passthru::model::Snapshot {
     let ids = passthru::pciids::PciIds::load(&pci_ids()).unwrap();
     passthru::host::read_snapshot(&root, Some(&ids), passthru::model::ReadDetail::Check)
 }
+
+/// A synthetic PCI host (`tests/fixtures/synthetic/NAME.toml`) with a distribution's files
+/// (`tests/fixtures/distros/DISTRO`) in place of its own.
+pub fn compose_distro(pci: &str, distro: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    passthru_testkit::build_named(pci, root).unwrap();
+    for stale in [
+        "etc",
+        "boot",
+        "usr",
+        "lib/modules",
+        "var",
+        "proc/cmdline",
+        "proc/sys/kernel/osrelease",
+    ] {
+        let p = root.join(stale);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    let src = repo().join("tests/fixtures/distros").join(distro);
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    dir
+}

@@ -1,0 +1,98 @@
+//! `passthru setup vm` on GRUB hosts whose defaults files hold what broke earlier releases,
+//! judged by the shell grub-mkconfig uses (dash on Debian) after the real command ran.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{compose_distro, passthru, stdout};
+
+fn setup(root: &Path) -> std::process::Output {
+    passthru(&[
+        "setup",
+        "vm",
+        "07:00.0",
+        "--force",
+        "--yes",
+        "--root",
+        root.to_str().unwrap(),
+    ])
+}
+
+/// (GRUB_CMDLINE_LINUX, GRUB_CMDLINE_LINUX_DEFAULT) as dash sources them.
+fn grub_vars(root: &Path) -> (String, String) {
+    let script = r#"set -e; cd "$1"; . ./etc/default/grub; for f in ./etc/default/grub.d/*.cfg; do if [ -e "$f" ]; then . "$f"; fi; done; printf '%s\n%s\n' "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT""#;
+    let out = Command::new("dash")
+        .args(["-c", script, "dash"])
+        .arg(root)
+        .output()
+        .expect("dash is needed");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "dash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(str::to_string);
+    (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn setup_leaves_valid_shell_with_escaped_quotes() {
+    let t = compose_distro("nvidia-desktop", "debian12-grub");
+    let grub = t.path().join("etc/default/grub");
+    std::fs::write(
+        &grub,
+        "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet dyndbg=\\\"file a.c +p\\\"\"\nGRUB_CMDLINE_LINUX=\"\"\n",
+    )
+    .unwrap();
+    let o = setup(t.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (linux, default) = grub_vars(t.path());
+    assert_eq!(linux, "");
+    assert!(
+        default.starts_with("quiet dyndbg=\"file a.c +p\" "),
+        "{default}"
+    );
+    assert!(default.contains("iommu=pt"), "{default}");
+}
+
+#[test]
+fn setup_removes_iommu_off_from_both_variables() {
+    let t = compose_distro("nvidia-desktop", "debian12-grub");
+    std::fs::write(
+        t.path().join("etc/default/grub"),
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"iommu=off quiet \\\nsplash\"\nGRUB_CMDLINE_LINUX=\"amd_iommu=off console=ttyS0\"\n",
+    )
+    .unwrap();
+    let o = setup(t.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (linux, default) = grub_vars(t.path());
+    let all = format!("{linux} {default}");
+    assert!(!all.contains("=off"), "{all}");
+    assert_eq!(linux, "console=ttyS0");
+    assert!(default.starts_with("quiet splash"), "{default}");
+    // And again: nothing left to change.
+    let again = setup(t.path());
+    assert!(stdout(&again).contains("Nothing to change"), "{}", stdout(&again));
+}
+
+#[test]
+fn setup_refuses_a_value_it_cannot_rewrite_and_changes_nothing() {
+    let t = compose_distro("nvidia-desktop", "debian12-grub");
+    let text = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet $(cat /etc/extra-args)\"\n";
+    std::fs::write(t.path().join("etc/default/grub"), text).unwrap();
+    let o = setup(t.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("etc/default/grub, line 1"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("etc/default/grub")).unwrap(),
+        text
+    );
+    assert!(!t.path().join("etc/modprobe.d/passthru-vfio.conf").exists());
+}
