@@ -105,7 +105,11 @@ fn key(w: &str) -> String {
 }
 
 /// Runs the edit on `files` and checks it under both shells; returns the edited files.
-fn edit_and_judge(files: &[(String, String)], dropin: bool, others: &[&str]) -> Result<Vec<(String, String)>, String> {
+fn edit_and_judge(
+    files: &[(String, String)],
+    dropin: bool,
+    others: &[&str],
+) -> Result<Vec<(String, String)>, String> {
     let dir = tempfile::tempdir().unwrap();
     let change = setup_change();
     write_tree(dir.path(), files);
@@ -144,7 +148,10 @@ fn edit_and_judge(files: &[(String, String)], dropin: bool, others: &[&str]) -> 
         let after = source_with(sh, dir.path(), others)?;
         // Every other variable is as it was.
         if after[2..] != before[i][2..] {
-            return Err(format!("{sh}: other variables changed: {:?} -> {:?}", before[i], after));
+            return Err(format!(
+                "{sh}: other variables changed: {:?} -> {:?}",
+                before[i], after
+            ));
         }
         let old_normal = words(&format!("{} {}", before[i][0], before[i][1]));
         let new_normal = words(&format!("{} {}", after[0], after[1]));
@@ -159,8 +166,15 @@ fn edit_and_judge(files: &[(String, String)], dropin: bool, others: &[&str]) -> 
             .iter()
             .filter(|w| !["intel_iommu=on", "iommu=pt"].contains(&w.as_str()))
             .collect();
-        if kept.iter().filter(|w| !["intel_iommu=on", "iommu=pt"].contains(&w.as_str())).collect::<Vec<_>>() != new_kept.iter().collect::<Vec<_>>() {
-            return Err(format!("{sh}: words not kept in order: {old_normal:?} -> {new_normal:?}"));
+        if kept
+            .iter()
+            .filter(|w| !["intel_iommu=on", "iommu=pt"].contains(&w.as_str()))
+            .collect::<Vec<_>>()
+            != new_kept.iter().collect::<Vec<_>>()
+        {
+            return Err(format!(
+                "{sh}: words not kept in order: {old_normal:?} -> {new_normal:?}"
+            ));
         }
         for want in ["intel_iommu=on", "iommu=pt"] {
             if !new_normal.iter().any(|w| w == want) {
@@ -168,7 +182,9 @@ fn edit_and_judge(files: &[(String, String)], dropin: bool, others: &[&str]) -> 
             }
         }
         if let Some(bad) = new_normal.iter().chain(&new_recovery).find(|w| removed(w)) {
-            return Err(format!("{sh}: {bad} still in effect: {new_normal:?} / {new_recovery:?}"));
+            return Err(format!(
+                "{sh}: {bad} still in effect: {new_normal:?} / {new_recovery:?}"
+            ));
         }
     }
     Ok(after_files)
@@ -208,7 +224,10 @@ fn iommu_off_goes_wherever_it_takes_effect() {
     }
     // In someone else's drop-in.
     let files = vec![
-        ("etc/default/grub".to_string(), "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n".to_string()),
+        (
+            "etc/default/grub".to_string(),
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n".to_string(),
+        ),
         (
             "etc/default/grub.d/50-x.cfg".to_string(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} iommu=off\"\n".to_string(),
@@ -216,7 +235,10 @@ fn iommu_off_goes_wherever_it_takes_effect() {
     ];
     let out = edit_and_judge(&files, true, &[]).unwrap();
     let x = out.iter().find(|(p, _)| p.ends_with("50-x.cfg")).unwrap();
-    assert_eq!(x.1, "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT}\"\n");
+    assert_eq!(
+        x.1,
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT}\"\n"
+    );
 }
 
 #[test]
@@ -235,7 +257,10 @@ fn what_cannot_be_edited_safely_is_refused_with_the_line() {
     for (text, line) in [
         ("GRUB_CMDLINE_LINUX_DEFAULT=\"$(cat /etc/x) quiet\"\n", 1),
         ("A=1\nGRUB_CMDLINE_LINUX=`echo iommu=off`\n", 2),
-        ("if [ -d /x ]; then\n GRUB_CMDLINE_LINUX_DEFAULT=quiet\nfi\n", 2),
+        (
+            "if [ -d /x ]; then\n GRUB_CMDLINE_LINUX_DEFAULT=quiet\nfi\n",
+            2,
+        ),
         ("GRUB_CMDLINE_LINUX_DEFAULT=\"$SOMETHING quiet\"\n", 1),
     ] {
         let files = vec![GrubFile {
@@ -243,7 +268,11 @@ fn what_cannot_be_edited_safely_is_refused_with_the_line() {
             text: text.into(),
         }];
         let e = plan_grub_params(&files, Some(DROPIN), CMDLINE_DEFAULT, &change).unwrap_err();
-        assert_eq!((e.file.as_str(), e.line), ("etc/default/grub", line), "{text:?}: {e}");
+        assert_eq!(
+            (e.file.as_str(), e.line),
+            ("etc/default/grub", line),
+            "{text:?}: {e}"
+        );
     }
     // A later drop-in that overrides the value: the plan says which file wins.
     let files = vec![
@@ -275,9 +304,11 @@ fn second_run_changes_nothing_and_keeps_earlier_parameters() {
             text: t.unwrap(),
         });
     }
-    assert!(plan_grub_params(&files, Some(DROPIN), CMDLINE_DEFAULT, &change)
-        .unwrap()
-        .is_empty());
+    assert!(
+        plan_grub_params(&files, Some(DROPIN), CMDLINE_DEFAULT, &change)
+            .unwrap()
+            .is_empty()
+    );
     // A later setup that adds another parameter keeps the first ones.
     let more = ParamChange {
         add: parse_cmdline("initcall_blacklist=sysfb_init"),
@@ -286,7 +317,11 @@ fn second_run_changes_nothing_and_keeps_earlier_parameters() {
     let third = plan_grub_params(&files, Some(DROPIN), CMDLINE_DEFAULT, &more).unwrap();
     assert_eq!(third.len(), 1);
     let text = third[0].1.clone().unwrap();
-    assert!(text.contains("intel_iommu=on iommu=pt initcall_blacklist=sysfb_init") || text.contains("initcall_blacklist=sysfb_init intel_iommu=on iommu=pt"), "{text}");
+    assert!(
+        text.contains("intel_iommu=on iommu=pt initcall_blacklist=sysfb_init")
+            || text.contains("initcall_blacklist=sysfb_init intel_iommu=on iommu=pt"),
+        "{text}"
+    );
 }
 
 // ---- generated files ------------------------------------------------------------------
@@ -328,22 +363,39 @@ fn render_value(words: &[&str], style: Style) -> String {
         }
     };
     match style {
-        Style::Double => format!("\"{}\"", words.iter().map(|w| dq(w)).collect::<Vec<_>>().join(" ")),
+        Style::Double => format!(
+            "\"{}\"",
+            words.iter().map(|w| dq(w)).collect::<Vec<_>>().join(" ")
+        ),
         Style::Continued => format!(
             "\"{}\"",
-            words.iter().map(|w| dq(w)).collect::<Vec<_>>().join(" \\\n")
+            words
+                .iter()
+                .map(|w| dq(w))
+                .collect::<Vec<_>>()
+                .join(" \\\n")
         ),
         Style::Single => format!(
             "'{}'",
             words
                 .iter()
-                .map(|w| if *w == "DYNDBG" { "dyndbg=\"file a.c +p\"" } else { w })
+                .map(|w| if *w == "DYNDBG" {
+                    "dyndbg=\"file a.c +p\""
+                } else {
+                    w
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
         Style::Bare => words
             .iter()
-            .map(|w| if *w == "DYNDBG" { "dyndbg=\\\"file\\ a.c\\ +p\\\"" } else { w })
+            .map(|w| {
+                if *w == "DYNDBG" {
+                    "dyndbg=\\\"file\\ a.c\\ +p\\\""
+                } else {
+                    w
+                }
+            })
             .collect::<Vec<_>>()
             .join("\\ "),
     }
@@ -391,7 +443,11 @@ fn dropin_file() -> impl Strategy<Value = Option<String>> {
             prop::bool::ANY,
         )
             .prop_map(|(var, words, braces)| {
-                let r = if braces { format!("${{{var}}}") } else { format!("${var}") };
+                let r = if braces {
+                    format!("${{{var}}}")
+                } else {
+                    format!("${var}")
+                };
                 {
                     let inner = render_value(&words, Style::Double);
                     format!("{var}=\"{r} {}\n", &inner[1..])

@@ -43,22 +43,30 @@ fn grub_vars(root: &Path) -> (String, String) {
 
 #[test]
 fn setup_leaves_valid_shell_with_escaped_quotes() {
-    let t = compose_distro("nvidia-desktop", "debian12-grub");
-    let grub = t.path().join("etc/default/grub");
-    std::fs::write(
-        &grub,
-        "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet dyndbg=\\\"file a.c +p\\\"\"\nGRUB_CMDLINE_LINUX=\"\"\n",
-    )
-    .unwrap();
-    let o = setup(t.path());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (linux, default) = grub_vars(t.path());
-    assert_eq!(linux, "");
-    assert!(
-        default.starts_with("quiet dyndbg=\"file a.c +p\" "),
-        "{default}"
-    );
-    assert!(default.contains("iommu=pt"), "{default}");
+    // With and without etc/default/grub.d (Arch has none: the value is edited in place), and
+    // with a word to remove (which edits the file in place everywhere).
+    for (grub_d, extra) in [(true, " iommu=off"), (false, ""), (false, " iommu=off")] {
+        let t = compose_distro("nvidia-desktop", "debian12-grub");
+        if !grub_d {
+            let _ = std::fs::remove_dir_all(t.path().join("etc/default/grub.d"));
+        }
+        let grub = t.path().join("etc/default/grub");
+        std::fs::write(
+            &grub,
+            format!("GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet dyndbg=\\\"file a.c +p\\\"{extra}\"\nGRUB_CMDLINE_LINUX=\"\"\n"),
+        )
+        .unwrap();
+        let o = setup(t.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (linux, default) = grub_vars(t.path());
+        assert_eq!(linux, "");
+        assert!(
+            default.starts_with("quiet dyndbg=\"file a.c +p\" "),
+            "{default}"
+        );
+        assert!(default.contains("iommu=pt"), "{default}");
+        assert!(!default.contains("iommu=off"), "{default}");
+    }
 }
 
 #[test]
@@ -78,7 +86,11 @@ fn setup_removes_iommu_off_from_both_variables() {
     assert!(default.starts_with("quiet splash"), "{default}");
     // And again: nothing left to change.
     let again = setup(t.path());
-    assert!(stdout(&again).contains("Nothing to change"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("Nothing to change"),
+        "{}",
+        stdout(&again)
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! distribution's name. Read-only.
 
 use crate::formats::cmdline::parse_cmdline;
-use crate::formats::shell_vars::parse_shell_assignments;
+use crate::formats::grub_defaults::{evaluate_grub_cmdline, grub_source_order, GrubFile};
 use crate::model::{
     BootInfo, BootloaderFound, BootloaderKind, CmdlineParam, Firmware, InitramfsFound,
     InitramfsKind, Issue,
@@ -134,66 +134,34 @@ fn read_kernel_cmdline_file(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<Cmd
 }
 
 /// `GRUB_CMDLINE_LINUX` + `GRUB_CMDLINE_LINUX_DEFAULT` after `etc/default/grub` and then the
-/// `etc/default/grub.d/*.cfg` drop-ins are sourced in order, as update-grub does. Simple
-/// `$NAME` references to earlier values are expanded; anything else stays as written.
+/// `etc/default/grub.d/*.cfg` drop-ins are sourced in order, as grub-mkconfig does (the same
+/// evaluation setup plans with). What the text cannot settle is an issue naming the line, and
+/// the parameters are then unknown (empty).
 pub fn read_grub_defaults(
     root: &HostRoot,
     issues: &mut Vec<Issue>,
 ) -> (Vec<CmdlineParam>, Vec<String>) {
+    let names = root.list_dir("etc/default/grub.d", issues);
+    let order = grub_source_order(root.exists("etc/default/grub"), &names);
     let mut files = Vec::new();
-    if root.exists("etc/default/grub") {
-        files.push("etc/default/grub".to_string());
-    }
-    for name in root.list_dir("etc/default/grub.d", issues) {
-        if name.ends_with(".cfg") {
-            files.push(format!("etc/default/grub.d/{name}"));
+    for path in order {
+        if let Some(text) = root.read_noting(&path, issues) {
+            files.push(GrubFile { path, text });
         }
     }
-    let mut linux = String::new();
-    let mut default = String::new();
-    let mut used = Vec::new();
-    for file in &files {
-        let Some(text) = root.read_noting(file, issues) else {
-            continue;
-        };
-        let (assignments, _) = parse_shell_assignments(&text);
-        for a in assignments {
-            if a.name != "GRUB_CMDLINE_LINUX" && a.name != "GRUB_CMDLINE_LINUX_DEFAULT" {
-                continue;
-            }
-            let value = expand_vars(
-                &a.value,
-                &[
-                    ("GRUB_CMDLINE_LINUX_DEFAULT", &default),
-                    ("GRUB_CMDLINE_LINUX", &linux),
-                ],
-            );
-            let target = if a.name == "GRUB_CMDLINE_LINUX" {
-                &mut linux
-            } else {
-                &mut default
-            };
-            if a.append {
-                target.push_str(&value);
-            } else {
-                *target = value;
-            }
-            if !used.contains(file) {
-                used.push(file.clone());
-            }
+    match evaluate_grub_cmdline(&files) {
+        Ok(v) => (parse_cmdline(&v.normal_entry()), v.files_used),
+        Err(e) => {
+            issues.push(Issue::new(
+                &e.file,
+                format!(
+                    "kernel parameters cannot be read: line {}: {}",
+                    e.line, e.why
+                ),
+            ));
+            (Vec::new(), Vec::new())
         }
     }
-    (parse_cmdline(&format!("{linux} {default}")), used)
-}
-
-fn expand_vars(value: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = value.to_string();
-    for (name, val) in vars {
-        out = out
-            .replace(&format!("${{{name}}}"), val)
-            .replace(&format!("${name}"), val);
-    }
-    out
 }
 
 /// BLS entries (`loader/entries/*.conf`), newest first by file name, with their `options`.
