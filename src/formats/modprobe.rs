@@ -8,6 +8,8 @@
 //!   `ids=a,b`); a backslash before any other byte is dropped and the byte kept (`b\c` is
 //!   `bc`). A comment continues the same way.
 //! - `#` comments only in the first column; an indented `#` is a bad line, ignored.
+//! - A backslash at the very end of the file is dropped (kmod 34's `freadline_wrapped`;
+//!   kmod 30 kept a stray 0xff byte there).
 //! - The command and module are separated by spaces or tabs; `options`, `install`, `remove`
 //!   and `softdep` keep the rest of the line after the one separator that ends the module.
 //! - In module names `-` and `_` are the same (outside `[...]` patterns).
@@ -213,7 +215,8 @@ fn classify(l: &LogicalLine) -> LineKind {
     let ok = match cmd.text {
         "alias" => fields.len() >= 3,
         "blacklist" => fields.len() >= 2,
-        "options" | "install" | "remove" | "softdep" => l.rest().is_some(),
+        // weakdep: kmod 33 and later.
+        "options" | "install" | "remove" | "softdep" | "weakdep" => l.rest().is_some(),
         _ => false,
     };
     if ok {
@@ -312,11 +315,21 @@ pub fn parse_softdep(l: &LogicalLine) -> Option<Softdep<'_>> {
         Post,
     }
     let mut mode = Mode::None;
-    for w in l
+    let mut words: Vec<Word<'_>> = l
         .words_by(is_c_space)
         .into_iter()
         .filter(|w| w.at.start >= rest_at)
-    {
+        .collect();
+    // kmod's scan keeps one whitespace byte at the very start of the list as part of the
+    // first word (two or more are skipped), so `softdep nvidia  pre: vfio-pci`, with two
+    // spaces after the module, has no `pre:` keyword and no pre list for kmod (30 to 34).
+    if let Some(first) = words.first_mut() {
+        if first.at.start == rest_at + 1 && is_c_space(l.text.as_bytes()[rest_at]) {
+            first.at.start = rest_at;
+            first.text = &l.text[first.at.clone()];
+        }
+    }
+    for w in words {
         match w.text {
             "pre:" => {
                 mode = Mode::Pre;
@@ -430,6 +443,14 @@ mod tests {
         let post: Vec<&str> = s.post.iter().map(|w| w.text).collect();
         assert_eq!(pre, ["vfio-pci", "a"]);
         assert_eq!(post, ["b"]);
+    }
+
+    #[test]
+    fn one_extra_space_before_a_softdep_list_hides_it_from_kmod() {
+        let lines =
+            parse_modprobe_lines("softdep a  pre: x\nsoftdep b   pre: x\nsoftdep c \tpre: x\n");
+        let pre = |i: usize| parse_softdep(&lines[i]).unwrap().pre.len();
+        assert_eq!((pre(0), pre(1), pre(2)), (0, 1, 0));
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn render_vfio_binding(before: Option<&str>, want: &VfioBinding) -> Option<V
         out.replace_range(s.range, &s.with);
     }
     if !new_lines.is_empty() {
-        if out.trim().is_empty() {
+        if out.is_empty() {
             out = HEADER.to_string();
         } else if !out.ends_with('\n') {
             out.push('\n');

@@ -74,10 +74,15 @@ struct Managed {
 }
 
 fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
-    let mut m = Managed::default();
-    m.modprobe_before = src.read_text(MODPROBE_FILE)?;
-    let b = read_vfio_binding(MODPROBE_FILE, m.modprobe_before.as_deref())?;
-    (m.ids, m.softdeps, m.options) = (b.ids, b.softdeps, b.options);
+    let modprobe_before = src.read_text(MODPROBE_FILE)?;
+    let b = read_vfio_binding(MODPROBE_FILE, modprobe_before.as_deref())?;
+    let mut m = Managed {
+        ids: b.ids,
+        softdeps: b.softdeps,
+        options: b.options,
+        modprobe_before,
+        ..Managed::default()
+    };
     if let Some(text) = src.read(UDEV_FILE)? {
         for l in String::from_utf8_lossy(&text).lines() {
             let field = |k: &str| {
