@@ -11,8 +11,9 @@
 //!   match only this card, otherwise a udev rule setting driver_override per address, so a
 //!   twin card or a host GPU of the same model is untouched. Never a blacklist.
 //!
-//! passthru's own files are regenerated from everything it manages, so running setup for a
-//! second GPU, or the same one twice, converges.
+//! passthru's own files are rendered from everything it manages, so running setup for a
+//! second GPU, or the same one twice, converges. The modprobe file is edited, not rewritten:
+//! the user's own lines in it stay (plan/modprobe_file.rs).
 
 use std::collections::BTreeSet;
 
