@@ -496,3 +496,150 @@ fn a_crash_at_any_step_is_undone_on_the_next_run() {
     eprintln!("{crashes} crash points exercised, each undone");
     assert!(crashes >= 20, "only {crashes} crash points exercised");
 }
+
+/// What kmod will do with the vfio-pci module, read from `modprobe --showconfig` over the
+/// root's modprobe.d: the ids the kernel gets (all `options vfio_pci` lines are joined in
+/// order and the last `ids=` wins, as for any string parameter) and every other option word.
+fn kmod_vfio_pci(config: &str) -> (Vec<String>, Vec<String>) {
+    let words: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.strip_prefix("options vfio_pci "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let ids = words
+        .iter()
+        .rev()
+        .find_map(|w| w.strip_prefix("ids="))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let others = words
+        .iter()
+        .filter(|w| !w.starts_with("ids="))
+        .map(|w| w.to_string())
+        .collect();
+    (ids, others)
+}
+
+/// Lines of `--showconfig` output that are not about vfio-pci (neither its options nor a
+/// softdep on it), and not taken from this machine's /proc/cmdline.
+fn kmod_other_lines(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .take_while(|l| !l.starts_with("# End of configuration files"))
+        .filter(|l| !l.starts_with("options vfio_pci "))
+        .filter(|l| !(l.starts_with("softdep ") && l.contains(" pre: vfio-pci")))
+        .map(str::to_string)
+        .collect()
+}
+
+const PASSTHRU_MODPROBE: &str = "etc/modprobe.d/passthru-vfio.conf";
+
+/// Hand edits to passthru's own modprobe file: another module's options, a blacklist, an
+/// install command and a comment. Setup again and setup host keep each byte of them.
+#[test]
+fn hand_edits_to_the_modprobe_file_are_kept() {
+    let t = compose("nvidia-desktop", "debian12-grub");
+    let root = t.path();
+    ok(&run(root, &["setup", "vm", "07:00.0", "--force", "--yes"]));
+    let file = root.join(PASSTHRU_MODPROBE);
+    let written = std::fs::read_to_string(&file).unwrap();
+    let hand = "# my own notes\noptions snd_hda_intel power_save=0\nblacklist nouveau\ninstall pcspkr /bin/true\n";
+    std::fs::write(&file, format!("{written}{hand}")).unwrap();
+    let kmod_before = kmod_other_lines(&modprobe_config(root));
+    assert!(kmod_before.contains(&"options snd_hda_intel power_save=0".to_string()));
+
+    let again = ok(&run(root, &["setup", "vm", "07:00.0", "--force", "--yes"]));
+    assert!(again.contains("Nothing to change"), "{again}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.ends_with(hand),
+        "hand edits kept byte for byte:\n{text}"
+    );
+    let config = modprobe_config(root);
+    let (ids, others) = kmod_vfio_pci(&config);
+    assert_eq!(ids, ["10de:1aef", "10de:2206"], "{config}");
+    assert!(
+        !others.iter().any(|o| o.contains("power_save")),
+        "snd_hda_intel's option is not vfio-pci's:\n{config}"
+    );
+    assert_eq!(kmod_other_lines(&config), kmod_before, "{config}");
+
+    // Giving the card back removes passthru's lines, and only those.
+    ok(&run(root, &["setup", "host", "07:00.0", "--yes"]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with(hand), "{text}");
+    let config = modprobe_config(root);
+    assert_eq!(kmod_vfio_pci(&config), (vec![], vec![]), "{config}");
+    assert_eq!(kmod_other_lines(&config), kmod_before, "{config}");
+    assert!(!config.contains("pre: vfio-pci"), "{config}");
+}
+
+/// A user bound a second card by hand, writing its ids over two lines with a backslash.
+/// kmod joins them into one `ids=` value; setup must add to it, not turn the continued part
+/// into an option, and setup host must take away only this card's ids.
+#[test]
+fn continued_ids_line_in_the_modprobe_file() {
+    let t = compose("nvidia-desktop", "debian12-grub");
+    let root = t.path();
+    let file = root.join(PASSTHRU_MODPROBE);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let hand = "options vfio-pci ids=10de:1b80,\\\n10de:10f0\n";
+    std::fs::write(&file, hand).unwrap();
+    let (ids, _) = kmod_vfio_pci(&modprobe_config(root));
+    assert_eq!(ids, ["10de:1b80", "10de:10f0"], "kmod joins the lines");
+
+    ok(&run(root, &["setup", "vm", "07:00.0", "--force", "--yes"]));
+    let config = modprobe_config(root);
+    let (ids, others) = kmod_vfio_pci(&config);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["10de:10f0", "10de:1aef", "10de:1b80", "10de:2206"],
+        "{config}"
+    );
+    assert!(
+        others.iter().all(|o| !o.contains("10de")),
+        "an id became an option:\n{config}"
+    );
+    let again = ok(&run(root, &["setup", "vm", "07:00.0", "--force", "--yes"]));
+    assert!(again.contains("Nothing to change"), "{again}");
+
+    ok(&run(root, &["setup", "host", "07:00.0", "--yes"]));
+    let config = modprobe_config(root);
+    let (mut ids, _) = kmod_vfio_pci(&config);
+    ids.sort();
+    assert_eq!(ids, ["10de:10f0", "10de:1b80"], "{config}");
+}
+
+/// A function already on vfio-pci (its module is vfio_pci) gets no softdep: vfio-pci cannot
+/// be loaded before itself.
+#[test]
+fn no_softdep_of_vfio_pci_on_itself() {
+    let mut s = check_snapshot(compose("nvidia-desktop", "debian12-grub").path());
+    for d in s
+        .devices
+        .iter_mut()
+        .filter(|d| d.address.to_string().starts_with("0000:07:00."))
+    {
+        d.driver = Some("vfio-pci".into());
+        d.driver_module = Some("vfio_pci".into());
+    }
+    let req = passthru::plan::setup::SetupRequest {
+        gpu: "07:00.0".into(),
+        force: true,
+        ..Default::default()
+    };
+    let plan = passthru::plan::setup::plan_setup_vm(&s, &Empty, &req).unwrap();
+    let edit = plan
+        .edits
+        .iter()
+        .find(|e| e.path == PASSTHRU_MODPROBE)
+        .expect("the modprobe file is planned");
+    let text = String::from_utf8_lossy(edit.after.as_deref().unwrap_or_default());
+    assert!(text.contains("options vfio-pci ids="), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("softdep vfio")),
+        "{text}"
+    );
+}

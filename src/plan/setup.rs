@@ -11,19 +11,20 @@
 //!   match only this card, otherwise a udev rule setting driver_override per address, so a
 //!   twin card or a host GPU of the same model is untouched. Never a blacklist.
 //!
-//! passthru's own files are regenerated from everything it manages, so running setup for a
-//! second GPU, or the same one twice, converges.
+//! passthru's own files are rendered from everything it manages, so running setup for a
+//! second GPU, or the same one twice, converges. The modprobe file is edited, not rewritten:
+//! the user's own lines in it stay (plan/modprobe_file.rs).
 
 use std::collections::BTreeSet;
 
 use crate::check::{check_host, CheckRequest, Effect};
 use crate::formats::cmdline::parse_cmdline;
-use crate::formats::modprobe::{parse_modprobe_conf, vfio_ids_from_options};
 use crate::model::{BootloaderKind, CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
 
 use super::files::{
     apply_params, edit_bls_entry, edit_cmdline_file, edit_module_list, EditError, ParamChange,
 };
+use super::modprobe_file::{read_vfio_binding, render_vfio_binding, VfioBinding};
 use super::{FileEdit, Plan, PlannedCommand};
 
 pub use super::source::{FileSource, ReadError};
@@ -68,27 +69,20 @@ struct Managed {
     options: BTreeSet<String>,
     /// (address, vendor, device) bound by udev rule.
     rules: BTreeSet<(String, String, String)>,
+    /// The modprobe file as read: its edit splices passthru's lines into it.
+    modprobe_before: Option<String>,
 }
 
-fn read_managed(src: &dyn FileSource) -> Result<Managed, ReadError> {
-    let mut m = Managed::default();
-    if let Some(text) = src.read(MODPROBE_FILE)? {
-        let text = String::from_utf8_lossy(&text);
-        for l in parse_modprobe_conf(&text) {
-            match l.command.as_str() {
-                "options" => {
-                    m.ids.extend(vfio_ids_from_options(&l.args));
-                    for a in l.args.split_whitespace().filter(|a| !a.starts_with("ids=")) {
-                        m.options.insert(a.to_string());
-                    }
-                }
-                "softdep" => {
-                    m.softdeps.insert(l.module.replace('-', "_"));
-                }
-                _ => {}
-            }
-        }
-    }
+fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
+    let modprobe_before = src.read_text(MODPROBE_FILE)?;
+    let b = read_vfio_binding(MODPROBE_FILE, modprobe_before.as_deref())?;
+    let mut m = Managed {
+        ids: b.ids,
+        softdeps: b.softdeps,
+        options: b.options,
+        modprobe_before,
+        ..Managed::default()
+    };
     if let Some(text) = src.read(UDEV_FILE)? {
         for l in String::from_utf8_lossy(&text).lines() {
             let field = |k: &str| {
@@ -108,25 +102,12 @@ fn read_managed(src: &dyn FileSource) -> Result<Managed, ReadError> {
 }
 
 fn render_modprobe(m: &Managed) -> Option<Vec<u8>> {
-    if m.ids.is_empty() && m.softdeps.is_empty() && m.options.is_empty() {
-        return None;
-    }
-    let mut t = String::from("# Written by passthru: VFIO binding for GPU passthrough.\n# Undo with `passthru setup host GPU` or `passthru rollback`.\n");
-    let mut opts: Vec<String> = Vec::new();
-    if !m.ids.is_empty() {
-        opts.push(format!(
-            "ids={}",
-            m.ids.iter().cloned().collect::<Vec<_>>().join(",")
-        ));
-    }
-    opts.extend(m.options.iter().cloned());
-    if !opts.is_empty() {
-        t.push_str(&format!("options vfio-pci {}\n", opts.join(" ")));
-    }
-    for d in &m.softdeps {
-        t.push_str(&format!("softdep {d} pre: vfio-pci\n"));
-    }
-    Some(t.into_bytes())
+    let want = VfioBinding {
+        ids: m.ids.clone(),
+        softdeps: m.softdeps.clone(),
+        options: m.options.clone(),
+    };
+    render_vfio_binding(m.modprobe_before.as_deref(), &want)
 }
 
 fn render_udev(m: &Managed) -> Option<Vec<u8>> {
