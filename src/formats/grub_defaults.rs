@@ -127,7 +127,7 @@ pub fn evaluate_grub_cmdline(files: &[GrubFile]) -> Result<GrubCmdline, Unresolv
         for a in &scanned.assignments {
             let relevant = CMDLINE_VARS.contains(&a.name.as_str());
             match resolve(a, &env, &unknown) {
-                Ok(value) if !a.conditional && !a.array && !(relevant && a.append) => {
+                Ok(value) if !(a.conditional || a.array || relevant && a.append) => {
                     let slot = env.entry(a.name.clone()).or_default();
                     if a.append {
                         slot.push_str(&value);

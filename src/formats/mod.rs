@@ -2,6 +2,7 @@
 
 pub mod cmdline;
 pub mod grub_defaults;
+pub mod json_spans;
 pub mod libvirt_xml;
 pub mod modprobe;
 pub mod os_release;

@@ -142,18 +142,17 @@ pub fn plan_grub_params(
         .collect();
     let mut result_files = texts.clone();
     match dropin {
-        Some(d) => {
-            if !missing.is_empty() {
-                result_files.push(GrubFile {
-                    path: d.to_string(),
-                    text: render_dropin(target, &missing),
-                });
-                result_files.sort_by(|a, b| {
-                    (a.path != "etc/default/grub", &a.path)
-                        .cmp(&(b.path != "etc/default/grub", &b.path))
-                });
-            }
+        Some(d) if !missing.is_empty() => {
+            result_files.push(GrubFile {
+                path: d.to_string(),
+                text: render_dropin(target, &missing),
+            });
+            result_files.sort_by(|a, b| {
+                (a.path != "etc/default/grub", &a.path)
+                    .cmp(&(b.path != "etc/default/grub", &b.path))
+            });
         }
+        Some(_) => {}
         None if !missing.is_empty() => {
             // No etc/default/grub yet: grub-mkconfig then uses its built-in defaults, and
             // a new file with the one assignment is what it will read first.

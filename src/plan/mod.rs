@@ -5,6 +5,7 @@ pub mod attach;
 pub mod diff;
 pub mod files;
 pub mod grub;
+pub mod kernelstub;
 pub mod modprobe_file;
 pub mod runtime;
 pub mod setup;

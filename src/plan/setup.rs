@@ -21,9 +21,7 @@ use crate::check::{check_host, CheckRequest, Effect};
 use crate::formats::cmdline::parse_cmdline;
 use crate::model::{BootloaderKind, CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
 
-use super::files::{
-    apply_params, edit_bls_entry, edit_cmdline_file, edit_module_list, EditError, ParamChange,
-};
+use super::files::{edit_bls_entry, edit_cmdline_file, edit_module_list, EditError, ParamChange};
 use super::modprobe_file::{read_vfio_binding, render_vfio_binding, VfioBinding};
 use super::{FileEdit, Plan, PlannedCommand};
 
@@ -466,35 +464,9 @@ fn plan_cmdline(
             }
         }
         BootloaderKind::Kernelstub => {
-            let path = "etc/kernelstub/configuration";
+            let path = super::kernelstub::KERNELSTUB_CONFIG;
             let text = text_of(path)?.unwrap_or_default();
-            let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EditError {
-                file: path.into(),
-                line: e.line(),
-                why: format!("not JSON: {e}"),
-            })?;
-            let opts = v
-                .pointer_mut("/user/kernel_options")
-                .and_then(|o| o.as_array_mut())
-                .ok_or_else(|| EditError {
-                    file: path.into(),
-                    line: 0,
-                    why: "no user.kernel_options list".into(),
-                })?;
-            let line: Vec<String> = opts
-                .iter()
-                .filter_map(|o| o.as_str().map(str::to_string))
-                .collect();
-            let new = apply_params(&line.join(" "), change);
-            *opts = new
-                .split_whitespace()
-                .map(|w| serde_json::Value::String(w.into()))
-                .collect();
-            // kernelstub writes 2-space JSON; keep its final newline or its lack of one.
-            let mut out = serde_json::to_string_pretty(&v).expect("JSON serialises");
-            if text.ends_with('\n') {
-                out.push('\n');
-            }
+            let out = super::kernelstub::edit_kernelstub_config(&text, change)?;
             plan.edits.extend(edit(
                 src,
                 path,

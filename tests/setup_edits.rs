@@ -108,3 +108,43 @@ fn setup_refuses_a_value_it_cannot_rewrite_and_changes_nothing() {
     );
     assert!(!t.path().join("etc/modprobe.d/passthru-vfio.conf").exists());
 }
+
+#[test]
+fn kernelstub_review_shows_only_the_change() {
+    // Reproduction: the JSON was re-serialised with sorted keys, a 28-line diff for one word.
+    let t = compose_distro("turing-usbc", "popos-kernelstub");
+    let path = t.path().join("etc/kernelstub/configuration");
+    let before = std::fs::read_to_string(&path).unwrap();
+    let o = passthru(&[
+        "setup",
+        "vm",
+        "01:00.0",
+        "--force",
+        "--yes",
+        "--root",
+        t.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::read_to_string(&path).unwrap();
+    let old: Vec<&str> = before.lines().collect();
+    let new: Vec<&str> = after.lines().collect();
+    // Every old line is still there, in order; the new lines are the added parameters.
+    let mut i = 0;
+    let mut added = Vec::new();
+    for l in &new {
+        if i < old.len() && old[i].trim_end_matches(',') == l.trim_end_matches(',') {
+            i += 1;
+        } else {
+            added.push(l.trim().trim_end_matches(','));
+        }
+    }
+    assert_eq!(i, old.len(), "lines lost or reordered:\n{after}");
+    assert!(!added.is_empty() && added.len() <= 3, "{added:?}");
+    assert!(added.iter().all(|a| a.starts_with('"')), "{added:?}");
+    let v: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert!(v["user"]["kernel_options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "iommu=pt"));
+}
