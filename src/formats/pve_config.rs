@@ -1167,6 +1167,58 @@ mod tests {
     }
 
     #[test]
+    fn user_values_stay_one_option() {
+        for good in ["navi21.rom", "vbios_2-x.bin", "gpu0", "Ä.rom"] {
+            assert!(check_property_value(good).is_ok(), "{good:?}");
+            assert!(check_rom_file_name(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "", "a,b", "a;b", "a=b", "a b", "a\tb", "a\nb", "a\u{7f}", "a\u{85}b",
+        ] {
+            assert!(check_property_value(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["/etc/passwd", "../x", "sub/x.rom", ".", ".."] {
+            assert!(check_rom_file_name(bad).is_err(), "{bad:?}");
+        }
+        for (id, ok) in [
+            ("gpu", true),
+            ("G-1_x", true),
+            ("g", false),
+            ("1g", false),
+            ("g.1", false),
+            ("", false),
+        ] {
+            assert_eq!(check_config_id(id).is_ok(), ok, "{id:?}");
+        }
+        let cfg = parse_guest_config("# d\nlock: backup\nmemory: 1\n[snap]\nlock: x\n").unwrap();
+        assert_eq!(cfg.main_line("lock"), Some(2));
+        assert_eq!(cfg.main_line("memory"), Some(3));
+        assert_eq!(cfg.main_line("cores"), None);
+    }
+
+    #[test]
+    fn pci_mapping_file_keeps_its_bytes() {
+        let text = "# hand-written\ngpu\n\tmap node=a,path=0000:01:00,id=10de:2204\n  # note\n\tdescription RTX\n\n\nnic\n\tmap node=a,path=0000:07:00.0,id=8086:10ed";
+        let mut f = parse_pci_mapping_file(text).unwrap();
+        assert_eq!(f.render(), text);
+        f.add_map("nic", vec![("node".into(), "b".into())]);
+        assert_eq!(f.render(), format!("{text}\n\tmap node=b\n"));
+        f.add_map("gpu", vec![("node".into(), "b".into())]);
+        assert!(f
+            .render()
+            .contains("\tdescription RTX\n\tmap node=b\n\n\nnic\n"));
+        f.add_map("new1", vec![("node".into(), "c".into())]);
+        assert!(f
+            .render()
+            .ends_with("\tmap node=b\n\nnew1\n\tmap node=c\n\n"));
+        let m = parse_pci_mappings(&f.render()).unwrap();
+        assert_eq!(
+            m.iter().map(|m| m.maps.len()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+    }
+
+    #[test]
     fn pci_mappings() {
         let text = "# comment\ngpu\n\tmap node=pve1,path=0000:01:00.0,id=10de:2204,subsystem-id=1458:403b,iommugroup=14\n\tmap node=pve2,path=0000:02:00,id=10de:2204\n\tdescription RTX 3090\n\tmdev 1\n\nnic\n\tmap node=pve1,path=0000:07:10.0;0000:07:10.1,id=8086:10ed\n\n";
         let m = parse_pci_mappings(text).unwrap();
