@@ -330,3 +330,24 @@ fn a_partly_attached_card_is_completed() {
     // Now it is whole: attach again changes nothing.
     assert!(ok(&attach(root, &[])).contains("Nothing to change"));
 }
+
+#[test]
+fn a_mapping_replaces_a_partial_address_entry() {
+    let plain = corpus_text(&qemu("parse-config-input/plain.conf"));
+    let text = plain.replace(
+        "tags: foo bar\n",
+        "hostpci3: 03:00.1;0000:07:00.0\ntags: foo bar\n",
+    );
+    let t = host(Some(&text), None);
+    let root = t.path();
+    ok(&run(
+        root,
+        &["mapping", "create", "rx6800", "03:00.0", "--yes"],
+    ));
+    ok(&attach(root, &["--mapping", "rx6800"]));
+    let cfg = config(root);
+    // The other device stays where it was; the card comes through the mapping only.
+    assert_eq!(cfg.main_get("hostpci3"), Some("0000:07:00.0"));
+    let values = hostpci_values(&cfg);
+    assert_eq!(values, ["mapping=rx6800,pcie=1", "0000:07:00.0"]);
+}

@@ -493,6 +493,22 @@ fn card_coverage(
     }
 }
 
+/// Takes this card's ids out of the entries `indexes`; an entry left with no id goes.
+fn strip_card_ids(cfg: &mut GuestConfig, gpu: &PciAddress, indexes: &[u8]) {
+    for &i in indexes {
+        let key = format!("hostpci{i}");
+        let Some(mut h) = cfg.main_get(&key).and_then(|v| parse_hostpci(v).ok()) else {
+            continue;
+        };
+        h.host.retain(|e| !names_slot(e, gpu));
+        if h.host.is_empty() && h.mapping.is_none() {
+            cfg.main_remove(&key);
+        } else {
+            cfg.main_set(&key, &render_hostpci(&h));
+        }
+    }
+}
+
 /// Sets `key=value` in an option list, in place when present.
 fn set_option(options: &mut Vec<(String, String)>, key: &str, value: String) {
     match options.iter_mut().find(|(k, _)| k == key) {
@@ -526,26 +542,20 @@ pub fn plan_vm_attach(
         // Where the entry goes: the first entry that names part of the card is fixed in
         // place (with the other entries' ids for this card taken out), else the first free N.
         let (n, mut options) = match &coverage {
-            Coverage::Partial(indexes) => {
+            Coverage::Partial(indexes) if req.mapping.is_none() => {
                 let first = indexes[0];
                 let key = format!("hostpci{first}");
                 let old = cfg.main_get(&key).and_then(|v| parse_hostpci(v).ok());
-                for &i in &indexes[1..] {
-                    let key = format!("hostpci{i}");
-                    let Some(mut h) = cfg.main_get(&key).and_then(|v| parse_hostpci(v).ok()) else {
-                        continue;
-                    };
-                    h.host.retain(|e| !names_slot(e, &gpu.address));
-                    if h.host.is_empty() {
-                        cfg.main_remove(&key);
-                    } else {
-                        cfg.main_set(&key, &render_hostpci(&h));
-                    }
-                }
+                strip_card_ids(&mut cfg, &gpu.address, &indexes[1..]);
                 plan.notes.push(format!("hostpci{first} attached only part of the card ({}): it now names every function.", old.as_ref().map(render_hostpci).unwrap_or_default()));
                 (first, old.map(|h| (h.host, h.options)).unwrap_or_default())
             }
             _ => {
+                // A mapping replaces the card's address ids (host and mapping exclude each
+                // other in one entry).
+                if let Coverage::Partial(indexes) = &coverage {
+                    strip_card_ids(&mut cfg, &gpu.address, indexes);
+                }
                 let n = free_hostpci_index(&cfg).ok_or_else(|| {
                     AttachError::Refused(format!("VM {} uses all 16 hostpci slots", req.vmid))
                 })?;
@@ -579,10 +589,15 @@ pub fn plan_vm_attach(
             mapping: req.mapping.clone(),
             options,
         };
-        for (k, v) in &h.options {
-            check_property_value(v).map_err(|why| invalid(k, v, why))?;
+        // What passthru writes, its own parser must read back as the same entry (the user's
+        // values were checked above; this guards the combination).
+        let value = render_hostpci(&h);
+        if parse_hostpci(&value).as_ref() != Ok(&h) {
+            return Err(AttachError::Refused(format!(
+                "hostpci{n}: {value:?} would not read back as one entry"
+            )));
         }
-        cfg.main_set(&format!("hostpci{n}"), &render_hostpci(&h));
+        cfg.main_set(&format!("hostpci{n}"), &value);
         if req.hidden {
             let cpu = cfg.main_get("cpu").unwrap_or("host").to_string();
             if !cpu.split(',').any(|o| o == "hidden=1") {
