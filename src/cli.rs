@@ -217,10 +217,10 @@ pub struct VmAttachArgs {
     /// Use this cluster resource mapping instead of the address (mapping=NAME).
     #[arg(long, value_name = "NAME")]
     pub mapping: Option<String>,
-    /// rombar=0 hides the card's ROM from the guest.
-    #[arg(long, value_name = "0|1")]
+    /// rombar=0 hides the card's ROM from the guest (Proxmox's rombar is 0 or 1).
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
     pub rombar: Option<u8>,
-    /// A ROM file under /usr/share/kvm/.
+    /// A ROM file name in /usr/share/kvm/ (a name, not a path: Proxmox prefixes the directory).
     #[arg(long, value_name = "FILE")]
     pub romfile: Option<String>,
     /// Hide the hypervisor from the guest (cpu hidden=1), for old GeForce drivers.

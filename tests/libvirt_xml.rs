@@ -669,3 +669,41 @@ fn errors_name_the_place() {
     assert!(hostdev_sources("not xml").is_empty());
     assert!(used_guest_slots("", 0).is_empty());
 }
+
+/// Intel VMD puts the devices behind it in PCI domains above 0xffff (`10000:e1:00.0`).
+/// libvirt's schema types `domain` as `pciDomain` = uint32 (basictypes.rng), so the address is
+/// carried whole: truncated to 16 bits it would name `0000:e1:00.0`, another device.
+#[test]
+fn vmd_domains_are_carried_whole() {
+    let xml = std::fs::read_to_string(corpus().join("libvirt/hostdev-pci-address.xml")).unwrap();
+    let vmd = PciAddr {
+        domain: 0x1_0000,
+        bus: 0xe1,
+        slot: 0,
+        function: 0,
+    };
+    let slot = free_slot(&xml);
+    let spec = HostdevSpec {
+        source: vmd,
+        guest: Some(PciAddr {
+            domain: 0,
+            bus: 0,
+            slot,
+            function: 0,
+        }),
+        multifunction: false,
+        rom_file: None,
+    };
+    let out = add_hostdevs(&xml, &[spec]).unwrap();
+    assert!(
+        inserted_run(&xml, &out).contains("domain='0x10000' bus='0xe1'"),
+        "{out}"
+    );
+    assert!(hostdev_sources(&out).contains(&vmd));
+    let short = PciAddr { domain: 0, ..vmd };
+    assert!(!hostdev_sources(&out).contains(&short));
+    assert_valid(&out, "a VMD domain");
+    // Removing the 16-bit look-alike leaves the VMD device alone.
+    assert_eq!(remove_hostdevs(&out, &[short]).unwrap(), out);
+    assert_eq!(remove_hostdevs(&out, &[vmd]).unwrap(), xml);
+}

@@ -14,7 +14,9 @@ use std::fmt;
 /// A PCI address: `DDDD:BB:SS.F`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PciAddr {
-    pub domain: u16,
+    /// 32 bits, as libvirt's schema has it (`pciDomain` = uint32 in `basictypes.rng`): Intel
+    /// VMD puts devices in domains from `0x10000` up.
+    pub domain: u32,
     pub bus: u8,
     pub slot: u8,
     pub function: u8,
@@ -544,7 +546,7 @@ fn pci_addr_of(doc: &Doc<'_>, e: usize) -> Option<PciAddr> {
     let num = |name: &str| doc.attr(e, name).map(|v| parse_num(&v));
     let domain = match num("domain") {
         None => 0,
-        Some(v) => u16::try_from(v?).ok()?,
+        Some(v) => v?,
     };
     let function = match num("function") {
         None => 0,

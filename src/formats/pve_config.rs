@@ -304,6 +304,14 @@ impl GuestConfig {
             .collect()
     }
 
+    /// The 1-based line number of the last line of `key` in the main section.
+    pub fn main_line(&self, key: &str) -> Option<usize> {
+        self.main_entries()
+            .filter(|(_, k, _)| *k == key)
+            .last()
+            .map(|(i, _, _)| i + 1)
+    }
+
     /// The keys of the main section in file order, repeats included.
     pub fn main_keys(&self) -> Vec<String> {
         self.main_entries().map(|(_, k, _)| k.to_string()).collect()
@@ -447,12 +455,62 @@ fn is_pci_id(s: &str) -> bool {
     }
 }
 
-/// A `pve-configid`: `[a-z][a-z0-9_-]+`, case-insensitive (pve-common `JSONSchema.pm`).
-fn is_config_id(s: &str) -> bool {
+/// A `pve-configid`: `[a-z][a-z0-9_-]+`, case-insensitive (pve-common `src/PVE/JSONSchema.pm`,
+/// `$CONFIGID_RE` checked by `pve_verify_configid`): a letter, then at least one letter,
+/// digit, `_` or `-`. Mapping ids (`PVE::Mapping::PCI`, `hostpciN: mapping=`) are of this format.
+pub fn is_config_id(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphabetic())
         && s.len() >= 2
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// What [`check_config_id`] says about an id that is not a `pve-configid`.
+pub const CONFIG_ID_RULE: &str = "not a pve-configid: Proxmox accepts a letter followed by at \
+     least one letter, digit, `_` or `-` ([a-z][a-z0-9_-]+, pve-common JSONSchema.pm)";
+
+/// Whether `id` can name a cluster mapping; the error says what Proxmox accepts.
+pub fn check_config_id(id: &str) -> Result<(), String> {
+    if is_config_id(id) {
+        Ok(())
+    } else {
+        Err(CONFIG_ID_RULE.to_string())
+    }
+}
+
+/// Whether a value from the user can be one option's value inside a property string
+/// (`hostpciN: 0000:03:00,romfile=VALUE`) without becoming more than one option. Proxmox's
+/// `parse_property_string` splits the line on `,` and each part at its first `=`; the host
+/// list is `;`-separated; and a config line ends at a line break. So a value must be
+/// non-empty and hold none of `,` `;` `=`, no whitespace and no control characters.
+pub fn check_property_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("an empty value is not an option value".into());
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, ',' | ';' | '=') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{c:?} cannot be inside an option value: Proxmox would read it as a separator \
+             (`,` between options, `;` between host ids, `=` between key and value) or the line \
+             would break"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` can be a `hostpciN` `romfile=`: qemu-server `src/PVE/QemuServer/PCI.pm`
+/// (`$hostpci_fmt`, pattern `[^,;]+`) passes it to QEMU as `/usr/share/kvm/NAME`, so it is a
+/// file name in that directory: a property value (see [`check_property_value`]) with no `/`,
+/// and not `.` or `..`. (Proxmox itself would follow a `sub/dir` or `../` path; passthru does
+/// not write one.)
+pub fn check_rom_file_name(name: &str) -> Result<(), String> {
+    check_property_value(name)?;
+    if name.contains('/') || name == "." || name == ".." {
+        return Err("a ROM file is a file name in /usr/share/kvm (no `/`, not `.` or `..`)".into());
+    }
+    Ok(())
 }
 
 fn is_option_key(s: &str) -> bool {
@@ -684,27 +742,53 @@ fn parse_map_value(v: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// `/etc/pve/mapping/pci.cfg` as read: every line kept, so [`PciMappingFile::render`] of an
+/// unmodified file is the input byte for byte (comments, blank lines, indentation, CRLF, a
+/// missing final newline), and [`PciMappingFile::add_map`] adds lines without rewriting the
+/// others. (Proxmox's own `write_config` would rewrite the whole file canonically and drop the
+/// comments; passthru changes only what it adds.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciMappingFile {
+    /// The lines as read, without their `\n`.
+    lines: Vec<String>,
+    final_newline: bool,
+    mappings: Vec<PciMapping>,
+    /// Per mapping: the index of the line after its last property line (where a new `map`
+    /// line goes).
+    ends: Vec<usize>,
+}
+
 /// Parses `/etc/pve/mapping/pci.cfg`. Stricter than Proxmox, which skips what it cannot read
 /// with a warning: a `type: id` header (the generic section-config form, which
 /// `PVE::Mapping::PCI` does not use), a header not preceded by an empty line, a property
 /// outside a section, a repeated id or `description`, and a malformed `map` are errors here.
-pub fn parse_pci_mappings(text: &str) -> Result<Vec<PciMapping>, PveConfigError> {
-    let mut out: Vec<PciMapping> = Vec::new();
-    let mut cur: Option<PciMapping> = None;
-    for (i, raw) in text.lines().enumerate() {
+pub fn parse_pci_mapping_file(text: &str) -> Result<PciMappingFile, PveConfigError> {
+    let mut raw_lines: Vec<&str> = text.split('\n').collect();
+    let final_newline = raw_lines.last() == Some(&"");
+    if final_newline || text.is_empty() {
+        raw_lines.pop();
+    }
+    let mut mappings: Vec<PciMapping> = Vec::new();
+    let mut ends = Vec::new();
+    let mut cur: Option<(PciMapping, usize)> = None;
+    for (i, raw) in raw_lines.iter().enumerate() {
         let line = i + 1;
         let t = raw.trim_matches(is_space);
         if t.starts_with('#') {
             continue; // SectionConfig skips `^\s*#` lines without ending the section
         }
         if t.is_empty() {
-            out.extend(cur.take());
+            if let Some((m, end)) = cur.take() {
+                mappings.push(m);
+                ends.push(end);
+            }
             continue;
         }
         if raw.starts_with(is_space) {
-            let m = cur
+            let (m, end) = cur
                 .as_mut()
                 .ok_or_else(|| PveConfigError::syntax(line, "property outside a mapping", raw))?;
+            *end = i + 1;
             let (key, value) = match t.split_once(is_space) {
                 Some((k, v)) => (k, v.trim_start_matches(is_space)),
                 None => (t, ""),
@@ -740,18 +824,97 @@ pub fn parse_pci_mappings(text: &str) -> Result<Vec<PciMapping>, PveConfigError>
             ));
         }
         if !is_config_id(t) {
-            return Err(PveConfigError::syntax(line, "invalid mapping id", raw));
+            return Err(PveConfigError::syntax(
+                line,
+                format!("invalid mapping id: {CONFIG_ID_RULE}"),
+                raw,
+            ));
         }
-        if out.iter().any(|m| m.id == t) {
+        if mappings.iter().any(|m| m.id == t) {
             return Err(PveConfigError::syntax(line, "duplicate mapping id", raw));
         }
-        cur = Some(PciMapping {
-            id: t.to_string(),
+        cur = Some((
+            PciMapping {
+                id: t.to_string(),
+                ..PciMapping::default()
+            },
+            i + 1,
+        ));
+    }
+    if let Some((m, end)) = cur {
+        mappings.push(m);
+        ends.push(end);
+    }
+    Ok(PciMappingFile {
+        lines: raw_lines.into_iter().map(str::to_string).collect(),
+        final_newline,
+        mappings,
+        ends,
+    })
+}
+
+/// The mappings of `/etc/pve/mapping/pci.cfg` (see [`parse_pci_mapping_file`]).
+pub fn parse_pci_mappings(text: &str) -> Result<Vec<PciMapping>, PveConfigError> {
+    parse_pci_mapping_file(text).map(|f| f.mappings)
+}
+
+fn render_map_line(map: &[(String, String)]) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("\tmap {}", parts.join(","))
+}
+
+impl PciMappingFile {
+    pub fn mappings(&self) -> &[PciMapping] {
+        &self.mappings
+    }
+
+    /// The file as text: byte-identical to the input when nothing was added.
+    pub fn render(&self) -> String {
+        let mut out = self.lines.join("\n");
+        if self.final_newline && !self.lines.is_empty() {
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Adds a `map` line to mapping `id`, after its last property line; a mapping that does
+    /// not exist is appended as `ID`, `\tmap ...` and an empty line, as Proxmox writes a
+    /// section, after an empty line that ends the previous one. The caller checks `id` (a
+    /// `pve-configid`) and the values (no `,` or line break inside one).
+    pub fn add_map(&mut self, id: &str, map: Vec<(String, String)>) {
+        let line = render_map_line(&map);
+        if let Some(k) = self.mappings.iter().position(|m| m.id == id) {
+            let at = self.ends[k];
+            if at == self.lines.len() {
+                self.final_newline = true;
+            }
+            self.lines.insert(at, line);
+            for e in self.ends.iter_mut().filter(|e| **e >= at) {
+                *e += 1;
+            }
+            self.ends[k] = at + 1;
+            self.mappings[k].maps.push(map);
+            return;
+        }
+        // A last line without its `\n` gets one first: the old bytes stay a prefix.
+        let needs_blank = self
+            .lines
+            .last()
+            .is_some_and(|l| !l.trim_matches(is_space).is_empty());
+        if needs_blank {
+            self.lines.push(String::new());
+        }
+        self.lines.push(id.to_string());
+        self.lines.push(line);
+        self.ends.push(self.lines.len());
+        self.lines.push(String::new());
+        self.final_newline = true;
+        self.mappings.push(PciMapping {
+            id: id.to_string(),
+            maps: vec![map],
             ..PciMapping::default()
         });
     }
-    out.extend(cur);
-    Ok(out)
 }
 
 /// Renders mappings as Proxmox writes them: `ID`, then `\tmap k=v,...` lines, `\tdescription`,
@@ -1001,6 +1164,58 @@ mod tests {
         ] {
             assert!(parse_lxc_dev(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn user_values_stay_one_option() {
+        for good in ["navi21.rom", "vbios_2-x.bin", "gpu0", "Ä.rom"] {
+            assert!(check_property_value(good).is_ok(), "{good:?}");
+            assert!(check_rom_file_name(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "", "a,b", "a;b", "a=b", "a b", "a\tb", "a\nb", "a\u{7f}", "a\u{85}b",
+        ] {
+            assert!(check_property_value(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["/etc/passwd", "../x", "sub/x.rom", ".", ".."] {
+            assert!(check_rom_file_name(bad).is_err(), "{bad:?}");
+        }
+        for (id, ok) in [
+            ("gpu", true),
+            ("G-1_x", true),
+            ("g", false),
+            ("1g", false),
+            ("g.1", false),
+            ("", false),
+        ] {
+            assert_eq!(check_config_id(id).is_ok(), ok, "{id:?}");
+        }
+        let cfg = parse_guest_config("# d\nlock: backup\nmemory: 1\n[snap]\nlock: x\n").unwrap();
+        assert_eq!(cfg.main_line("lock"), Some(2));
+        assert_eq!(cfg.main_line("memory"), Some(3));
+        assert_eq!(cfg.main_line("cores"), None);
+    }
+
+    #[test]
+    fn pci_mapping_file_keeps_its_bytes() {
+        let text = "# hand-written\ngpu\n\tmap node=a,path=0000:01:00,id=10de:2204\n  # note\n\tdescription RTX\n\n\nnic\n\tmap node=a,path=0000:07:00.0,id=8086:10ed";
+        let mut f = parse_pci_mapping_file(text).unwrap();
+        assert_eq!(f.render(), text);
+        f.add_map("nic", vec![("node".into(), "b".into())]);
+        assert_eq!(f.render(), format!("{text}\n\tmap node=b\n"));
+        f.add_map("gpu", vec![("node".into(), "b".into())]);
+        assert!(f
+            .render()
+            .contains("\tdescription RTX\n\tmap node=b\n\n\nnic\n"));
+        f.add_map("new1", vec![("node".into(), "c".into())]);
+        assert!(f
+            .render()
+            .ends_with("\tmap node=b\n\nnew1\n\tmap node=c\n\n"));
+        let m = parse_pci_mappings(&f.render()).unwrap();
+        assert_eq!(
+            m.iter().map(|m| m.maps.len()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
     }
 
     #[test]

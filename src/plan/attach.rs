@@ -9,9 +9,9 @@
 use crate::check::{check_host, CheckRequest, Effect, Use, Verdict};
 use crate::formats::libvirt_xml::{self, HostdevSpec, PciAddr};
 use crate::formats::pve_config::{
-    free_dev_index, free_hostpci_index, parse_guest_config, parse_hostpci, parse_lxc_dev,
-    parse_pci_mappings, render_hostpci, render_lxc_dev, render_pci_mappings, GuestConfig, HostPci,
-    LxcDev, PciMapping,
+    check_config_id, check_property_value, check_rom_file_name, free_dev_index, free_hostpci_index,
+    parse_guest_config, parse_hostpci, parse_lxc_dev, parse_pci_mapping_file, render_hostpci,
+    render_lxc_dev, GuestConfig, HostPci, LxcDev, PciMappingFile, MAX_HOSTPCI,
 };
 use crate::model::{PciAddress, PciDevice, Snapshot};
 
@@ -28,6 +28,59 @@ pub enum AttachError {
     Unreadable { file: String, why: String },
     #[error(transparent)]
     Read(#[from] super::source::ReadError),
+    /// A value from the command line that Proxmox would reject, or that would become more
+    /// than the one option it is meant to be.
+    #[error("{option} {value:?}: {why}; nothing was changed")]
+    InvalidValue {
+        option: String,
+        value: String,
+        why: String,
+    },
+    /// The guest config has a `lock:` line: a Proxmox task (backup, migration, snapshot...)
+    /// owns the guest, and Proxmox refuses config changes until it ends.
+    #[error("{file} line {line}: `lock: {lock}`: the guest is locked by a Proxmox task and Proxmox refuses changes until it ends (if no task is running, `{unlock}` clears a stale lock); nothing was changed")]
+    Locked {
+        file: String,
+        line: usize,
+        lock: String,
+        unlock: String,
+    },
+}
+
+fn invalid(option: &str, value: &str, why: impl Into<String>) -> AttachError {
+    AttachError::InvalidValue {
+        option: option.into(),
+        value: value.into(),
+        why: why.into(),
+    }
+}
+
+/// Refuses a guest config that has a `lock:` line in its main section, as Proxmox's
+/// `check_lock` (pve-guest-common `src/PVE/AbstractConfig.pm`) does for every config change.
+fn check_unlocked(cfg: &GuestConfig, path: &str, unlock: &str) -> Result<(), AttachError> {
+    match (cfg.main_get("lock"), cfg.main_line("lock")) {
+        (Some(lock), Some(line)) => Err(AttachError::Locked {
+            file: path.into(),
+            line,
+            lock: lock.into(),
+            unlock: unlock.into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The guest id of `etc/pve/qemu-server/100.conf` or `etc/pve/lxc/100.conf`, for messages.
+fn unlock_command(path: &str) -> String {
+    let id = path
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".conf"))
+        .unwrap_or("ID");
+    if path.starts_with("etc/pve/lxc/") {
+        format!("pct unlock {id}")
+    } else {
+        format!("qm unlock {id}")
+    }
 }
 
 fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, AttachError> {
@@ -51,19 +104,30 @@ fn slot_path(gpu: &PciDevice, nfunctions: usize) -> String {
     }
 }
 
-/// Whether a hostpci `host` entry (`07:00`, `0000:07:00.0`, `1234:f0:43`) names this slot.
-fn names_slot(entry: &str, gpu: &PciAddress) -> bool {
+/// Which functions of this slot a hostpci `host` id (`07:00`, `0000:07:00.0`, `1234:f0:43`)
+/// names: `None` when it names another slot, `Some(None)` for every function (no `.F`),
+/// `Some(Some(f))` for one.
+fn slot_function(entry: &str, gpu: &PciAddress) -> Option<Option<u8>> {
     let e = entry.trim();
-    let (head, _func) = e.split_once('.').unwrap_or((e, ""));
+    let (head, func) = match e.split_once('.') {
+        Some((h, f)) => (h, Some(u8::from_str_radix(f, 16).ok()?)),
+        None => (e, None),
+    };
     let parts: Vec<&str> = head.split(':').collect();
     let (dom, bus, dev) = match parts[..] {
         [b, d] => ("0000", b, d),
         [dom, b, d] => (dom, b, d),
-        _ => return false,
+        _ => return None,
     };
-    u32::from_str_radix(dom, 16).ok() == Some(gpu.domain)
+    let same = u32::from_str_radix(dom, 16).ok() == Some(gpu.domain)
         && u8::from_str_radix(bus, 16).ok() == Some(gpu.bus)
-        && u8::from_str_radix(dev, 16).ok() == Some(gpu.device)
+        && u8::from_str_radix(dev, 16).ok() == Some(gpu.device);
+    same.then_some(func)
+}
+
+/// Whether a hostpci `host` id names this slot (any of its functions).
+fn names_slot(entry: &str, gpu: &PciAddress) -> bool {
+    slot_function(entry, gpu).is_some()
 }
 
 fn edit(
@@ -199,6 +263,7 @@ fn edit_each_config(
         let path = format!("{dir}/{name}");
         let mut cfg = read_config(src, &path)?;
         if change(&mut cfg) {
+            check_unlocked(&cfg, &path, &unlock_command(&path))?;
             plan.edits
                 .extend(edit(src, &path, Some(cfg.render()), reason)?);
         }
@@ -206,75 +271,333 @@ fn edit_each_config(
     Ok(())
 }
 
+/// `--mapping`, `--rombar`, `--romfile` as Proxmox's `$hostpci_fmt` (qemu-server
+/// `src/PVE/QemuServer/PCI.pm`) accepts them, each exactly one option value.
+fn check_vm_request(src: &dyn FileSource, req: &VmAttachRequest) -> Result<(), AttachError> {
+    if let Some(r) = req.rombar {
+        if r > 1 {
+            return Err(invalid(
+                "--rombar",
+                &r.to_string(),
+                "rombar is a boolean in Proxmox's hostpci format: 0 (hide the ROM) or 1",
+            ));
+        }
+    }
+    if let Some(f) = &req.romfile {
+        check_rom_file_name(f).map_err(|why| invalid("--romfile", f, why))?;
+        let rel = format!("{ROM_DIR}/{f}");
+        let present = src.list(ROM_DIR).iter().any(|n| n == f) && !src.is_dir(&rel);
+        if !present {
+            return Err(invalid(
+                "--romfile",
+                f,
+                format!("no such file in {ROM_DIR}: Proxmox gives QEMU /{rel}, so the ROM must be there"),
+            ));
+        }
+    }
+    if let Some(m) = &req.mapping {
+        check_config_id(m).map_err(|why| invalid("--mapping", m, why))?;
+        let file = read_mapping_file(src)?;
+        if !file.mappings().iter().any(|x| x.id == *m) {
+            let known: Vec<&str> = file.mappings().iter().map(|x| x.id.as_str()).collect();
+            let have = if known.is_empty() {
+                "it has none".to_string()
+            } else {
+                format!("it has {}", known.join(", "))
+            };
+            return Err(invalid(
+                "--mapping",
+                m,
+                format!("no such mapping in {MAPPING_FILE} ({have}); create it with `passthru mapping create {m} GPU`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where Proxmox looks for `romfile=` (it prefixes the name with `/usr/share/kvm/`).
+const ROM_DIR: &str = "usr/share/kvm";
+const MAPPING_FILE: &str = "etc/pve/mapping/pci.cfg";
+
+/// The cluster mapping file, empty when absent.
+fn read_mapping_file(src: &dyn FileSource) -> Result<PciMappingFile, AttachError> {
+    let text = src.read_text(MAPPING_FILE)?.unwrap_or_default();
+    parse_pci_mapping_file(&text).map_err(|e| AttachError::Unreadable {
+        file: MAPPING_FILE.into(),
+        why: e.to_string(),
+    })
+}
+
+/// VM settings passthru changed at attach, with the values they had before, so that detach
+/// can put them back: `var/lib/passthru/proxmox/qemu-server/VMID.settings`, one `key=before`
+/// line each (`bios=` when there was no bios line). The guest config itself has no place for
+/// it that Proxmox keeps and the user does not see (`#` lines are the VM's description).
+fn settings_record(vmid: u32) -> String {
+    format!(
+        "{}/proxmox/qemu-server/{vmid}.settings",
+        crate::apply::STATE_DIR
+    )
+}
+
+/// What passthru sets each recorded key to.
+fn recorded_value(key: &str) -> Option<&'static str> {
+    match key {
+        "machine" => Some("q35"),
+        "bios" => Some("ovmf"),
+        _ => None,
+    }
+}
+
+/// `(key, value before)` pairs of a settings record; `None`: the key was absent.
+fn read_settings_record(
+    src: &dyn FileSource,
+    path: &str,
+) -> Result<Vec<(String, Option<String>)>, AttachError> {
+    let Some(text) = src.read_text(path)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (k, v) = line.split_once('=').unwrap_or((line, ""));
+        if recorded_value(k).is_none() {
+            return Err(AttachError::Unreadable {
+                file: path.into(),
+                why: format!("line {}: unknown setting {k:?}", i + 1),
+            });
+        }
+        out.push((k.to_string(), (!v.is_empty()).then(|| v.to_string())));
+    }
+    Ok(out)
+}
+
+fn render_settings_record(record: &[(String, Option<String>)]) -> Option<String> {
+    if record.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "# VM settings `passthru vm attach` changed, with their values before (empty: no line).\n# `passthru vm detach` puts them back when the last hostpci entry goes.\n",
+    );
+    for (k, v) in record {
+        out.push_str(&format!("{k}={}\n", v.as_deref().unwrap_or("")));
+    }
+    Some(out)
+}
+
+/// Sets `key` to the value passthru uses and records what it was (the first record wins: a
+/// second attach must not record passthru's own value as "before").
+fn set_recorded(cfg: &mut GuestConfig, record: &mut Vec<(String, Option<String>)>, key: &str) {
+    let Some(value) = recorded_value(key) else {
+        return;
+    };
+    if !record.iter().any(|(k, _)| k == key) {
+        record.push((key.to_string(), cfg.main_get(key).map(str::to_string)));
+    }
+    cfg.main_set(key, value);
+}
+
+/// The VM's machine and firmware for passthrough: q35 (for `pcie=1`) where that is safe, OVMF
+/// where that is safe, a note for every change that can stop an installed guest from booting
+/// and for every change left to the user. Returns whether the hostpci entry gets `pcie=1`.
+fn plan_vm_settings(
+    cfg: &mut GuestConfig,
+    vmid: u32,
+    record: &mut Vec<(String, Option<String>)>,
+    notes: &mut Vec<String>,
+) -> bool {
+    let machine = cfg.main_get("machine").map(str::to_string);
+    let ostype = cfg.main_get("ostype").unwrap_or("").to_string();
+    // Proxmox's Windows ostypes: wxp w2k w2k3 w2k8 wvista win7 win8 win10 win11.
+    let windows = ostype.starts_with('w');
+    let arch = cfg.main_get("arch").unwrap_or("x86_64").to_string();
+    let q35 = machine.as_deref().is_some_and(|m| m.contains("q35"));
+    let mut pcie = q35;
+    if arch != "x86_64" {
+        // qemu-server Machine.pm: an aarch64 VM is the `virt` machine; q35 is x86 only, and
+        // pcie=1 needs q35 (PCI.pm: "q35 machine model is not enabled").
+        notes.push(format!("VM {vmid} is arch {arch} (machine virt): q35 and pcie=1 are x86-only, so the machine is left as it is and the entry has no pcie=1. Passing an x86 host's GPU to an emulated {arch} guest needs KVM for that architecture; it will not start on most hosts."));
+        pcie = false;
+    } else if machine.is_none() && !windows {
+        set_recorded(cfg, record, "machine");
+        pcie = true;
+        notes.push(format!("VM {vmid} had no machine line (i440fx): it is switched to q35 for pcie=1; `passthru vm detach` switches it back."));
+    } else if !q35 {
+        notes.push(format!("VM {vmid} uses the i440fx machine: pcie=1 needs q35{}.", if windows { " (changing it on an installed Windows VM can break its boot; leave it unless you reinstall)" } else { "; set machine: q35 to get it" }));
+    }
+    let bios = cfg.main_get("bios").map(str::to_string);
+    if bios.as_deref() != Some("ovmf") {
+        let was = bios
+            .as_deref()
+            .map_or(String::new(), |b| format!(" (bios: {b})"));
+        if windows {
+            notes.push(format!("VM {vmid} is Windows (ostype {ostype}) on SeaBIOS{was}: its firmware is left as it is, because an installed Windows on BIOS/MBR does not boot under OVMF. To switch, convert its disk first (mbr2gpt in Windows), then set bios: ovmf and add an efidisk0."));
+        } else {
+            set_recorded(cfg, record, "bios");
+            notes.push(format!("VM {vmid} boots with SeaBIOS{was}: it is switched to OVMF (bios: ovmf), the UEFI firmware GPU passthrough works best with. A guest installed for BIOS/MBR boot will no longer boot under OVMF: if this one was, set `bios: seabios` again or run `passthru vm detach`, which switches it back."));
+            if cfg.main_get("efidisk0").is_none() {
+                notes.push(format!("VM {vmid} has no efidisk0: add one (Hardware > Add > EFI Disk) so OVMF keeps its settings."));
+            }
+        }
+    }
+    pcie
+}
+
+/// How the VM's current entries cover the card.
+enum Coverage {
+    /// Every function is attached (or the requested mapping is).
+    Whole,
+    /// Some functions are, through these `hostpciN` indexes (the first is fixed in place).
+    Partial(Vec<u8>),
+    None,
+}
+
+fn card_coverage(
+    cfg: &GuestConfig,
+    gpu: &PciAddress,
+    fns: &[&PciDevice],
+    mapping: Option<&str>,
+) -> Coverage {
+    let mut covered: Vec<u8> = Vec::new();
+    let mut all = false;
+    let mut indexes = Vec::new();
+    for i in 0..MAX_HOSTPCI {
+        let Some(h) = cfg
+            .main_get(&format!("hostpci{i}"))
+            .and_then(|v| parse_hostpci(v).ok())
+        else {
+            continue;
+        };
+        if mapping.is_some() && h.mapping.as_deref() == mapping {
+            return Coverage::Whole;
+        }
+        let mut names = false;
+        for f in h.host.iter().filter_map(|e| slot_function(e, gpu)) {
+            names = true;
+            match f {
+                None => all = true,
+                Some(f) => covered.push(f),
+            }
+        }
+        if names {
+            indexes.push(i);
+        }
+    }
+    if all || (!indexes.is_empty() && fns.iter().all(|f| covered.contains(&f.address.function))) {
+        Coverage::Whole
+    } else if indexes.is_empty() {
+        Coverage::None
+    } else {
+        Coverage::Partial(indexes)
+    }
+}
+
+/// Takes this card's ids out of the entries `indexes`; an entry left with no id goes.
+fn strip_card_ids(cfg: &mut GuestConfig, gpu: &PciAddress, indexes: &[u8]) {
+    for &i in indexes {
+        let key = format!("hostpci{i}");
+        let Some(mut h) = cfg.main_get(&key).and_then(|v| parse_hostpci(v).ok()) else {
+            continue;
+        };
+        h.host.retain(|e| !names_slot(e, gpu));
+        if h.host.is_empty() && h.mapping.is_none() {
+            cfg.main_remove(&key);
+        } else {
+            cfg.main_set(&key, &render_hostpci(&h));
+        }
+    }
+}
+
+/// Sets `key=value` in an option list, in place when present.
+fn set_option(options: &mut Vec<(String, String)>, key: &str, value: String) {
+    match options.iter_mut().find(|(k, _)| k == key) {
+        Some(o) => o.1 = value,
+        None => options.push((key.to_string(), value)),
+    }
+}
+
 pub fn plan_vm_attach(
     s: &Snapshot,
     src: &dyn FileSource,
     req: &VmAttachRequest,
 ) -> Result<Plan, AttachError> {
+    check_vm_request(src, req)?;
     let gpu = select(s, &req.gpu)?;
     let fns = functions(s, gpu);
     let path = vm_conf(req.vmid);
     let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
     let mut plan = Plan {
         title: format!("Attach {} to VM {}", gpu.address, req.vmid),
         ..Plan::default()
     };
     vm_precheck(s, gpu, req.force, &mut plan)?;
 
-    let already = (0..16).any(|i| {
-        cfg.main_get(&format!("hostpci{i}"))
-            .and_then(|v| parse_hostpci(v).ok())
-            .is_some_and(|h| {
-                h.host
-                    .iter()
-                    .any(|e| e.split(';').any(|x| names_slot(x, &gpu.address)))
-                    || (req.mapping.is_some() && h.mapping == req.mapping)
-            })
-    });
-    if !already {
-        let n = free_hostpci_index(&cfg).ok_or_else(|| {
-            AttachError::Refused(format!("VM {} uses all 16 hostpci slots", req.vmid))
-        })?;
-        let machine = cfg.main_get("machine").map(str::to_string);
-        let ostype = cfg.main_get("ostype").unwrap_or("").to_string();
-        let windows = ostype.starts_with('w');
-        let q35 = machine.as_deref().is_some_and(|m| m.contains("q35"));
-        let mut pcie = q35;
-        if machine.is_none() && !windows {
-            cfg.main_set("machine", "q35");
-            pcie = true;
-        } else if !q35 {
-            plan.notes.push(format!("VM {} uses the i440fx machine: pcie=1 needs q35{}.", req.vmid, if windows { " (changing it on an installed Windows VM can break its boot; leave it unless you reinstall)" } else { "; set machine: q35 to get it" }));
-        }
-        let mut options = Vec::new();
+    let record_path = settings_record(req.vmid);
+    let before_record = read_settings_record(src, &record_path)?;
+    let mut record = before_record.clone();
+    let coverage = card_coverage(&cfg, &gpu.address, &fns, req.mapping.as_deref());
+    if !matches!(coverage, Coverage::Whole) {
+        // Where the entry goes: the first entry that names part of the card is fixed in
+        // place (with the other entries' ids for this card taken out), else the first free N.
+        let (n, mut options) = match &coverage {
+            Coverage::Partial(indexes) if req.mapping.is_none() => {
+                let first = indexes[0];
+                let key = format!("hostpci{first}");
+                let old = cfg.main_get(&key).and_then(|v| parse_hostpci(v).ok());
+                strip_card_ids(&mut cfg, &gpu.address, &indexes[1..]);
+                plan.notes.push(format!("hostpci{first} attached only part of the card ({}): it now names every function.", old.as_ref().map(render_hostpci).unwrap_or_default()));
+                (first, old.map(|h| (h.host, h.options)).unwrap_or_default())
+            }
+            _ => {
+                // A mapping replaces the card's address ids (host and mapping exclude each
+                // other in one entry).
+                if let Coverage::Partial(indexes) = &coverage {
+                    strip_card_ids(&mut cfg, &gpu.address, indexes);
+                }
+                let n = free_hostpci_index(&cfg).ok_or_else(|| {
+                    AttachError::Refused(format!("VM {} uses all 16 hostpci slots", req.vmid))
+                })?;
+                (n, (Vec::new(), Vec::new()))
+            }
+        };
+        let other_hosts: Vec<String> = std::mem::take(&mut options.0)
+            .into_iter()
+            .filter(|e| !names_slot(e, &gpu.address))
+            .collect();
+        let mut options = options.1;
+        let pcie = plan_vm_settings(&mut cfg, req.vmid, &mut record, &mut plan.notes);
         if pcie {
-            options.push(("pcie".to_string(), "1".to_string()));
+            set_option(&mut options, "pcie", "1".into());
         }
         if req.primary {
-            options.push(("x-vga".into(), "1".into()));
+            set_option(&mut options, "x-vga", "1".into());
         }
         if let Some(r) = req.rombar {
-            options.push(("rombar".into(), r.to_string()));
+            set_option(&mut options, "rombar", r.to_string());
         }
         if let Some(f) = &req.romfile {
-            options.push(("romfile".into(), f.clone()));
+            set_option(&mut options, "romfile", f.clone());
+        }
+        let mut host = other_hosts;
+        if req.mapping.is_none() {
+            host.insert(0, slot_path(gpu, fns.len()));
         }
         let h = HostPci {
-            host: if req.mapping.is_some() {
-                vec![]
-            } else {
-                vec![slot_path(gpu, fns.len())]
-            },
+            host,
             mapping: req.mapping.clone(),
             options,
         };
-        cfg.main_set(&format!("hostpci{n}"), &render_hostpci(&h));
-        if cfg.main_get("bios") != Some("ovmf") {
-            cfg.main_set("bios", "ovmf");
-            if cfg.main_get("efidisk0").is_none() {
-                plan.notes.push(format!("VM {} has no efidisk0: add one (Hardware > Add > EFI Disk) so OVMF keeps its settings.", req.vmid));
-            }
+        // What passthru writes, its own parser must read back as the same entry (the user's
+        // values were checked above; this guards the combination).
+        let value = render_hostpci(&h);
+        if parse_hostpci(&value).as_ref() != Ok(&h) {
+            return Err(AttachError::Refused(format!(
+                "hostpci{n}: {value:?} would not read back as one entry"
+            )));
         }
+        cfg.main_set(&format!("hostpci{n}"), &value);
         if req.hidden {
             let cpu = cfg.main_get("cpu").unwrap_or("host").to_string();
             if !cpu.split(',').any(|o| o == "hidden=1") {
@@ -288,6 +611,14 @@ pub fn plan_vm_attach(
         Some(cfg.render()),
         "hostpci entry for the GPU and the VM settings it needs",
     )?);
+    if record != before_record {
+        plan.edits.extend(edit(
+            src,
+            &record_path,
+            render_settings_record(&record),
+            "the VM settings attach changed, so that detach can put them back",
+        )?);
+    }
     unshare_everywhere(s, src, gpu, &mut plan)?;
     plan.notes
         .push("Proxmox's own lock for the VM is held while the file is written.".into());
@@ -301,21 +632,100 @@ pub fn plan_vm_detach(
     sel: &str,
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
-    let path = vm_conf(vmid);
-    let mut cfg = read_config(src, &path)?;
     let mut plan = Plan {
         title: format!("Detach {} from VM {}", gpu.address, vmid),
         ..Plan::default()
     };
-    if drop_hostpci(&mut cfg, &gpu.address) {
+    plan_vm_removal(
+        src,
+        vmid,
+        &gpu.address,
+        true,
+        &mut plan,
+        "remove the GPU's hostpci entry",
+    )?;
+    Ok(plan)
+}
+
+/// Removes the card's hostpci entries from VM `vmid` and, when no hostpci entry is left, puts
+/// back the settings attach recorded. `settle` also puts them back when the card was already
+/// gone (a detach after the user removed the entries by hand); without it a VM that never had
+/// the card is left alone. A locked VM is refused only when it would change.
+fn plan_vm_removal(
+    src: &dyn FileSource,
+    vmid: u32,
+    gpu: &PciAddress,
+    settle: bool,
+    plan: &mut Plan,
+    reason: &str,
+) -> Result<(), AttachError> {
+    let path = vm_conf(vmid);
+    let mut cfg = read_config(src, &path)?;
+    let removed = drop_hostpci(&mut cfg, gpu);
+    let record_path = settings_record(vmid);
+    let record = if removed || settle {
+        read_settings_record(src, &record_path)?
+    } else {
+        Vec::new()
+    };
+    let remaining: Vec<String> = (0..MAX_HOSTPCI)
+        .map(|i| format!("hostpci{i}"))
+        .filter(|k| cfg.main_get(k).is_some())
+        .collect();
+    let mut notes = Vec::new();
+    let mut restored = false;
+    if !record.is_empty() {
+        if remaining.is_empty() {
+            for (key, before) in &record {
+                let now = cfg.main_get(key);
+                if now != recorded_value(key) {
+                    notes.push(format!(
+                        "VM {vmid}: {key} was changed since attach ({}): left as it is.",
+                        now.map_or("no line".to_string(), |v| format!("{key}: {v}"))
+                    ));
+                    continue;
+                }
+                match before {
+                    Some(v) => cfg.main_set(key, v),
+                    None => {
+                        cfg.main_remove(key);
+                    }
+                }
+                notes.push(format!(
+                    "VM {vmid}: {key} goes back to what it was before attach ({}).",
+                    before
+                        .as_deref()
+                        .map_or("no line".to_string(), |v| format!("{key}: {v}"))
+                ));
+            }
+            restored = true;
+        } else {
+            let keys: Vec<String> = record
+                .iter()
+                .filter_map(|(k, _)| recorded_value(k).map(|v| format!("{k}: {v}")))
+                .collect();
+            notes.push(format!(
+                "VM {vmid} keeps {} that attach set: {} still attached; detach the last one to switch back.",
+                keys.join(" and "),
+                remaining.join(", ")
+            ));
+        }
+    }
+    if removed || restored {
+        check_unlocked(&cfg, &path, &unlock_command(&path))?;
+        plan.edits
+            .extend(edit(src, &path, Some(cfg.render()), reason)?);
+    }
+    if restored {
         plan.edits.extend(edit(
             src,
-            &path,
-            Some(cfg.render()),
-            "remove the GPU's hostpci entry",
+            &record_path,
+            None,
+            "the VM settings attach changed are put back",
         )?);
     }
-    Ok(plan)
+    plan.notes.extend(notes);
+    Ok(())
 }
 
 /// The node name (`etc/hostname`), for mappings.
@@ -332,6 +742,7 @@ pub fn plan_mapping_create(
     name: &str,
     sel: &str,
 ) -> Result<Plan, AttachError> {
+    check_config_id(name).map_err(|why| invalid("mapping name", name, why))?;
     let gpu = select(s, sel)?;
     let fns = functions(s, gpu);
     let node = node_name(src)?.ok_or_else(|| {
@@ -339,12 +750,7 @@ pub fn plan_mapping_create(
             "etc/hostname is missing: the node name is needed for the mapping".into(),
         )
     })?;
-    let path = "etc/pve/mapping/pci.cfg";
-    let text = src.read_text(path)?.unwrap_or_default();
-    let mut maps = parse_pci_mappings(&text).map_err(|e| AttachError::Unreadable {
-        file: path.into(),
-        why: e.to_string(),
-    })?;
+    let mut file = read_mapping_file(src)?;
     let mut entry = vec![
         ("id".to_string(), gpu.vendor_device().unwrap_or_default()),
         (
@@ -358,6 +764,10 @@ pub fn plan_mapping_create(
         entry.push(("subsystem-id".into(), format!("{sv}:{sd}")));
     }
     entry.retain(|(_, v)| !v.is_empty());
+    // The node name comes from the host (etc/hostname); it must still be one option value.
+    for (k, v) in &entry {
+        check_property_value(v).map_err(|why| invalid(&format!("map {k}"), v, why))?;
+    }
     let mut plan = Plan {
         title: format!(
             "Create the PCI resource mapping '{name}' for {} on node {node}",
@@ -365,24 +775,18 @@ pub fn plan_mapping_create(
         ),
         ..Plan::default()
     };
-    match maps.iter_mut().find(|m| m.id == name) {
-        Some(m)
-            if m.maps
+    let has_node = file.mappings().iter().any(|m| {
+        m.id == name
+            && m.maps
                 .iter()
-                .any(|mp| mp.iter().any(|(k, v)| k == "node" && *v == node)) => {}
-        Some(m) => m.maps.push(entry),
-        None => maps.push(PciMapping {
-            id: name.into(),
-            maps: vec![entry],
-            ..Default::default()
-        }),
-    }
-    let after = render_pci_mappings(&maps);
-    if after != text {
+                .any(|mp| mp.iter().any(|(k, v)| k == "node" && *v == node))
+    });
+    if !has_node {
+        file.add_map(name, entry);
         plan.edits.extend(edit(
             src,
-            path,
-            Some(after),
+            MAPPING_FILE,
+            Some(file.render()),
             "cluster-wide PCI resource mapping (pmxcfs replicates it to every node)",
         )?);
     }
@@ -502,6 +906,7 @@ pub fn plan_lxc_share(
     }
     let path = ct_conf(req.ctid);
     let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
     let mut nodes = gpu_nodes(s, src, gpu);
     if req.kfd && src.list("dev").iter().any(|n| n == "kfd") {
         nodes.push("/dev/kfd".into());
@@ -635,13 +1040,19 @@ pub fn plan_lxc_share(
         "device nodes for the GPU",
     )?);
     // Moving from VM use: the VMs' hostpci entries for this GPU go in the same transaction.
-    edit_each_config(
-        src,
-        "etc/pve/qemu-server",
-        &mut plan,
-        "the GPU moves to a container: this VM's hostpci entry for it goes",
-        |cfg| drop_hostpci(cfg, &gpu.address),
-    )?;
+    for name in src.list("etc/pve/qemu-server") {
+        let Some(vmid) = name.strip_suffix(".conf").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        plan_vm_removal(
+            src,
+            vmid,
+            &gpu.address,
+            false,
+            &mut plan,
+            "the GPU moves to a container: this VM's hostpci entry for it goes",
+        )?;
+    }
     Ok(plan)
 }
 
@@ -723,6 +1134,7 @@ pub fn plan_lxc_unshare(
     let gpu = select(s, sel)?;
     let path = ct_conf(ctid);
     let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
     let mut nodes = gpu_nodes(s, src, gpu);
     nodes.push("/dev/kfd".into());
     let mut plan = Plan {
@@ -783,9 +1195,12 @@ fn push_domain_edit(
     Ok(())
 }
 
+/// The libvirt form of a host address. The domain is carried whole: libvirt's schema types it
+/// as `pciDomain` = uint32 (`basictypes.rng`), and Intel VMD domains (`10000`) do not fit 16
+/// bits; cut to 16 they would name another device.
 fn pci(a: &PciAddress) -> PciAddr {
     PciAddr {
-        domain: a.domain as u16,
+        domain: a.domain,
         bus: a.bus,
         slot: a.device,
         function: a.function,
