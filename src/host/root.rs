@@ -26,7 +26,15 @@ pub enum RootError {
     Unusable { path: PathBuf, source: io::Error },
     #[error("host root {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("host root {0} holds no host: it has neither sys/bus/pci nor proc (an empty directory, or the directory above the host's tree?)")]
+    NoHost(PathBuf),
 }
+
+/// What a directory must hold to be read as a host. Every Linux host has both; trimmed
+/// trees keep one (ghw's sysfs snapshots have no proc, the distro fixtures no PCI devices),
+/// so either will do. Without both, every reader would find nothing and report it as facts:
+/// "IOMMU off, enable VT-d", on a directory that is simply not a host.
+const HOST_MARKERS: [&str; 2] = ["sys/bus/pci", "proc"];
 
 /// What reading one file gave.
 #[derive(Debug)]
@@ -46,6 +54,9 @@ impl HostRoot {
         })?;
         if !meta.is_dir() {
             return Err(RootError::NotADirectory(path));
+        }
+        if !HOST_MARKERS.iter().any(|m| path.join(m).is_dir()) {
+            return Err(RootError::NoHost(path));
         }
         Ok(HostRoot { path })
     }
