@@ -221,6 +221,17 @@ fn a_closed_pipe_is_success_for_every_output() {
         vec!["docker", "07:00.0", "--root", root],
         vec!["setup", "status", "--root", root],
         vec!["mapping", "list", "--root", root],
+        // A dry run only prints.
+        vec!["bind", "07:00.0", "--force", "--dry-run", "--root", root],
+        vec![
+            "setup",
+            "vm",
+            "07:00.0",
+            "--force",
+            "--dry-run",
+            "--root",
+            root,
+        ],
     ];
     for args in cases {
         let out = run_into_closed_pipe(&args);
