@@ -4,15 +4,17 @@ mod cli;
 mod power_cmd;
 mod write_cmd;
 
+use std::cell::Cell;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{
     CheckArgs, Cli, Command, LibvirtCommand, ListArgs, LxcCommand, MappingCommand, ScanArgs,
-    SetupCommand, SourceArgs, VmCommand,
+    SetupCommand, SourceArgs, VmCommand, WriteArgs,
 };
 use passthru::check::{check_host, CheckRequest, Use, Verdict};
 use passthru::host::{self, HostRoot, PciIdsSource};
@@ -24,15 +26,12 @@ use passthru::snapshot_io::load_snapshot;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let closed = Rc::new(Cell::new(false));
+    match run(&cli, &closed) {
         Ok(code) => code,
         Err(err) => {
-            // A closed pipe (`passthru list | head`) is not a failure.
-            if err.chain().any(|e| {
-                e.downcast_ref::<io::Error>()
-                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
+            if closed.get() {
+                return closed_pipe_exit(&cli.command);
             }
             eprintln!("passthru: error: {}", sanitize(&format!("{err:#}")));
             ExitCode::from(2)
@@ -40,18 +39,136 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode> {
+/// The reader of stdout went away (`passthru scan --json | head -1`). For output that is all
+/// a command does, that is success: the reader had what it wanted. A command that changes the
+/// host stops where its output failed (before applying, if the diff could not be shown), so
+/// it must not claim success.
+fn closed_pipe_exit(cmd: &Command) -> ExitCode {
+    match host_use(cmd) {
+        HostUse::Changes { write, .. } if !write.dry_run => {
+            eprintln!(
+                "passthru: error: standard output was closed while changing the host; \
+                 it stopped there: `passthru setup status` lists what was applied"
+            );
+            ExitCode::from(2)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Stdout that remembers the reader closing it. The error itself cannot carry this to
+/// `main`: serde_json's error hides the `io::Error` it wraps (its `source()` is the io error's
+/// own source), and any `context` could hide it again, so the writer says it instead.
+struct PipeWatch<W> {
+    inner: W,
+    closed: Rc<Cell<bool>>,
+}
+
+impl<W: Write> PipeWatch<W> {
+    fn note<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                self.closed.set(true);
+            }
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for PipeWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
+}
+
+/// What a command does with the host it is pointed at; every command is named here, so a new
+/// one cannot be added without saying whether a snapshot can stand in for the host.
+enum HostUse {
+    /// Works from what a snapshot holds: `--from` is as good as a host.
+    Snapshot,
+    /// Reads files of the host that a snapshot does not hold (guest configs, the journal).
+    Files(&'static str),
+    /// Changes the host.
+    Changes {
+        command: &'static str,
+        write: WriteArgs,
+    },
+}
+
+fn host_use(cmd: &Command) -> HostUse {
+    let changes = |command, write: &WriteArgs| HostUse::Changes {
+        command,
+        write: *write,
+    };
+    match cmd {
+        Command::List(_) | Command::Scan(_) | Command::Check(_) | Command::Advise(_) => {
+            HostUse::Snapshot
+        }
+        Command::Power(a) => match &a.runtime_pm {
+            Some(_) => changes("power --runtime-pm", &a.write),
+            None => HostUse::Snapshot,
+        },
+        Command::Setup(SetupCommand::Vm(a)) => changes("setup vm", &a.write),
+        Command::Setup(SetupCommand::Host(a)) => changes("setup host", &a.write),
+        Command::Setup(SetupCommand::Status) => {
+            HostUse::Files("setup status reads the host's journal (var/lib/passthru)")
+        }
+        Command::Rollback(a) => changes("rollback", &a.write),
+        Command::Vm(VmCommand::Attach(a)) => changes("vm attach", &a.write),
+        Command::Vm(VmCommand::Detach(a)) => changes("vm detach", &a.write),
+        Command::Mapping(MappingCommand::Create(a)) => changes("mapping create", &a.write),
+        Command::Mapping(MappingCommand::List) => {
+            HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
+        }
+        Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
+        Command::Lxc(LxcCommand::Unshare(a)) => changes("lxc unshare", &a.write),
+        Command::Libvirt(LibvirtCommand::Attach(a)) => changes("libvirt attach", &a.write),
+        Command::Libvirt(LibvirtCommand::Detach(a)) => changes("libvirt detach", &a.write),
+        Command::Bind(a) => changes("bind", &a.write),
+        Command::Unbind(a) => changes("unbind", &a.write),
+        Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
+        Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+    }
+}
+
+/// The one check that keeps a snapshot from standing in for a host: without it, a writing
+/// command given `--from host.json` plans against, and writes to, this machine's own `/`.
+fn refuse_snapshot_for(cmd: &Command, source: &SourceArgs) -> Result<()> {
+    let Some(from) = &source.from else {
+        return Ok(());
+    };
+    match host_use(cmd) {
+        HostUse::Snapshot => Ok(()),
+        HostUse::Changes { command, .. } => anyhow::bail!(
+            "{command} changes a host, and a snapshot is not a host to change (--from {}): \
+             use --root DIR for a host tree, or neither option for this machine",
+            from.display()
+        ),
+        HostUse::Files(what) => anyhow::bail!(
+            "{what}, which a snapshot does not hold (--from {}): use --root DIR for a host \
+             tree, or neither option for this machine",
+            from.display()
+        ),
+    }
+}
+
+fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
+    refuse_snapshot_for(&cli.command, &cli.source)?;
     let style = Style::for_stdout(cli.color);
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = io::BufWriter::new(PipeWatch {
+        inner: io::stdout().lock(),
+        closed: Rc::clone(closed),
+    });
     match &cli.command {
         Command::List(args) => cmd_list(&cli.source, args, style, &mut out)?,
         Command::Scan(args) => cmd_scan(&cli.source, args, &mut out)?,
         Command::Setup(cmd) => {
             let root = host_root(&cli.source)?;
-            if cli.source.from.is_some() {
-                anyhow::bail!("setup changes a host: it takes --root, not --from");
-            }
             match cmd {
                 SetupCommand::Vm(a) => {
                     let snap = get_snapshot(&cli.source, ReadDetail::Check)?;
@@ -125,10 +242,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     write_cmd::show_and_apply(&root, &plan, a.write, &mut out)?
                 }
                 MappingCommand::List => {
-                    let text = std::fs::read_to_string(root.join("etc/pve/mapping/pci.cfg"))
+                    use passthru::plan::source::FileSource;
+                    const PCI_CFG: &str = "etc/pve/mapping/pci.cfg";
+                    // Absent is "no mappings"; present but unreadable or not text is an
+                    // error, never an empty list.
+                    let text = passthru::host::RootFiles(&root)
+                        .read_text(PCI_CFG)
+                        .with_context(|| format!("reading {}", root.join(PCI_CFG).display()))?
                         .unwrap_or_default();
                     let maps = passthru::formats::pve_config::parse_pci_mappings(&text)
-                        .context("reading etc/pve/mapping/pci.cfg")?;
+                        .with_context(|| format!("reading {}", root.join(PCI_CFG).display()))?;
                     if maps.is_empty() {
                         writeln!(out, "No PCI resource mappings.")?;
                     }
@@ -217,10 +340,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Advise(a) => {
             // With no --server, advise for the host read (live, --root or --from).
+            // A host that cannot be read is an error, not a host without GPUs.
             let host_gpus = if a.server.is_none() {
-                get_snapshot(&cli.source, ReadDetail::Summary)
-                    .map(|s| s.gpus().filter_map(|g| g.vendor_device()).collect())
-                    .unwrap_or_default()
+                get_snapshot(&cli.source, ReadDetail::Summary)?
+                    .gpus()
+                    .filter_map(|g| g.vendor_device())
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -325,6 +450,9 @@ fn cmd_check(
     out: &mut dyn Write,
 ) -> Result<bool> {
     let snap = get_snapshot(source, ReadDetail::Check)?;
+    // A selector that names nothing in particular is an error listing the GPUs (exit 2); one
+    // that names a GPU not here is reported as unmatched (exit 1).
+    passthru::check::select_gpus(&snap, &args.gpus)?;
     let req = CheckRequest {
         gpus: args.gpus.clone(),
         force: args.force,

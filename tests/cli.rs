@@ -234,7 +234,7 @@ fn bad_inputs_are_errors_with_exit_2() {
 
 #[test]
 fn scan_archive_round_trips_to_the_same_snapshot() {
-    for name in ["nvidia-desktop", "sriov-nic", "amd-navi"] {
+    for name in ["nvidia-desktop", "sriov-nic", "amd-navi", "apu-in-use"] {
         let t = build(name);
         let archive = tempfile::tempdir().unwrap().keep().join("host.tar.gz");
         let out = passthru(&["scan", "--archive", s(&archive), "--root", s(t.path())]);
@@ -265,6 +265,68 @@ fn scan_archive_round_trips_to_the_same_snapshot() {
                 assert_eq!(e.size(), 0, "{path}");
             }
         }
+    }
+}
+
+/// `check` and `list` on the unpacked archive say what they say on the host: the archive
+/// carries what the safety checks read (proc/mounts, proc/net/route, proc/iomem and the
+/// sys/class/{block,net,graphics} links with what is behind them), not only the PCI tree.
+#[test]
+fn archive_keeps_what_the_safety_checks_read() {
+    let t = build("apu-in-use");
+    let archive = tempfile::tempdir().unwrap().keep().join("host.tar.gz");
+    let out = passthru(&["scan", "--archive", s(&archive), "--root", s(t.path())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = unpack(&archive);
+    let ids = pci_ids();
+    let run = |root: &Path, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--root", s(root), "--pci-ids", s(&ids)]);
+        stdout(&passthru(&all))
+    };
+    let host = run(t.path(), &["check", "--json"]);
+    let doc: Value = serde_json::from_str(&host).unwrap();
+    let fired: Vec<&str> = doc["gpus"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    for id in ["safety.boot-disk", "safety.network", "console.framebuffer"] {
+        assert!(
+            fired.contains(&id),
+            "the fixture must make {id} fire: {fired:?}"
+        );
+    }
+    assert_eq!(
+        host,
+        run(back.path(), &["check", "--json"]),
+        "check differs on the unpacked archive"
+    );
+    assert_eq!(run(t.path(), &["check"]), run(back.path(), &["check"]));
+    assert_eq!(
+        run(t.path(), &["list", "--json"]),
+        run(back.path(), &["list", "--json"])
+    );
+    // The links stay links, so the unpacked tree resolves them as the host does.
+    for link in [
+        "proc/mounts",
+        "proc/self",
+        "proc/net",
+        "dev/mapper/pve-root",
+        "sys/class/block/dm-1",
+        "sys/class/block/sda3",
+        "sys/class/net/vmbr0",
+        "sys/class/net/enp1s8",
+        "sys/class/graphics/fb0",
+    ] {
+        let meta = std::fs::symlink_metadata(back.path().join(link))
+            .unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert!(meta.file_type().is_symlink(), "{link} is not a link");
     }
 }
 

@@ -132,26 +132,109 @@ pub struct CheckReport {
     pub unmatched: Vec<String>,
 }
 
-/// Why a selector matched nothing is reported, not an error: the report says so.
-pub fn select_gpus<'a>(s: &'a Snapshot, selectors: &[String]) -> (Vec<&'a PciDevice>, Vec<String>) {
+/// What a GPU selector names. Anything else is refused: `""`, `.` or `a` would match every
+/// name, and a writing command would act on whatever GPU there happens to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `0000:07:00.0` or `07:00.0`.
+    Address(PciAddress),
+    /// Every GPU function of a slot: `07:00` or `0000:07:00` (function 0 stands for the slot).
+    Slot(PciAddress),
+    /// `10de:2206`, lower case.
+    Ids(String),
+    /// Part of the name, lower case; it holds a word of at least [`MIN_NAME_WORD`] letters
+    /// or digits.
+    Name(String),
+}
+
+/// The shortest word a name selector must hold: `rtx`, `arc`, `p40` name a GPU, `a` does not.
+pub const MIN_NAME_WORD: usize = 3;
+
+/// Reads a selector; `None` when it names nothing in particular.
+pub fn parse_selector(sel: &str) -> Option<Selector> {
+    let sel = sel.trim();
+    if let Ok(a) = sel.parse::<PciAddress>() {
+        return Some(Selector::Address(a));
+    }
+    let is_id = |t: &str| t.len() == 4 && t.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some((v, d)) = sel.split_once(':') {
+        if is_id(v) && is_id(d) {
+            return Some(Selector::Ids(sel.to_ascii_lowercase()));
+        }
+    }
+    if sel.contains(':') && !sel.contains('.') {
+        if let Ok(a) = format!("{sel}.0").parse::<PciAddress>() {
+            return Some(Selector::Slot(a));
+        }
+    }
+    // `0000:07` or `10de:` is an address or an id with a part missing, not a name.
+    let address_like = sel.contains([':', '.'])
+        && sel
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    if address_like {
+        return None;
+    }
+    let longest_word = sel
+        .split(|c: char| !c.is_alphanumeric())
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0);
+    (longest_word >= MIN_NAME_WORD).then(|| Selector::Name(sel.to_lowercase()))
+}
+
+impl Selector {
+    fn matches(&self, g: &PciDevice) -> bool {
+        match self {
+            Selector::Address(a) => g.address == *a,
+            Selector::Slot(a) => g.address.same_slot(a),
+            Selector::Ids(vd) => g.vendor_device().is_some_and(|x| x == *vd),
+            Selector::Name(n) => g.names.name.to_lowercase().contains(n.as_str()),
+        }
+    }
+}
+
+/// The GPUs of a snapshot, one per line's worth, for an error that asks the user to pick one.
+fn list_gpus(s: &Snapshot) -> String {
+    let gpus: Vec<String> = s
+        .gpus()
+        .map(|g| {
+            format!(
+                "{} {} [{}]",
+                g.address,
+                g.names.name,
+                g.vendor_device().unwrap_or_else(|| "????:????".into())
+            )
+        })
+        .collect();
+    if gpus.is_empty() {
+        "no GPU (PCI class 03xx) was read".into()
+    } else {
+        format!("the GPUs here: {}", gpus.join("; "))
+    }
+}
+
+/// The GPUs the selectors pick (every GPU when there are none) and the selectors that matched
+/// no GPU, which a report names. A selector that names nothing in particular is an error, with
+/// the GPUs there are.
+pub fn select_gpus<'a>(
+    s: &'a Snapshot,
+    selectors: &[String],
+) -> Result<(Vec<&'a PciDevice>, Vec<String>), SelectError> {
     let gpus: Vec<&PciDevice> = s.gpus().collect();
     if selectors.is_empty() {
-        return (gpus, Vec::new());
+        return Ok((gpus, Vec::new()));
     }
+    let parsed = selectors
+        .iter()
+        .map(|sel| {
+            parse_selector(sel).ok_or_else(|| SelectError::NotASelector(sel.clone(), list_gpus(s)))
+        })
+        .collect::<Result<Vec<Selector>, SelectError>>()?;
     let mut chosen: Vec<&PciDevice> = Vec::new();
     let mut unmatched = Vec::new();
-    for sel in selectors {
-        let lower = sel.to_ascii_lowercase();
-        let by_addr = sel.parse::<PciAddress>().ok();
-        let hits: Vec<&PciDevice> = gpus
-            .iter()
-            .copied()
-            .filter(|g| {
-                by_addr.is_some_and(|a| a == g.address)
-                    || g.vendor_device().is_some_and(|vd| vd == lower)
-                    || (by_addr.is_none() && g.names.name.to_ascii_lowercase().contains(&lower))
-            })
-            .collect();
+    for (sel, parsed) in selectors.iter().zip(&parsed) {
+        let hits: Vec<&PciDevice> = gpus.iter().copied().filter(|g| parsed.matches(g)).collect();
         if hits.is_empty() {
             unmatched.push(sel.clone());
         }
@@ -162,31 +245,36 @@ pub fn select_gpus<'a>(s: &'a Snapshot, selectors: &[String]) -> (Vec<&'a PciDev
         }
     }
     chosen.sort_by_key(|d| d.address);
-    (chosen, unmatched)
+    Ok((chosen, unmatched))
 }
 
 /// Why a selector that must name one GPU did not.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
-    #[error("no GPU matches '{0}'")]
-    NoMatch(String),
+    #[error("'{0}' does not name a GPU: give its address (07:00.0), its slot (07:00), vendor:device (10de:2206) or a word of its name of {MIN_NAME_WORD} or more letters; {1}")]
+    NotASelector(String, String),
+    #[error("no GPU matches '{0}'; {1}")]
+    NoMatch(String, String),
     #[error("'{0}' matches {1} GPUs; name one by address")]
     Ambiguous(String, usize),
 }
 
 /// The one GPU a writing command acts on.
 pub fn select_one<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, SelectError> {
-    let (gpus, _) = select_gpus(s, &[sel.to_string()]);
+    let (gpus, _) = select_gpus(s, &[sel.to_string()])?;
     match gpus[..] {
         [g] => Ok(g),
-        [] => Err(SelectError::NoMatch(sel.into())),
+        [] => Err(SelectError::NoMatch(sel.into(), list_gpus(s))),
         _ => Err(SelectError::Ambiguous(sel.into(), gpus.len())),
     }
 }
 
 /// Runs every rule for the selected GPUs.
 pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
-    let (gpus, unmatched) = select_gpus(s, &req.gpus);
+    // A selector that names nothing picks nothing here; the binary refuses it before (with
+    // select_gpus), so a report is never made for a GPU the user did not name.
+    let (gpus, unmatched) =
+        select_gpus(s, &req.gpus).unwrap_or_else(|_| (Vec::new(), req.gpus.clone()));
     let host_findings = platform::check_platform(s);
     let gpus = gpus
         .into_iter()
@@ -321,4 +409,49 @@ pub fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
     let rel = s.system.kernel_release.as_deref()?;
     let mut it = rel.split(|c: char| !c.is_ascii_digit());
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selector_names_an_address_a_slot_ids_or_a_name_word() {
+        let addr = |s: &str| s.parse::<PciAddress>().unwrap();
+        assert_eq!(
+            parse_selector("07:00.0"),
+            Some(Selector::Address(addr("0000:07:00.0")))
+        );
+        assert_eq!(
+            parse_selector(" 0000:07:00.1 "),
+            Some(Selector::Address(addr("0000:07:00.1")))
+        );
+        assert_eq!(
+            parse_selector("10000:00:02.0"),
+            Some(Selector::Address(addr("10000:00:02.0"))),
+            "a VMD domain"
+        );
+        assert_eq!(
+            parse_selector("07:00"),
+            Some(Selector::Slot(addr("0000:07:00.0")))
+        );
+        assert_eq!(
+            parse_selector("0000:07:00"),
+            Some(Selector::Slot(addr("0000:07:00.0")))
+        );
+        assert_eq!(
+            parse_selector("10DE:2206"),
+            Some(Selector::Ids("10de:2206".into()))
+        );
+        assert_eq!(parse_selector("RTX"), Some(Selector::Name("rtx".into())));
+        assert_eq!(
+            parse_selector("GeForce RTX 3080"),
+            Some(Selector::Name("geforce rtx 3080".into()))
+        );
+        for nothing in [
+            "", " ", ".", "a", "ab", ":", "07", "a b", "..:", "0000:07", "10de:",
+        ] {
+            assert_eq!(parse_selector(nothing), None, "{nothing:?}");
+        }
+    }
 }

@@ -2,106 +2,47 @@
 //! any host can become a test fixture or be attached to a bug report (`--root` on the
 //! unpacked tree reads the same snapshot).
 //!
+//! What goes in is what the readers actually touched: the archive reads the host once through
+//! a recording [`HostRoot`] (a full scan, a `check` read, and the files the plans edit) and
+//! copies exactly the paths it noted, each as the reader used it: a read file with its bytes,
+//! a listed directory with its entries (files among them as empty placeholders), a read link
+//! as a link, a path only tested for existence as an empty placeholder. Every symlink met on
+//! the way to a path is stored as a link and followed lexically, so `proc/mounts ->
+//! self/mounts` or `sys/class/net/eth0 -> ../../devices/...` resolve the same way unpacked.
+//! A list kept by hand would fall behind the readers (it once lost `proc/mounts`,
+//! `proc/net/route` and `sys/class/{block,net,graphics}`: the boot-disk, network and
+//! framebuffer facts).
+//!
 //! Safety rules, because this walks a live sysfs:
-//! - `resource*` and `rom` are never read (an I/O BAR read touches device registers), nor
-//!   more than the first 64 bytes of `config` (all a non-root reader gets anyway);
-//! - in PCI device directories only the PCI core's own attributes are read, never a
-//!   driver's (amdgpu's attributes, for one, wake a sleeping GPU);
-//! - symlinks are stored as symlinks and never followed in `sys` (they loop);
-//! - write-only files and failed reads become empty placeholders with their original mode,
-//!   each listed with its reason in an `UNREADABLE` file at the top of the archive.
+//! - `resource*` BARs and `rom` are never read (an I/O BAR read touches device registers),
+//!   nor more than the first 64 bytes of `config` (all a non-root reader gets anyway);
+//! - nothing is read that the readers did not read (a driver's attributes, for one, can wake
+//!   a sleeping GPU): a listed file becomes an empty placeholder;
+//! - privacy: `etc/pve` (cluster secrets) gives its layout only, the dpkg database only the
+//!   Proxmox packages' paragraphs, and of other processes' open files only the GPU nodes
+//!   passthru looks for;
+//! - write-only files, failed reads and placeholders are empty files with their original
+//!   mode, each listed with its reason in an `UNREADABLE` file at the top of the archive.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::root::HostRoot;
-use crate::model::PciAddress;
+use super::root::{Access, HostRoot};
+use crate::model::ReadDetail;
+use crate::plan::source::FileSource;
 
-/// Attributes of a PCI device directory that the PCI core itself provides.
-const PCI_ATTRS: &[&str] = &[
-    "class",
-    "vendor",
-    "device",
-    "subsystem_vendor",
-    "subsystem_device",
-    "revision",
-    "config",
-    "driver_override",
-    "boot_vga",
-    "reset_method",
-    "reset",
-    "power_state",
-    "d3cold_allowed",
-    "numa_node",
-    "local_cpulist",
-    "current_link_speed",
-    "current_link_width",
-    "max_link_speed",
-    "max_link_width",
-    "secondary_bus_number",
-    "subordinate_bus_number",
-    "sriov_totalvfs",
-    "sriov_numvfs",
-    "sriov_offset",
-    "sriov_stride",
-    "sriov_vf_device",
-    "sriov_drivers_autoprobe",
-    "modalias",
-    "enable",
-    "irq",
-    "resource",
-    "msi_bus",
-    "broken_parity_status",
-    "consistent_dma_mask_bits",
-    "dma_mask_bits",
-    "ari_enabled",
-    "label",
-    "index",
-    "acpi_index",
-    "driver_override",
-    "uevent",
-];
-
-/// Links of a PCI device directory worth keeping.
-const PCI_LINKS: &[&str] = &[
-    "driver",
-    "iommu_group",
-    "physfn",
-    "subsystem",
-    "firmware_node",
-    "iommu",
-];
-
-/// Kernel module parameter directories passthru reads.
-const MODULES: &[&str] = &[
-    "vfio",
-    "vfio_pci",
-    "vfio_pci_core",
-    "vfio_iommu_type1",
-    "nvidia",
-    "nvidia_drm",
-    "amdgpu",
-    "i915",
-    "xe",
-    "nouveau",
-    "kvm",
-    "kvm_intel",
-    "kvm_amd",
-];
-
-/// Configuration files copied with their contents (symlinks followed: these are plain
-/// files in etc, and only their meaning matters).
-const CONFIG_FILES: &[&str] = &[
-    "etc/os-release",
-    "usr/lib/os-release",
+/// Files the plans read and edit (setup, attach) that no snapshot reader opens whole: read
+/// here through the same recording root, so that `setup --dry-run` on the unpacked tree plans
+/// what it would plan on the host.
+const PLAN_FILES: &[&str] = &[
     "etc/default/grub",
     "etc/kernel/cmdline",
-    "etc/kernel/proxmox-boot-uuids",
     "etc/kernelstub/configuration",
     "etc/modules",
     "etc/initramfs-tools/modules",
@@ -110,21 +51,17 @@ const CONFIG_FILES: &[&str] = &[
     "etc/mkinitcpio.conf",
     "etc/booster.yaml",
     "boot/grub/grub.cfg",
+    "boot/grub2/grub.cfg",
     "boot/loader/loader.conf",
     "boot/efi/loader/loader.conf",
     "efi/loader/loader.conf",
 ];
 
-/// Directories whose files are copied (one level, contents followed).
-const CONFIG_DIRS: &[&str] = &[
+/// Directories whose files the plans read and edit.
+const PLAN_DIRS: &[&str] = &[
     "etc/default/grub.d",
     "etc/modprobe.d",
-    "run/modprobe.d",
-    "usr/local/lib/modprobe.d",
-    "lib/modprobe.d",
-    "usr/lib/modprobe.d",
     "etc/modules-load.d",
-    "usr/lib/modules-load.d",
     "etc/dracut.conf.d",
     "etc/mkinitcpio.conf.d",
     "boot/loader/entries",
@@ -132,33 +69,16 @@ const CONFIG_DIRS: &[&str] = &[
     "efi/loader/entries",
 ];
 
-/// Paths whose existence alone is evidence (tools installed, Proxmox's cluster mount). Their
-/// contents are never copied: etc/pve holds cluster secrets.
-const MARKERS: &[&str] = &[
-    "usr/sbin/update-initramfs",
-    "usr/bin/dracut",
-    "usr/bin/mkinitcpio",
-    "usr/bin/booster",
-    "usr/sbin/grubby",
-    "usr/bin/grubby",
-    "usr/sbin/update-grub",
-    "usr/bin/pveversion",
-    "usr/share/pve-manager",
-    "etc/pve",
-    "boot/grub2",
-    "sys/firmware/efi",
-];
+/// Directories whose names only the plans read (the device nodes `lxc share` and `docker`
+/// hand over).
+const PLAN_LISTINGS: &[&str] = &["dev", "dev/nvidia-caps"];
 
-const PROC_FILES: &[&str] = &[
-    "proc/cmdline",
-    "proc/modules",
-    "proc/devices",
-    "proc/interrupts",
-    "proc/cpuinfo",
-    "proc/version",
-    "proc/sys/kernel/osrelease",
-    "proc/driver/nvidia/version",
-];
+/// Largest file copied whole; anything bigger is a placeholder (a truncated copy would read
+/// back as a different file).
+const MAX_COPY: u64 = 1 << 20;
+
+/// Most symlinks followed on the way to one path (the kernel's own limit).
+const MAX_LINK_HOPS: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -183,16 +103,18 @@ pub fn write_archive(root: &HostRoot, out_path: &Path) -> Result<ArchiveSummary,
         path: out_path.to_path_buf(),
         source,
     };
+    let entries = collect_entries(root);
     let tmp = out_path.with_extension("partial");
     let file = File::create(&tmp).map_err(err)?;
     let result = (|| -> io::Result<ArchiveSummary> {
-        let mut w = ArchiveWriter {
-            root,
+        let mut w = TarWriter {
             tar: tar::Builder::new(GzEncoder::new(file, Compression::default())),
             summary: ArchiveSummary::default(),
             dirs_done: Default::default(),
         };
-        w.collect()?;
+        for (rel, entry) in &entries {
+            w.add(rel, entry)?;
+        }
         let mut report = String::from("# Files present on the host but not read, and why.\n");
         for (p, why) in &w.summary.unreadable {
             report.push_str(&format!("{p}\t{why}\n"));
@@ -222,270 +144,307 @@ pub fn write_archive(root: &HostRoot, out_path: &Path) -> Result<ArchiveSummary,
     }
 }
 
-struct ArchiveWriter<'a, W: Write> {
+/// One path of the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    Link(PathBuf),
+    File {
+        bytes: Vec<u8>,
+        mode: u32,
+    },
+    /// An empty file standing for one that was not copied, and why.
+    Placeholder {
+        mode: u32,
+        why: String,
+    },
+}
+
+/// Reads the host as passthru does, through a recording root, and turns what was touched into
+/// the archive's entries, by root-relative path.
+fn collect_entries(root: &HostRoot) -> BTreeMap<String, Entry> {
+    let rec = root.recording();
+    // What `scan`, `list` and `check` read (a check reads some files a full scan does not
+    // look at the same way), then what the plans edit.
+    for detail in [ReadDetail::Full, ReadDetail::Check] {
+        let _ = super::read_snapshot(&rec, None, detail);
+    }
+    let files = super::RootFiles(&rec);
+    for f in PLAN_FILES {
+        let _ = files.read(f);
+    }
+    for d in PLAN_DIRS {
+        for name in files.list(d) {
+            let _ = files.read(&format!("{d}/{name}"));
+        }
+    }
+    for d in PLAN_LISTINGS {
+        let _ = files.list(d);
+    }
+    let mut c = Collector {
+        root,
+        entries: BTreeMap::new(),
+    };
+    for (rel, how) in rec.recorded() {
+        c.take(&rel, how);
+    }
+    c.entries
+}
+
+struct Collector<'a> {
     root: &'a HostRoot,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Collector<'_> {
+    /// Adds what a reader's access to `rel` needs.
+    fn take(&mut self, rel: &str, how: Access) {
+        let follow_last = matches!(how, Access::Read | Access::List | Access::StatThrough);
+        let Some(phys) = self.walk(rel, follow_last) else {
+            return;
+        };
+        let path = self.root.join(&phys);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return;
+        };
+        if meta.file_type().is_symlink() {
+            // Only when the final link was not to be followed (or it dangles).
+            self.link(&phys);
+            return;
+        }
+        if meta.is_dir() {
+            self.put(&phys, Entry::Dir);
+            if how == Access::List {
+                self.take_listing(&phys);
+            }
+            return;
+        }
+        match how {
+            Access::Read => {
+                let entry = copy_file(&phys, &path, &meta);
+                self.put(&phys, entry);
+            }
+            _ => self.presence(&phys, &meta, "presence only"),
+        }
+    }
+
+    /// A listed directory's entries: links as links, directories empty, files as placeholders
+    /// (the reader knew their names only).
+    fn take_listing(&mut self, dir: &str) {
+        let Ok(rd) = fs::read_dir(self.root.join(dir)) else {
+            return;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let child = format!("{dir}/{name}");
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                self.link(&child);
+            } else if meta.is_dir() {
+                self.put(&child, Entry::Dir);
+            } else {
+                self.presence(&child, &meta, "listed, not read");
+            }
+        }
+    }
+
+    fn presence(&mut self, rel: &str, meta: &fs::Metadata, why: &str) {
+        let why = if is_bar_or_rom(rel) {
+            "BAR or ROM: never read"
+        } else if is_secret(rel) {
+            "etc/pve: cluster configuration, never copied"
+        } else {
+            why
+        };
+        self.put(
+            rel,
+            Entry::Placeholder {
+                mode: meta.permissions().mode() & 0o7777,
+                why: why.to_string(),
+            },
+        );
+    }
+
+    fn link(&mut self, rel: &str) {
+        if let Ok(target) = fs::read_link(self.root.join(rel)) {
+            if keeps_link(rel, &target) {
+                self.put(rel, Entry::Link(target));
+            }
+        }
+    }
+
+    /// Records an entry; copied bytes win over a placeholder for the same path.
+    fn put(&mut self, rel: &str, entry: Entry) {
+        if rel.is_empty() {
+            return;
+        }
+        let keep_old = matches!(
+            (self.entries.get(rel), &entry),
+            (Some(Entry::File { .. }), Entry::Placeholder { .. })
+        );
+        if !keep_old {
+            self.entries.insert(rel.to_string(), entry);
+        }
+    }
+
+    /// Follows `rel` from the root one component at a time, as the kernel's path walk does,
+    /// adding each symlink met on the way (the final one only with `follow_last`). Returns the
+    /// path without links that it names, or `None` where a component is missing, a file is met
+    /// mid-path, or the links loop. Absolute targets are taken as root-relative, as
+    /// [`HostRoot::resolve_link`] takes them.
+    fn walk(&mut self, rel: &str, follow_last: bool) -> Option<String> {
+        let mut pending: VecDeque<String> = components(Path::new(rel)).into();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop_front() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(c);
+            let cur = done.join("/");
+            let meta = fs::symlink_metadata(self.root.join(&cur)).ok()?;
+            let last = pending.is_empty();
+            if meta.file_type().is_symlink() && (follow_last || !last) {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return None;
+                }
+                let target = fs::read_link(self.root.join(&cur)).ok()?;
+                if !keeps_link(&cur, &target) {
+                    return None;
+                }
+                self.put(&cur, Entry::Link(target.clone()));
+                done.pop();
+                if target.is_absolute() {
+                    done.clear();
+                }
+                for t in components(&target).into_iter().rev() {
+                    pending.push_front(t);
+                }
+            } else if !last && !meta.is_dir() {
+                return None;
+            }
+        }
+        Some(done.join("/"))
+    }
+}
+
+/// A path's parts, `..` kept (it is resolved against what precedes it), `.` and `/` dropped.
+fn components(p: &Path) -> Vec<String> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Copies a file a reader read, under the safety and privacy rules.
+fn copy_file(rel: &str, path: &Path, meta: &fs::Metadata) -> Entry {
+    let mode = meta.permissions().mode() & 0o7777;
+    let placeholder = |why: &str| Entry::Placeholder {
+        mode,
+        why: why.to_string(),
+    };
+    if !meta.is_file() {
+        return placeholder("not a regular file");
+    }
+    if is_bar_or_rom(rel) {
+        return placeholder("BAR or ROM: never read");
+    }
+    if is_secret(rel) {
+        return placeholder("etc/pve: cluster configuration, never copied");
+    }
+    if mode & 0o444 == 0 {
+        return placeholder("write-only");
+    }
+    // sysfs reports a size of 4096 for every attribute; only ordinary files are measured.
+    if !rel.starts_with("sys/") && !rel.starts_with("proc/") && meta.len() > MAX_COPY {
+        return placeholder(&format!("larger than {MAX_COPY} bytes: not copied"));
+    }
+    let limit = if rel.starts_with("sys/") && rel.ends_with("/config") {
+        64
+    } else {
+        MAX_COPY
+    };
+    match read_prefix(path, limit) {
+        Ok(bytes) if rel == "var/lib/dpkg/status" => Entry::File {
+            bytes: proxmox_paragraphs(&bytes),
+            mode,
+        },
+        Ok(bytes) => Entry::File { bytes, mode },
+        Err(e) => placeholder(&format!("read failed: {e}")),
+    }
+}
+
+/// `resource0`, `resource2_wc`, `rom` in sysfs: reading them touches the device.
+fn is_bar_or_rom(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    rel.starts_with("sys/")
+        && (name == "rom" || (name.starts_with("resource") && name != "resource"))
+}
+
+/// Proxmox's cluster file system holds secrets (keys, tokens); only its layout is kept.
+fn is_secret(rel: &str) -> bool {
+    rel.starts_with("etc/pve/")
+}
+
+/// Of another process's open files only the GPU nodes passthru looks for are kept: the rest
+/// would tell what the user has open.
+fn keeps_link(rel: &str, target: &Path) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let is_fd = parts.len() == 4
+        && parts[0] == "proc"
+        && parts[1].bytes().all(|b| b.is_ascii_digit())
+        && parts[2] == "fd";
+    if !is_fd {
+        return true;
+    }
+    let t = target.to_string_lossy();
+    t.starts_with("/dev/dri/") || t.starts_with("/dev/nvidia")
+}
+
+/// Only the Proxmox packages' paragraphs of the dpkg database: the rest is private and large.
+fn proxmox_paragraphs(status: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(status);
+    let kept: Vec<&str> = text
+        .split("\n\n")
+        .filter(|p| {
+            p.lines()
+                .any(|l| matches!(l.trim(), "Package: pve-manager" | "Package: proxmox-ve"))
+        })
+        .collect();
+    if kept.is_empty() {
+        Vec::new()
+    } else {
+        format!("{}\n", kept.join("\n\n")).into_bytes()
+    }
+}
+
+struct TarWriter<W: Write> {
     tar: tar::Builder<W>,
     summary: ArchiveSummary,
     dirs_done: std::collections::BTreeSet<String>,
 }
 
-impl<W: Write> ArchiveWriter<'_, W> {
-    fn collect(&mut self) -> io::Result<()> {
-        // PCI devices: the bus's links, and the device trees they point into.
-        self.copy_links_in("sys/bus/pci/devices")?;
-        for driver in self.list("sys/bus/pci/drivers") {
-            let dir = format!("sys/bus/pci/drivers/{driver}");
-            self.copy_links_in(&dir)?;
-            // `driver/module` names the module through this link's target directory.
-            if let Some(module) = self.root.resolve_link(&format!("{dir}/module")) {
-                if module.starts_with("sys/module/") && self.root.is_dir(&module) {
-                    self.add_dir(&module)?;
-                }
+impl<W: Write> TarWriter<W> {
+    fn add(&mut self, rel: &str, entry: &Entry) -> io::Result<()> {
+        match entry {
+            Entry::Dir => self.add_dir(rel),
+            Entry::Link(target) => self.add_link(rel, target),
+            Entry::File { bytes, mode } => self.add_bytes(rel, bytes, *mode),
+            Entry::Placeholder { mode, why } => {
+                self.summary.unreadable.push((rel.to_string(), why.clone()));
+                self.add_bytes(rel, &[], *mode)
             }
         }
-        for top in self.list("sys/devices") {
-            if top.starts_with("pci") {
-                self.copy_pci_dir(&format!("sys/devices/{top}"))?;
-            }
-        }
-        self.copy_tree("sys/kernel/iommu_groups", 4)?;
-        self.copy_links_in("sys/class/iommu")?;
-        self.copy_tree("sys/devices/virtual/iommu", 3)?;
-        self.copy_links_in("sys/class/drm")?;
-        for m in MODULES {
-            self.copy_tree(&format!("sys/module/{m}/parameters"), 1)?;
-        }
-        self.add_dir("sys/firmware")?;
-        for table in self.list("sys/firmware/acpi/tables") {
-            let rel = format!("sys/firmware/acpi/tables/{table}");
-            if self.root.join(&rel).is_file() {
-                self.placeholder(&rel, "ACPI table: presence only")?;
-            }
-        }
-        for p in PROC_FILES {
-            self.copy_file(p, false)?;
-        }
-        if let Some(release) = self.read_small("proc/sys/kernel/osrelease") {
-            let release = release.trim().to_string();
-            for base in ["lib/modules", "usr/lib/modules"] {
-                self.copy_file(&format!("{base}/{release}/modules.builtin"), true)?;
-            }
-            self.copy_file(&format!("boot/config-{release}"), true)?;
-        }
-        for p in CONFIG_FILES {
-            self.copy_file(p, true)?;
-        }
-        for d in CONFIG_DIRS {
-            for name in self.list(d) {
-                self.copy_file(&format!("{d}/{name}"), true)?;
-            }
-        }
-        for m in MARKERS {
-            let path = self.root.join(m);
-            match fs::metadata(&path) {
-                Ok(meta) if meta.is_dir() => self.add_dir(m)?,
-                Ok(_) => self.placeholder(m, "marker: presence only")?,
-                Err(_) => {}
-            }
-        }
-        self.copy_dpkg_status()?;
-        self.copy_links_in("dev/dri/by-path")?;
-        Ok(())
-    }
-
-    fn list(&self, rel: &str) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.root.join(rel))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    fn read_small(&self, rel: &str) -> Option<String> {
-        fs::read_to_string(self.root.join(rel)).ok()
-    }
-
-    /// A PCI device directory (or the `pciDDDD:BB` host bridge directory).
-    fn copy_pci_dir(&mut self, rel: &str) -> io::Result<()> {
-        self.add_dir(rel)?;
-        for name in self.list(rel) {
-            let child = format!("{rel}/{name}");
-            let meta = match fs::symlink_metadata(self.root.join(&child)) {
-                Ok(m) => m,
-                Err(_) => continue,
-            };
-            if meta.file_type().is_symlink() {
-                if PCI_LINKS.contains(&name.as_str()) || name.starts_with("virtfn") {
-                    self.add_link(&child)?;
-                }
-            } else if meta.is_dir() {
-                if name.parse::<PciAddress>().is_ok() || name.starts_with("pci") {
-                    self.copy_pci_dir(&child)?;
-                } else {
-                    match name.as_str() {
-                        "power" => {
-                            self.add_dir(&child)?;
-                            self.copy_file(&format!("{child}/runtime_status"), false)?;
-                            self.copy_file(&format!("{child}/control"), false)?;
-                        }
-                        "pci_bus" => self.copy_tree_dirs_only(&child)?,
-                        "mdev_supported_types" => self.copy_tree(&child, 2)?,
-                        "iommu" => self.copy_tree(&child, 2)?,
-                        "drm" => self.copy_drm(&child)?,
-                        _ => {}
-                    }
-                }
-            } else if name.starts_with("resource") && name != "resource" || name == "rom" {
-                self.placeholder_with_mode(
-                    &child,
-                    meta.permissions().mode(),
-                    "BAR or ROM: never read",
-                )?;
-            } else if PCI_ATTRS.contains(&name.as_str()) {
-                self.copy_file(&child, false)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A device's `drm/` directory: cards, render nodes and connector status, nothing a driver
-    /// computes.
-    fn copy_drm(&mut self, rel: &str) -> io::Result<()> {
-        self.add_dir(rel)?;
-        for node in self.list(rel) {
-            let node_rel = format!("{rel}/{node}");
-            if !self.root.join(&node_rel).is_dir() {
-                continue;
-            }
-            self.add_dir(&node_rel)?;
-            self.add_link(&format!("{node_rel}/device"))?;
-            self.copy_file(&format!("{node_rel}/dev"), false)?;
-            for conn in self.list(&node_rel) {
-                if conn.starts_with(&format!("{node}-")) {
-                    let c = format!("{node_rel}/{conn}");
-                    self.add_dir(&c)?;
-                    self.copy_file(&format!("{c}/status"), false)?;
-                    self.copy_file(&format!("{c}/enabled"), false)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every symlink directly in a directory.
-    fn copy_links_in(&mut self, rel: &str) -> io::Result<()> {
-        if !self.root.join(rel).is_dir() {
-            return Ok(());
-        }
-        self.add_dir(rel)?;
-        for name in self.list(rel) {
-            let child = format!("{rel}/{name}");
-            if fs::symlink_metadata(self.root.join(&child))
-                .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                self.add_link(&child)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A small tree, to a depth, links kept as links.
-    fn copy_tree(&mut self, rel: &str, depth: usize) -> io::Result<()> {
-        let Ok(meta) = fs::symlink_metadata(self.root.join(rel)) else {
-            return Ok(());
-        };
-        if meta.file_type().is_symlink() {
-            return self.add_link(rel);
-        }
-        if meta.is_file() {
-            return self.copy_file(rel, false);
-        }
-        self.add_dir(rel)?;
-        if depth == 0 {
-            return Ok(());
-        }
-        for name in self.list(rel) {
-            self.copy_tree(&format!("{rel}/{name}"), depth - 1)?;
-        }
-        Ok(())
-    }
-
-    fn copy_tree_dirs_only(&mut self, rel: &str) -> io::Result<()> {
-        self.add_dir(rel)?;
-        for name in self.list(rel) {
-            let child = format!("{rel}/{name}");
-            if fs::symlink_metadata(self.root.join(&child)).is_ok_and(|m| m.is_dir()) {
-                self.add_dir(&child)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Only the Proxmox packages' paragraphs of the dpkg database: the rest is private and large.
-    fn copy_dpkg_status(&mut self) -> io::Result<()> {
-        let Some(status) = self.read_small("var/lib/dpkg/status") else {
-            return Ok(());
-        };
-        let kept: Vec<&str> = status
-            .split("\n\n")
-            .filter(|p| {
-                p.lines()
-                    .any(|l| matches!(l.trim(), "Package: pve-manager" | "Package: proxmox-ve"))
-            })
-            .collect();
-        if !kept.is_empty() {
-            let text = format!("{}\n", kept.join("\n\n"));
-            self.add_bytes("var/lib/dpkg/status", text.as_bytes(), 0o644)?;
-        }
-        Ok(())
-    }
-
-    /// Copies one file. `follow` reads through symlinks (config files); otherwise a symlink
-    /// is stored as one.
-    fn copy_file(&mut self, rel: &str, follow: bool) -> io::Result<()> {
-        let path = self.root.join(rel);
-        let meta = if follow {
-            fs::metadata(&path)
-        } else {
-            fs::symlink_metadata(&path)
-        };
-        let Ok(meta) = meta else {
-            return Ok(());
-        };
-        if meta.file_type().is_symlink() {
-            return self.add_link(rel);
-        }
-        if !meta.is_file() {
-            return Ok(());
-        }
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o444 == 0 {
-            return self.placeholder_with_mode(rel, mode, "write-only");
-        }
-        let limit = if rel.ends_with("/config") && rel.starts_with("sys/") {
-            64
-        } else {
-            1 << 20
-        };
-        match read_prefix(&path, limit) {
-            Ok(bytes) => self.add_bytes(rel, &bytes, mode),
-            Err(e) => self.placeholder_with_mode(rel, mode, &format!("read failed: {e}")),
-        }
-    }
-
-    fn placeholder(&mut self, rel: &str, why: &str) -> io::Result<()> {
-        self.placeholder_with_mode(rel, 0o444, why)
-    }
-
-    fn placeholder_with_mode(&mut self, rel: &str, mode: u32, why: &str) -> io::Result<()> {
-        self.summary
-            .unreadable
-            .push((rel.to_string(), why.to_string()));
-        self.add_bytes(rel, &[], mode & 0o7777)
     }
 
     fn ensure_parents(&mut self, rel: &str) -> io::Result<()> {
@@ -514,16 +473,13 @@ impl<W: Write> ArchiveWriter<'_, W> {
         Ok(())
     }
 
-    fn add_link(&mut self, rel: &str) -> io::Result<()> {
-        let Ok(target) = fs::read_link(self.root.join(rel)) else {
-            return Ok(());
-        };
+    fn add_link(&mut self, rel: &str, target: &Path) -> io::Result<()> {
         self.ensure_parents(rel)?;
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
-        self.tar.append_link(&mut h, rel, &target)?;
+        self.tar.append_link(&mut h, rel, target)?;
         self.summary.links += 1;
         Ok(())
     }
@@ -541,8 +497,119 @@ impl<W: Write> ArchiveWriter<'_, W> {
 }
 
 /// Reads at most `limit` bytes.
-fn read_prefix(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    File::open(path)?.take(limit as u64).read_to_end(&mut out)?;
+    File::open(path)?.take(limit).read_to_end(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn host() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in [
+            "sys/bus/pci/devices",
+            "proc/77/fd",
+            "etc/pve/priv",
+            "var/lib/dpkg",
+            "dev/dri",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(r.join("dev/dri/card0"), "").unwrap();
+        symlink("/dev/dri/card0", r.join("proc/77/fd/3")).unwrap();
+        symlink("/home/user/diary.txt", r.join("proc/77/fd/4")).unwrap();
+        fs::write(r.join("proc/77/comm"), "Xorg\n").unwrap();
+        fs::write(r.join("etc/pve/priv/authkey.key"), "SECRET").unwrap();
+        fs::write(
+            r.join("var/lib/dpkg/status"),
+            "Package: openssh-server\nVersion: 1\n\nPackage: pve-manager\nVersion: 8.1.4\n",
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn what_a_reader_touches_is_archived_as_it_touched_it() {
+        let t = host();
+        let root = HostRoot::new(t.path()).unwrap();
+        let rec = root.recording();
+        let _ = rec.read("etc/pve/priv/authkey.key");
+        let _ = rec.read("var/lib/dpkg/status");
+        let mut ignored = Vec::new();
+        for fd in rec.list_dir("proc/77/fd", &mut ignored) {
+            let _ = rec.read_link(&format!("proc/77/fd/{fd}"));
+        }
+        let _ = rec.read("proc/77/comm");
+        let mut c = Collector {
+            root: &root,
+            entries: BTreeMap::new(),
+        };
+        for (rel, how) in rec.recorded() {
+            c.take(&rel, how);
+        }
+        let e = &c.entries;
+        assert_eq!(
+            e.get("proc/77/fd/3"),
+            Some(&Entry::Link("/dev/dri/card0".into())),
+            "a GPU node held open is what passthru reports"
+        );
+        assert_eq!(e.get("proc/77/fd/4"), None, "another open file is private");
+        assert!(
+            matches!(e.get("proc/77/comm"), Some(Entry::File { bytes, .. }) if bytes == b"Xorg\n")
+        );
+        assert!(
+            matches!(
+                e.get("etc/pve/priv/authkey.key"),
+                Some(Entry::Placeholder { .. })
+            ),
+            "cluster secrets are never copied: {:?}",
+            e.get("etc/pve/priv/authkey.key")
+        );
+        match e.get("var/lib/dpkg/status") {
+            Some(Entry::File { bytes, .. }) => {
+                assert_eq!(
+                    String::from_utf8_lossy(bytes),
+                    "Package: pve-manager\nVersion: 8.1.4\n\n"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing the reader did not touch.
+        assert!(!e.contains_key("dev/dri/card0"));
+    }
+
+    #[test]
+    fn links_on_the_way_are_kept_and_followed_and_loops_end() {
+        let t = host();
+        let r = t.path();
+        fs::create_dir_all(r.join("proc/4242/net")).unwrap();
+        fs::write(r.join("proc/4242/net/route"), "Iface\n").unwrap();
+        symlink("4242", r.join("proc/self")).unwrap();
+        symlink("self/net", r.join("proc/net")).unwrap();
+        symlink("loop-b", r.join("proc/loop-a")).unwrap();
+        symlink("loop-a", r.join("proc/loop-b")).unwrap();
+        let root = HostRoot::new(r).unwrap();
+        let mut c = Collector {
+            root: &root,
+            entries: BTreeMap::new(),
+        };
+        c.take("proc/net/route", Access::Read);
+        c.take("proc/loop-a/x", Access::Read);
+        let e = &c.entries;
+        assert_eq!(e.get("proc/net"), Some(&Entry::Link("self/net".into())));
+        assert_eq!(e.get("proc/self"), Some(&Entry::Link("4242".into())));
+        assert!(matches!(
+            e.get("proc/4242/net/route"),
+            Some(Entry::File { .. })
+        ));
+        assert!(
+            !e.contains_key("proc/net/route"),
+            "stored once, where it is"
+        );
+    }
 }

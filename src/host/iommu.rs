@@ -30,11 +30,8 @@ fn read_group(root: &HostRoot, id: &str) -> (Option<IommuGroup>, Vec<Issue>) {
     let devices_dir = format!("{dir}/devices");
     // Listing `devices` first also tells whether the group directory is sound, without a
     // separate stat per group.
-    let entries = match std::fs::read_dir(root.join(&devices_dir)) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect::<Vec<_>>(),
+    let entries = match root.read_dir_names(&devices_dir) {
+        Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(20) => {
             issues.push(Issue::new(dir, "not a directory; skipped"));
             return (None, issues);

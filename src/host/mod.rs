@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::model::{PciDevice, ReadDetail, Snapshot, SnapshotSource, SCHEMA_VERSION};
 use crate::pciids::{lookup_names, PciIds, SYSTEM_PCI_IDS};
 
-pub use root::{HostRoot, RootError};
+pub use root::{Access, HostRoot, RootError};
 
 /// Where names come from.
 #[derive(Debug, Clone, Default)]
@@ -276,6 +276,7 @@ pub struct RootFiles<'a>(pub &'a HostRoot);
 
 impl crate::plan::source::FileSource for RootFiles<'_> {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, crate::plan::source::ReadError> {
+        self.0.note(rel, root::Access::Read);
         match std::fs::read(self.0.join(rel)) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -53,12 +53,8 @@ pub fn read_pci_device(
     let dir = format!("{PCI_DEVICES}/{entry}");
     let mut dev = PciDevice::new(address);
     let listing: Option<BTreeSet<String>> = match detail {
-        ReadDetail::Full | ReadDetail::Check => match std::fs::read_dir(root.join(&dir)) {
-            Ok(rd) => Some(
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect(),
-            ),
+        ReadDetail::Full | ReadDetail::Check => match root.read_dir_names(&dir) {
+            Ok(names) => Some(names.into_iter().collect()),
             Err(e) => {
                 dev.issues.push(Issue::new(&dir, device_dir_problem(&e)));
                 return dev;
@@ -83,7 +79,7 @@ pub fn read_pci_device(
     // The kernel always creates these; their absence is damage worth naming.
     let class = r.required_hex("class", 6).map(ClassCode);
     if class.is_none() && listing.is_none() {
-        let broken = match std::fs::metadata(root.join(&dir)) {
+        let broken = match root.metadata(&dir) {
             Ok(m) if m.is_dir() => None,
             Ok(_) => Some("not a directory".to_string()),
             Err(e) => Some(device_dir_problem(&e)),

@@ -3,9 +3,11 @@
 //! No reader names an absolute path: everything is relative to a `HostRoot` (`/` live, a
 //! fixture tree in tests, an unpacked `scan --archive` for a bug report).
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::model::Issue;
 
@@ -17,6 +19,26 @@ pub const MAX_READ: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     path: PathBuf,
+    /// When on, every path a reader touches, and how: what `scan --archive` copies.
+    recording: Option<Arc<Mutex<Recorded>>>,
+}
+
+/// The paths touched through a recording root, and how.
+type Recorded = BTreeSet<(String, Access)>;
+
+/// How a reader touched a root-relative path; each needs a different part of it in an archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Opened and read (through links).
+    Read,
+    /// Listed: the names in it, through links.
+    List,
+    /// Its link target read, the link itself not followed.
+    Link,
+    /// Asked whether it exists, or what it is, without following a final link.
+    Stat,
+    /// Asked whether it exists, or what it is, through links (a dangling link does not).
+    StatThrough,
 }
 
 /// A root that cannot be used at all. Everything below the root is data, never an error.
@@ -26,7 +48,15 @@ pub enum RootError {
     Unusable { path: PathBuf, source: io::Error },
     #[error("host root {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("host root {0} holds no host: it has neither sys/bus/pci nor proc (an empty directory, or the directory above the host's tree?)")]
+    NoHost(PathBuf),
 }
+
+/// What a directory must hold to be read as a host. Every Linux host has both; trimmed
+/// trees keep one (ghw's sysfs snapshots have no proc, the distro fixtures no PCI devices),
+/// so either will do. Without both, every reader would find nothing and report it as facts:
+/// "IOMMU off, enable VT-d", on a directory that is simply not a host.
+const HOST_MARKERS: [&str; 2] = ["sys/bus/pci", "proc"];
 
 /// What reading one file gave.
 #[derive(Debug)]
@@ -47,7 +77,45 @@ impl HostRoot {
         if !meta.is_dir() {
             return Err(RootError::NotADirectory(path));
         }
-        Ok(HostRoot { path })
+        if !HOST_MARKERS.iter().any(|m| path.join(m).is_dir()) {
+            return Err(RootError::NoHost(path));
+        }
+        Ok(HostRoot {
+            path,
+            recording: None,
+        })
+    }
+
+    /// The same root, noting from now on every path read through it (and through its clones).
+    pub fn recording(&self) -> HostRoot {
+        HostRoot {
+            path: self.path.clone(),
+            recording: Some(Default::default()),
+        }
+    }
+
+    /// What was touched since [`HostRoot::recording`], sorted; empty when not recording.
+    pub fn recorded(&self) -> Vec<(String, Access)> {
+        match &self.recording {
+            Some(r) => r
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Notes a root-relative path a reader touched. Readers outside this file that go to the
+    /// files directly (the plans' `RootFiles`) call it themselves.
+    pub fn note(&self, rel: &str, how: Access) {
+        if let Some(r) = &self.recording {
+            let rel = rel.trim_matches('/').to_string();
+            r.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert((rel, how));
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -60,22 +128,40 @@ impl HostRoot {
     }
 
     pub fn exists(&self, rel: &str) -> bool {
+        self.note(rel, Access::Stat);
         fs::symlink_metadata(self.join(rel)).is_ok()
     }
 
     /// Whether a path exists after following links (a dangling link does not).
     pub fn exists_through(&self, rel: &str) -> bool {
-        fs::metadata(self.join(rel)).is_ok()
+        self.metadata(rel).is_ok()
     }
 
     pub fn is_dir(&self, rel: &str) -> bool {
-        fs::metadata(self.join(rel)).is_ok_and(|m| m.is_dir())
+        self.metadata(rel).is_ok_and(|m| m.is_dir())
+    }
+
+    /// What a path is, through links.
+    pub fn metadata(&self, rel: &str) -> io::Result<fs::Metadata> {
+        self.note(rel, Access::StatThrough);
+        fs::metadata(self.join(rel))
     }
 
     /// Reads a whole file as text. sysfs attributes arrive whole in one read; procfs and
     /// ordinary files are read until end of file.
     pub fn read(&self, rel: &str) -> FileRead {
+        self.note(rel, Access::Read);
         read_file(&self.join(rel), rel.starts_with("sys/"))
+    }
+
+    /// The names in a directory, unsorted, hidden ones included, or why it cannot be listed:
+    /// for readers that tell the failures apart themselves.
+    pub fn read_dir_names(&self, rel: &str) -> io::Result<Vec<String>> {
+        self.note(rel, Access::List);
+        Ok(fs::read_dir(self.join(rel))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
     }
 
     /// Reads a file, recording a failure (not an absence) as an issue.
@@ -93,6 +179,7 @@ impl HostRoot {
     /// Names of the entries of a directory, sorted; empty when it does not exist. A directory
     /// that exists but cannot be listed is an issue.
     pub fn list_dir(&self, rel: &str, issues: &mut Vec<Issue>) -> Vec<String> {
+        self.note(rel, Access::List);
         let mut names = Vec::new();
         match fs::read_dir(self.join(rel)) {
             Ok(entries) => {
@@ -118,6 +205,7 @@ impl HostRoot {
 
     /// The target of a symlink, as written (not resolved). `None` when it is not a link.
     pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
+        self.note(rel, Access::Link);
         fs::read_link(self.join(rel)).ok()
     }
 
@@ -126,7 +214,7 @@ impl HostRoot {
     pub fn link_name(&self, rel: &str) -> Option<(String, bool)> {
         let target = self.read_link(rel)?;
         let name = target.file_name()?.to_string_lossy().into_owned();
-        let exists = fs::metadata(self.join(rel)).is_ok();
+        let exists = self.exists_through(rel);
         Some((name, exists))
     }
 

@@ -44,6 +44,24 @@ pub struct HostDesc {
     pub dirs: Vec<DirDesc>,
 }
 
+/// A description that adds to another (`extends = "NAME"`): only what differs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Overlay {
+    /// The base description's name, in the same directory.
+    pub extends: String,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceDesc>,
+    #[serde(default, rename = "file")]
+    pub files: Vec<FileDesc>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkDesc>,
+    #[serde(default, rename = "dir")]
+    pub dirs: Vec<DirDesc>,
+}
+
 /// Kernel, boot and firmware facts of the host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -90,6 +90,17 @@
 //! path = "sys/kernel/iommu_groups/7"
 //! ```
 //!
+//! A description can instead extend another one in the same directory: it then holds only
+//! `extends`, `remove`, `[[device]]`, `[[file]]`, `[[link]]` and `[[dir]]`, which are added
+//! to the base's (so a variant of a host states only what differs):
+//!
+//! ```toml
+//! extends = "apu-shared-group"          # ./apu-shared-group.toml
+//! [[file]]
+//! path = "proc/mounts"
+//! content = "/dev/sda2 / ext4 rw 0 0\n"
+//! ```
+//!
 //! # What the tree contains
 //!
 //! - `sys/devices/pciDDDD:BB/…/<BDF>/` nested by parent, with `vendor`, `device`,
@@ -186,12 +197,29 @@ impl std::error::Error for Error {
     }
 }
 
-/// Parses a description from TOML text (`path` only names it in errors).
+/// Parses a description from TOML text (`path` names it in errors, and its directory is
+/// where an `extends` base is looked up).
 pub fn parse_desc(text: &str, path: &Path) -> Result<HostDesc, Error> {
-    toml::from_str(text).map_err(|e| Error::Parse {
+    let parse_err = |e| Error::Parse {
         path: path.to_path_buf(),
         source: Box::new(e),
-    })
+    };
+    let value: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    if !value.contains_key("extends") {
+        return toml::from_str(text).map_err(parse_err);
+    }
+    let overlay: desc::Overlay = toml::from_str(text).map_err(parse_err)?;
+    let base_path = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{}.toml", overlay.extends));
+    let mut desc = load_desc(&base_path)?;
+    desc.remove.extend(overlay.remove);
+    desc.devices.extend(overlay.devices);
+    desc.files.extend(overlay.files);
+    desc.links.extend(overlay.links);
+    desc.dirs.extend(overlay.dirs);
+    Ok(desc)
 }
 
 /// Loads a description file.
