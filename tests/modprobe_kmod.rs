@@ -646,6 +646,8 @@ fn the_host_reader_sees_continued_ids() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("etc/modprobe.d");
     std::fs::create_dir_all(&conf).unwrap();
+    // A host root needs sys/bus/pci or proc to count as a host.
+    std::fs::create_dir_all(dir.path().join("proc")).unwrap();
     std::fs::write(
         conf.join("vfio.conf"),
         "options vfio-pci ids=10de:1,\\\n10de:2\n",
