@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod diff;
 pub mod files;
+pub mod power;
 pub mod runtime;
 pub mod setup;
 pub mod source;
