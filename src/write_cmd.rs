@@ -148,7 +148,8 @@ pub fn rollback(
         )?;
     }
     for r in t.runtime.iter().filter(|r| {
-        r.restore == passthru::plan::runtime::Restore::Value && !r.path.ends_with("/driver_override")
+        r.restore == passthru::plan::runtime::Restore::Value
+            && !r.path.ends_with("/driver_override")
     }) {
         if let Some(b) = &r.before {
             writeln!(out, "  /{}: back to {:?}", r.path, b.trim_end())?;
@@ -293,9 +294,13 @@ pub fn apply_under_guest_lock(
         writeln!(out, "Not applied.")?;
         return Ok(());
     }
-    let outcome =
-        apply::apply_plan_for_guest(root.path(), guest, plan, &ApplyOptions { run_commands: run })
-            .with_context(|| format!("applying: {}", plan.title))?;
+    let outcome = apply::apply_plan_for_guest(
+        root.path(),
+        guest,
+        plan,
+        &ApplyOptions { run_commands: run },
+    )
+    .with_context(|| format!("applying: {}", plan.title))?;
     writeln!(out)?;
     report(out, &outcome, "file(s)")
 }

@@ -94,8 +94,16 @@ fn a_busy_guest_lock_is_named_and_nothing_is_written() {
     let t = pve_host();
     let root = t.path();
     for (lock, conf, args) in [
-        (VM_LOCK, VM_CONF, &["vm", "attach", "100", "03:00.0", "--force", "--yes"][..]),
-        (CT_LOCK, CT_CONF, &["lxc", "unshare", "200", "03:00.0", "--yes"][..]),
+        (
+            VM_LOCK,
+            VM_CONF,
+            &["vm", "attach", "100", "03:00.0", "--force", "--yes"][..],
+        ),
+        (
+            CT_LOCK,
+            CT_CONF,
+            &["lxc", "unshare", "200", "03:00.0", "--yes"][..],
+        ),
     ] {
         let before = std::fs::read(root.join(conf)).unwrap();
         let _held = hold(root, lock);
@@ -115,15 +123,21 @@ fn the_plan_is_rechecked_under_the_guest_lock() {
     let t = pve_host();
     let root = t.path();
     let qm = hold(root, VM_LOCK);
-    let mut child = cmd(root, &["vm", "attach", "100", "03:00.0", "--force", "--yes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd(
+        root,
+        &["vm", "attach", "100", "03:00.0", "--force", "--yes"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Once the plan is shown, passthru is waiting for the lock: edit the config as `qm set`
     // holding it would, then let go.
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let shown = lines.by_ref().map_while(Result::ok).any(|l| l.contains("hostpci"));
+    let shown = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("hostpci"));
     assert!(shown, "the plan shows the hostpci line");
     let conf = root.join(VM_CONF);
     let mut edited = std::fs::read_to_string(&conf).unwrap();

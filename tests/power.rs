@@ -243,7 +243,10 @@ fn the_prometheus_textfile_is_written_atomically_and_keeps_its_mode() {
     let log = t.path().join("strace.log");
     let st = std::process::Command::new("strace")
         .args(["-f", "-o", log.to_str().unwrap()])
-        .args(["-e", "trace=openat,fsync,fdatasync,rename,renameat,renameat2"])
+        .args([
+            "-e",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+        ])
         .arg(env!("CARGO_BIN_EXE_passthru"))
         .args(args)
         .env_remove("PASSTHRU_ROOT")
@@ -305,7 +308,15 @@ fn runtime_pm_keeps_hand_edits_and_refuses_an_unreadable_rule_file() {
          ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:03:00.0\", ATTR{power/control}=\"on\"\n",
     )
     .unwrap();
-    let o = passthru(&["power", "--runtime-pm", "auto", "03:00.0", "--yes", "--root", root]);
+    let o = passthru(&[
+        "power",
+        "--runtime-pm",
+        "auto",
+        "03:00.0",
+        "--yes",
+        "--root",
+        root,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read_to_string(&rules).unwrap(),
@@ -318,7 +329,15 @@ fn runtime_pm_keeps_hand_edits_and_refuses_an_unreadable_rule_file() {
     // A rule file that cannot be read is not planned over as a new file.
     std::fs::remove_file(&rules).unwrap();
     std::fs::create_dir(&rules).unwrap();
-    let o = passthru(&["power", "--runtime-pm", "on", "03:00.0", "--dry-run", "--root", root]);
+    let o = passthru(&[
+        "power",
+        "--runtime-pm",
+        "on",
+        "03:00.0",
+        "--dry-run",
+        "--root",
+        root,
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{}{err}", stdout(&o));
     assert!(

@@ -140,7 +140,10 @@ fn bind_is_journaled_and_rollback_gives_the_functions_back() {
     let o = passthru(&["rollback", "--yes", "--root", root.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
-    assert!(out.contains(&format!("{GPU}: back to driver bochs-drm")), "{out}");
+    assert!(
+        out.contains(&format!("{GPU}: back to driver bochs-drm")),
+        "{out}"
+    );
     for (addr, drv) in FUNCTIONS {
         assert!(override_is_unset(root, addr), "{addr}");
         assert_eq!(
@@ -217,7 +220,13 @@ fn unbind_is_journaled_and_rolled_back_to_vfio() {
     let root = t.path();
     assert!(bind(root, None).status.success());
     kernel_moves(root);
-    let o = passthru(&["unbind", "00:02.0", "--yes", "--root", root.to_str().unwrap()]);
+    let o = passthru(&[
+        "unbind",
+        "00:02.0",
+        "--yes",
+        "--root",
+        root.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The kernel gives both back to their host drivers.
     for (addr, drv) in FUNCTIONS {
@@ -236,4 +245,126 @@ fn unbind_is_journaled_and_rolled_back_to_vfio() {
     }
     assert_eq!(read(&root.join("sys/bus/pci/drivers/vfio-pci/bind")), HDA);
     assert_eq!(driver_of(root, GPU).as_deref(), Some("bochs-drm"));
+}
+
+fn plan_bind_of(root: &Path) -> passthru::plan::runtime::RuntimePlan {
+    passthru::plan::runtime::plan_bind(&check_snapshot(root), "00:02.0", false).unwrap()
+}
+
+fn fixture_opts() -> passthru::apply::ApplyOptions {
+    passthru::apply::ApplyOptions {
+        run_commands: false,
+    }
+}
+
+#[test]
+fn a_function_rebound_since_the_plan_stops_the_bind_before_any_write() {
+    let t = fixture_copy();
+    let root = t.path();
+    let plan = plan_bind_of(root);
+    // Another tool moves the audio function meanwhile.
+    set_driver(root, HDA, Some("vfio-pci"));
+    let e = passthru::apply::apply_runtime(root, &plan, &fixture_opts()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(HDA) && msg.contains("changed since the plan"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("snd_hda_intel") && msg.contains("vfio-pci"),
+        "{msg}"
+    );
+    for (addr, _) in FUNCTIONS {
+        assert_eq!(read(&dev(root, addr, "driver_override")), "(null)\n");
+    }
+    assert!(passthru::apply::list_transactions(root).unwrap().is_empty());
+}
+
+#[test]
+fn an_interrupted_bind_from_an_earlier_boot_is_not_undone() {
+    let t = fixture_copy();
+    let root = t.path();
+    let boot_id = root.join("proc/sys/kernel/random/boot_id");
+    std::fs::create_dir_all(boot_id.parent().unwrap()).unwrap();
+    std::fs::write(&boot_id, "0b5c1f6e-1111-4a4a-9c9c-000000000001\n").unwrap();
+    // Killed after the GPU's override was written (crash point 7: after the first write:
+    // locked, manifest temporary, journal saved, its temporary, applying, before the write).
+    let o = bind(root, Some(7));
+    assert_eq!(
+        o.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(read(&dev(root, GPU, "driver_override")), "vfio-pci");
+    // A reboot: a new boot id, and the kernel starts with every override unset. Whatever the
+    // admin set since must not be "restored" over.
+    std::fs::write(&boot_id, "0b5c1f6e-2222-4a4a-9c9c-000000000002\n").unwrap();
+    std::fs::write(dev(root, GPU, "driver_override"), "set-after-reboot").unwrap();
+    let msgs = passthru::apply::recover(root).unwrap();
+    assert!(
+        msgs.iter().any(|m| m.contains("before the last reboot")),
+        "{msgs:?}"
+    );
+    assert_eq!(read(&dev(root, GPU, "driver_override")), "set-after-reboot");
+    let txs = passthru::apply::list_transactions(root).unwrap();
+    assert_eq!(txs[0].state, passthru::apply::TxState::Abandoned);
+}
+
+#[test]
+fn the_journal_saves_the_old_values_before_the_first_write() {
+    let t = fixture_copy();
+    let root = t.path();
+    // Killed right after the first sysfs write: the manifest already holds what it replaced.
+    let o = bind(root, Some(7));
+    assert_eq!(o.status.code(), None);
+    let txs = passthru::apply::list_transactions(root).unwrap();
+    let m = &txs[0];
+    assert_eq!(m.state, passthru::apply::TxState::Applying);
+    let first = &m.runtime[0];
+    assert_eq!(
+        first.path,
+        format!("sys/bus/pci/devices/{GPU}/driver_override")
+    );
+    assert_eq!(first.before.as_deref(), Some("(null)\n"));
+    assert_eq!(
+        m.devices
+            .iter()
+            .map(|d| (d.address.as_str(), d.driver.as_deref()))
+            .collect::<Vec<_>>(),
+        [(GPU, Some("bochs-drm")), (HDA, Some("snd_hda_intel"))]
+    );
+}
+
+#[test]
+fn manifests_written_before_runtime_transactions_still_load() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("var/lib/passthru/journal/20250101-120000-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The manifest format of passthru 0.1 (files only).
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{
+  "id": "20250101-120000-1",
+  "kind": "apply",
+  "title": "prepare 0000:03:00.0 for VM passthrough",
+  "created": "2025-01-01T12:00:00Z",
+  "state": "committed",
+  "files": [
+    {
+      "path": "etc/modprobe.d/passthru-vfio.conf",
+      "original": null,
+      "after_digest": "00"
+    }
+  ],
+  "commands": [],
+  "steps": ["state Committed"],
+  "command_log": []
+}"#,
+    )
+    .unwrap();
+    let txs = passthru::apply::list_transactions(t.path()).unwrap();
+    assert_eq!(txs.len(), 1);
+    assert!(!txs[0].is_runtime());
+    assert!(txs[0].devices.is_empty() && txs[0].boot_id.is_none());
 }

@@ -63,9 +63,7 @@ pub fn read_device_state(root: &Path, address: &str) -> Result<DeviceState, Appl
     let dir = format!("sys/bus/pci/devices/{address}");
     let link = root.join(&dir).join("driver");
     let driver = match fs::read_link(&link) {
-        Ok(target) => target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned()),
+        Ok(target) => target.file_name().map(|n| n.to_string_lossy().into_owned()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(ApplyError::Io {

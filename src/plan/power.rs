@@ -43,9 +43,8 @@ pub fn plan_runtime_pm(
         .lines()
         .filter(|l| *l != HEADER && !l.contains(&tag))
         .collect();
-    let line = format!(
-        "ACTION==\"add\", SUBSYSTEM==\"pci\", {tag}, ATTR{{power/control}}=\"{mode}\""
-    );
+    let line =
+        format!("ACTION==\"add\", SUBSYSTEM==\"pci\", {tag}, ATTR{{power/control}}=\"{mode}\"");
     lines.push(&line);
     let after = format!("{HEADER}\n{}\n", lines.join("\n"));
     let mut plan = Plan {

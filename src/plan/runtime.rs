@@ -276,3 +276,78 @@ pub fn plan_unbind(s: &Snapshot, sel: &str) -> Result<RuntimePlan, String> {
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(address: &str, driver: Option<&str>, ov: Option<&str>) -> DeviceState {
+        DeviceState {
+            address: address.into(),
+            driver: driver.map(Into::into),
+            driver_override: ov.map(Into::into),
+        }
+    }
+
+    fn steps(p: &RuntimePlan) -> Vec<String> {
+        p.writes
+            .iter()
+            .map(|w| format!("{} < {:?}", w.path, w.value))
+            .collect()
+    }
+
+    const OV: &str = "sys/bus/pci/devices/0000:01:00.0/driver_override";
+
+    #[test]
+    fn restore_after_a_bind_clears_the_override_then_rebinds_the_old_driver() {
+        let before = [st("0000:01:00.0", Some("amdgpu"), None)];
+        let saved = [(OV.to_string(), Some("(null)\n".to_string()))];
+        // Interrupted after drivers_probe: on vfio-pci.
+        let now = [st("0000:01:00.0", Some("vfio-pci"), Some("vfio-pci"))];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now)),
+            [
+                format!("{OV} < \"\\n\""),
+                "sys/bus/pci/drivers/vfio-pci/unbind < \"0000:01:00.0\"".into(),
+                "sys/bus/pci/drivers/amdgpu/bind < \"0000:01:00.0\"".into(),
+            ]
+        );
+        // Interrupted after the unbind: no driver; only the bind back.
+        let now = [st("0000:01:00.0", None, Some("vfio-pci"))];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now))[1..],
+            ["sys/bus/pci/drivers/amdgpu/bind < \"0000:01:00.0\""]
+        );
+        // Interrupted before the unbind: the driver never moved.
+        let now = [st("0000:01:00.0", Some("amdgpu"), Some("vfio-pci"))];
+        assert_eq!(steps(&plan_restore("t", &before, &saved, &now)).len(), 1);
+    }
+
+    #[test]
+    fn restore_after_an_unbind_gives_it_back_to_vfio_and_sets_the_override_again() {
+        let before = [st("0000:01:00.0", Some("vfio-pci"), Some("vfio-pci"))];
+        let saved = [(OV.to_string(), Some("vfio-pci\n".to_string()))];
+        let now = [st("0000:01:00.0", Some("amdgpu"), None)];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now)),
+            [
+                format!("{OV} < \"vfio-pci\""),
+                "sys/bus/pci/drivers/amdgpu/unbind < \"0000:01:00.0\"".into(),
+                "sys/bus/pci/drivers/vfio-pci/bind < \"0000:01:00.0\"".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_puts_settings_back_newest_first_and_skips_absent_ones() {
+        let saved = [
+            ("a/power/control".to_string(), Some("auto\n".to_string())),
+            ("b/power/control".to_string(), None),
+            ("a/power/control".to_string(), Some("on\n".to_string())),
+        ];
+        assert_eq!(
+            steps(&plan_restore("t", &[], &saved, &[])),
+            ["a/power/control < \"on\"", "a/power/control < \"auto\""]
+        );
+    }
+}
