@@ -19,7 +19,7 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
     if let Some(mode) = &a.runtime_pm {
         return runtime_pm(source, &root, a, mode, out);
     }
-    let live = std::fs::canonicalize(root.path()).is_ok_and(|p| p == std::path::Path::new("/"));
+    let live = passthru::apply::runtime::is_live_root(root.path());
     loop {
         let snap = crate::get_snapshot(source, ReadDetail::Check)?;
         let rows: Vec<PowerRow> = snap

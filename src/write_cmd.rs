@@ -18,7 +18,7 @@ use crate::cli::WriteArgs;
 
 /// Whether commands run: only on the live host.
 fn live(root: &HostRoot) -> bool {
-    std::fs::canonicalize(root.path()).is_ok_and(|p| p == Path::new("/"))
+    apply::runtime::is_live_root(root.path())
 }
 
 fn confirm(write: WriteArgs) -> Result<bool> {
