@@ -225,8 +225,8 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
                     a.write,
                 ),
             };
-            let lock = format!("var/lock/qemu-server/lock-{vmid}.conf");
-            write_cmd::apply_under_guest_lock(&root, &lock, &plan, write, &mut out)?
+            let lock = passthru::apply::LockTarget::QemuGuest(vmid);
+            write_cmd::apply_under_guest_lock(&root, lock, &plan, write, &mut out)?
         }
         Command::Mapping(cmd) => {
             let root = host_root(&cli.source)?;
@@ -297,8 +297,8 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
                     a.write,
                 ),
             };
-            let lock = format!("var/lock/lxc/pve-config-{ctid}.lock");
-            write_cmd::apply_under_guest_lock(&root, &lock, &plan, write, &mut out)?
+            let lock = passthru::apply::LockTarget::LxcGuest(ctid);
+            write_cmd::apply_under_guest_lock(&root, lock, &plan, write, &mut out)?
         }
         Command::Libvirt(cmd) => {
             let root = host_root(&cli.source)?;

@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use passthru::advise::catalog;
 use passthru::host::power::read_gpu_power;
 use passthru::model::ReadDetail;
 use passthru::output::power::{build_row, render_power, render_prometheus, PowerRow};
-use passthru::plan::{FileEdit, Plan, PlannedCommand};
+use passthru::plan::power::plan_runtime_pm;
 
 use crate::cli::{PowerArgs, SourceArgs};
 
@@ -19,7 +19,7 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
     if let Some(mode) = &a.runtime_pm {
         return runtime_pm(source, &root, a, mode, out);
     }
-    let live = std::fs::canonicalize(root.path()).is_ok_and(|p| p == std::path::Path::new("/"));
+    let live = passthru::apply::runtime::is_live_root(root.path());
     loop {
         let snap = crate::get_snapshot(source, ReadDetail::Check)?;
         let rows: Vec<PowerRow> = snap
@@ -54,12 +54,13 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             render_power(out, &rows, a.price_kwh)?;
         }
         if let Some(path) = &a.prometheus {
-            // The textfile collector reads whole files: write a temporary one and rename it.
-            let tmp = path.with_extension("prom.tmp");
-            std::fs::write(&tmp, render_prometheus(&rows, a.price_kwh))
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("renaming into {}", path.display()))?;
+            // The textfile collector reads whole files: the one atomic write, never a torn file.
+            passthru::apply::write_textfile(
+                path,
+                render_prometheus(&rows, a.price_kwh).as_bytes(),
+                0o644,
+            )
+            .with_context(|| format!("writing the Prometheus textfile {}", path.display()))?;
         }
         out.flush()?;
         match a.watch {
@@ -70,8 +71,6 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
     }
 }
 
-const RULES: &str = "etc/udev/rules.d/91-passthru-runtime-pm.rules";
-
 /// A udev rule per GPU setting power/control at every boot, through the setup transaction.
 fn runtime_pm(
     source: &SourceArgs,
@@ -80,55 +79,8 @@ fn runtime_pm(
     mode: &str,
     out: &mut dyn Write,
 ) -> Result<()> {
-    if mode != "on" && mode != "auto" {
-        bail!("--runtime-pm takes on or auto, not '{mode}'");
-    }
     let sel = a.gpu.as_deref().unwrap_or_default();
     let snap = crate::get_snapshot(source, ReadDetail::Check)?;
-    let gpu = passthru::check::select_one(&snap, sel)?;
-    let before = std::fs::read(root.join(RULES)).ok();
-    let text = before
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .into_owned();
-    let tag = format!("KERNEL==\"{}\"", gpu.address);
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.contains(&tag) && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    lines.push(format!(
-        "ACTION==\"add\", SUBSYSTEM==\"pci\", {tag}, ATTR{{power/control}}=\"{mode}\""
-    ));
-    let after = format!(
-        "# Written by passthru: runtime power management per GPU.\n{}\n",
-        lines.join("\n")
-    );
-    let mut plan = Plan {
-        title: format!(
-            "Runtime power management {mode} for {} ({})",
-            gpu.address, gpu.names.name
-        ),
-        ..Plan::default()
-    };
-    if Some(after.as_bytes()) != before.as_deref() {
-        plan.edits.push(FileEdit {
-            path: RULES.into(),
-            before,
-            after: Some(after.into_bytes()),
-            new_mode: 0o644,
-            reason: "set power/control at every boot".into(),
-        });
-        plan.commands.push(PlannedCommand {
-            argv: vec![
-                "udevadm".into(),
-                "trigger".into(),
-                "--action=add".into(),
-                format!("/sys/bus/pci/devices/{}", gpu.address),
-            ],
-            why: "apply it now".into(),
-        });
-    }
+    let plan = plan_runtime_pm(&snap, &passthru::host::RootFiles(root), sel, mode)?;
     crate::write_cmd::show_and_apply(root, &plan, a.write, out)
 }

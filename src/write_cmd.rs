@@ -18,7 +18,7 @@ use crate::cli::WriteArgs;
 
 /// Whether commands run: only on the live host.
 fn live(root: &HostRoot) -> bool {
-    std::fs::canonicalize(root.path()).is_ok_and(|p| p == Path::new("/"))
+    apply::runtime::is_live_root(root.path())
 }
 
 fn confirm(write: WriteArgs) -> Result<bool> {
@@ -34,7 +34,8 @@ fn confirm(write: WriteArgs) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-fn report(out: &mut dyn Write, o: &ApplyOutcome) -> Result<()> {
+/// `unit`: what `o.written` counts (`file(s)`, `sysfs write(s)`).
+fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: &str) -> Result<()> {
     for m in &o.recovered {
         writeln!(out, "Recovered: {m}")?;
     }
@@ -43,7 +44,7 @@ fn report(out: &mut dyn Write, o: &ApplyOutcome) -> Result<()> {
         Some(id) => {
             writeln!(
                 out,
-                "Applied as transaction {id} ({} file(s) written).",
+                "Applied as transaction {id} ({} {unit} written).",
                 o.written.len()
             )?;
             for (argv, code) in &o.commands_run {
@@ -78,7 +79,7 @@ pub fn show_and_apply(
     let outcome = apply::apply_plan(root.path(), plan, &ApplyOptions { run_commands: run })
         .with_context(|| format!("applying: {}", plan.title))?;
     writeln!(out)?;
-    report(out, &outcome)
+    report(out, &outcome, "file(s)")
 }
 
 pub fn setup_vm(
@@ -120,7 +121,7 @@ pub fn rollback(
         None => txs
             .iter()
             .rev()
-            .find(|t| t.state == apply::TxState::Committed && t.kind == "apply"),
+            .find(|t| apply::is_default_rollback_target(root.path(), t)),
     };
     let Some(t) = target else {
         bail!(
@@ -137,6 +138,23 @@ pub fn rollback(
         };
         writeln!(out, "  {}: {what}", f.path)?;
     }
+    for d in &t.devices {
+        writeln!(
+            out,
+            "  {}: back to driver {}, driver_override {}",
+            d.address,
+            d.driver.as_deref().unwrap_or("none"),
+            d.driver_override.as_deref().unwrap_or("(null)")
+        )?;
+    }
+    for r in t.runtime.iter().filter(|r| {
+        r.restore == passthru::plan::runtime::Restore::Value
+            && !r.path.ends_with("/driver_override")
+    }) {
+        if let Some(b) = &r.before {
+            writeln!(out, "  /{}: back to {:?}", r.path, b.trim_end())?;
+        }
+    }
     out.flush()?;
     if write.dry_run {
         return Ok(());
@@ -152,7 +170,12 @@ pub fn rollback(
             run_commands: live(root),
         },
     )?;
-    report(out, &outcome)
+    let unit = if t.is_runtime() {
+        "sysfs write(s)"
+    } else {
+        "file(s)"
+    };
+    report(out, &outcome, unit)
 }
 
 pub fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
@@ -163,11 +186,15 @@ pub fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
     for t in &txs {
         writeln!(
             out,
-            "{}  {:<12} {}  ({} file(s))",
+            "{}  {:<12} {}  ({})",
             t.id,
             format!("{:?}", t.state).to_lowercase(),
             t.title,
-            t.files.len()
+            if t.is_runtime() {
+                format!("{} sysfs write(s)", t.runtime.len())
+            } else {
+                format!("{} file(s)", t.files.len())
+            }
         )?;
     }
     for f in [
@@ -200,8 +227,9 @@ pub fn debug_apply(
     show_and_apply(root, &plan, write, out)
 }
 
-/// Performs a runtime plan: sysfs writes in order. Under a fixture root the files are
-/// written as plain files (a record of what would happen), and modprobe is skipped.
+/// Shows a runtime plan (sysfs writes in order), then applies it when confirmed, as a
+/// journaled transaction that `passthru rollback` undoes. Under a fixture root the attributes
+/// are written as plain files (a record of what would happen), and modprobe is skipped.
 pub fn runtime(
     root: &HostRoot,
     plan: &passthru::plan::runtime::RuntimePlan,
@@ -210,7 +238,7 @@ pub fn runtime(
 ) -> Result<()> {
     let live = live(root);
     writeln!(out, "{}", plan.title)?;
-    if plan.writes.is_empty() && plan.modprobe.is_empty() {
+    if plan.is_empty() {
         writeln!(out, "Nothing to change.")?;
         return Ok(());
     }
@@ -242,88 +270,37 @@ pub fn runtime(
     if write.dry_run || !confirm(write)? {
         return Ok(());
     }
-    for m in &plan.modprobe {
-        if live {
-            let status = std::process::Command::new("modprobe")
-                .arg(m)
-                .status()
-                .with_context(|| format!("running modprobe {m}"))?;
-            if !status.success() {
-                bail!("modprobe {m} failed ({status})");
-            }
-        }
-    }
-    for (i, w) in plan.writes.iter().enumerate() {
-        let path = root.join(&w.path);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true);
-        if !live {
-            opts.create(true).truncate(true);
-        }
-        let result = opts
-            .open(&path)
-            .and_then(|mut f| f.write_all(w.value.as_bytes()));
-        if let Err(e) = result {
-            bail!(
-                "writing {:?} to /{} failed: {e}; {} of {} steps were done (run `passthru unbind` to give the devices back)",
-                w.value.trim_end(),
-                w.path,
-                i,
-                plan.writes.len()
-            );
-        }
-    }
-    writeln!(out, "Done.")?;
-    Ok(())
+    let outcome = apply::apply_runtime(root.path(), plan, &ApplyOptions { run_commands: live })
+        .with_context(|| format!("applying: {}", plan.title))?;
+    report(out, &outcome, "sysfs write(s)")
 }
 
-/// Holds Proxmox's own lock for a guest (`var/lock/qemu-server/lock-VMID.conf`, or
-/// `var/lock/lxc/pve-config-CTID.lock`) while its config is written, as qm and pct do.
-pub struct GuestLock {
-    _file: std::fs::File,
-}
-
-pub fn lock_guest(root: &HostRoot, rel: &str) -> Result<GuestLock> {
-    let path = root.join(rel);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening Proxmox's lock {}", path.display()))?;
-    // Proxmox waits up to 10 s for this lock; so do we, then give up.
-    for _ in 0..100 {
-        match file.try_lock() {
-            Ok(()) => return Ok(GuestLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                std::thread::sleep(std::time::Duration::from_millis(100))
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
-        }
-    }
-    bail!(
-        "{} is held (a running qm/pct task?); try again when it is done",
-        path.display()
-    )
-}
-
-/// Shows and applies a plan for a Proxmox guest while holding that guest's own lock.
+/// Shows and applies a plan for a Proxmox guest. The guest's own lock is taken only after the
+/// user confirmed (a prompt never holds it), and the plan is re-checked under it.
 pub fn apply_under_guest_lock(
     root: &HostRoot,
-    lock: &str,
+    guest: apply::LockTarget,
     plan: &Plan,
     write: WriteArgs,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let _lock = if write.dry_run {
-        None
-    } else {
-        Some(lock_guest(root, lock)?)
-    };
-    show_and_apply(root, plan, write, out)
+    let run = live(root);
+    render_plan(out, plan, run)?;
+    out.flush()?;
+    if write.dry_run || plan.is_empty() {
+        return Ok(());
+    }
+    if !confirm(write)? {
+        writeln!(out, "Not applied.")?;
+        return Ok(());
+    }
+    let outcome = apply::apply_plan_for_guest(
+        root.path(),
+        guest,
+        plan,
+        &ApplyOptions { run_commands: run },
+    )
+    .with_context(|| format!("applying: {}", plan.title))?;
+    writeln!(out)?;
+    report(out, &outcome, "file(s)")
 }

@@ -198,3 +198,151 @@ fn power_command_prometheus_and_runtime_pm() {
         .success());
     assert!(!rules.exists());
 }
+
+#[test]
+fn the_prometheus_textfile_is_written_atomically_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (t, _) = rx6800_reading_23_watts();
+    let dir = t.path().join("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prom = dir.join("passthru.prom");
+    // An existing textfile's mode is the admin's choice (which user node_exporter runs as).
+    std::fs::write(&prom, "# old\n").unwrap();
+    std::fs::set_permissions(&prom, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let args = [
+        "power",
+        "--root",
+        t.path().to_str().unwrap(),
+        "--prometheus",
+        prom.to_str().unwrap(),
+    ];
+    let o = passthru(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&prom)
+        .unwrap()
+        .contains("passthru_gpu_power_watts"));
+    let mode = std::fs::metadata(&prom).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o604, "mode {mode:o}");
+    // Nothing is left beside it for the collector to read.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["passthru.prom"]);
+
+    // The durability half, seen by strace: the temporary file is fsynced before the rename,
+    // and the directory after it (else a power cut can leave an empty or missing file).
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: strace not installed");
+        return;
+    }
+    let log = t.path().join("strace.log");
+    let st = std::process::Command::new("strace")
+        .args(["-f", "-o", log.to_str().unwrap()])
+        .args([
+            "-e",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+        ])
+        .arg(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .env_remove("PASSTHRU_ROOT")
+        .output()
+        .unwrap();
+    if !st.status.success() {
+        eprintln!(
+            "SKIP: strace cannot trace here: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        return;
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let rename = calls
+        .iter()
+        .position(|l| l.contains("rename") && l.contains("passthru.prom\""))
+        .unwrap_or_else(|| panic!("no rename onto passthru.prom:\n{log}"));
+    let fd_of = |l: &str| l.rsplit_once("= ").map(|(_, fd)| fd.trim().to_string());
+    let tmp_fd = calls[..rename]
+        .iter()
+        .rev()
+        .find(|l| l.contains("openat(") && l.contains("O_CREAT") && l.contains("textfile/"))
+        .and_then(|l| fd_of(l))
+        .unwrap_or_else(|| panic!("no temporary file opened:\n{log}"));
+    assert!(
+        calls[..rename]
+            .iter()
+            .any(|l| l.contains(&format!("fsync({tmp_fd})"))),
+        "the temporary file is fsynced before the rename:\n{log}"
+    );
+    let dir_fd = calls[rename..]
+        .iter()
+        .find(|l| l.contains("openat(") && l.contains("textfile\""))
+        .and_then(|l| fd_of(l))
+        .unwrap_or_else(|| panic!("the directory is not opened after the rename:\n{log}"));
+    assert!(
+        calls[rename..]
+            .iter()
+            .any(|l| l.contains(&format!("fsync({dir_fd})"))),
+        "the directory is fsynced after the rename:\n{log}"
+    );
+}
+
+#[test]
+fn runtime_pm_keeps_hand_edits_and_refuses_an_unreadable_rule_file() {
+    let (t, _) = rx6800_reading_23_watts();
+    let root = t.path().to_str().unwrap();
+    let rules = t
+        .path()
+        .join("etc/udev/rules.d/91-passthru-runtime-pm.rules");
+    std::fs::create_dir_all(rules.parent().unwrap()).unwrap();
+    // A comment the admin added and another GPU's line stay; this GPU's old line is replaced.
+    std::fs::write(
+        &rules,
+        "# Written by passthru: runtime power management per GPU.\n\
+         # keep the iGPU awake: it drives the console\n\
+         ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:00:02.0\", ATTR{power/control}=\"on\"\n\
+         ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:03:00.0\", ATTR{power/control}=\"on\"\n",
+    )
+    .unwrap();
+    let o = passthru(&[
+        "power",
+        "--runtime-pm",
+        "auto",
+        "03:00.0",
+        "--yes",
+        "--root",
+        root,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&rules).unwrap(),
+        "# Written by passthru: runtime power management per GPU.\n\
+         # keep the iGPU awake: it drives the console\n\
+         ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:00:02.0\", ATTR{power/control}=\"on\"\n\
+         ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:03:00.0\", ATTR{power/control}=\"auto\"\n"
+    );
+
+    // A rule file that cannot be read is not planned over as a new file.
+    std::fs::remove_file(&rules).unwrap();
+    std::fs::create_dir(&rules).unwrap();
+    let o = passthru(&[
+        "power",
+        "--runtime-pm",
+        "on",
+        "03:00.0",
+        "--dry-run",
+        "--root",
+        root,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}{err}", stdout(&o));
+    assert!(
+        err.contains("etc/udev/rules.d/91-passthru-runtime-pm.rules"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("/dev/null"), "{}", stdout(&o));
+}

@@ -7,6 +7,9 @@
 #                 VFIO_OPEN_OK for both functions, `check --for vm --json` verdict "ready"
 #   after unbind  UNBIND_DRIVER 0000:00:02.0 bochs-drm, 0000:00:02.1 snd_hda_intel,
 #                 OVERRIDE <bdf> (null)
+#   bind again, then `rollback --yes` (the journal's undo on a real kernel):
+#                 ROLLBACK_DRIVER as after unbind, ROLLBACK_OVERRIDE (null); each of the four
+#                 transactions (bind, unbind, bind, rollback) reported "Applied as transaction"
 # Exit 1 with a message on any failure; print "SKIP" and exit 0 when the host cannot run the lab
 # (no qemu-system-x86_64, guest kernel, busybox-static/kmod/cpio/static gcc/lspci, or cargo). No
 # root; about 15 s plus the cargo build.
@@ -24,7 +27,7 @@ RECORD=
 for a in "$@"; do
 	case $a in
 	--record) RECORD=1 ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 	*) echo "bind-test.sh: unknown argument $a" >&2; exit 2 ;;
 	esac
 done
@@ -108,6 +111,11 @@ else
 	expect "after unbind, driver of $HDA" "$(marker UNBIND_DRIVER $HDA)" snd_hda_intel
 	expect "after unbind, driver_override of $GPU" "$(marker OVERRIDE $GPU)" "(null)"
 	expect "after unbind, driver_override of $HDA" "$(marker OVERRIDE $HDA)" "(null)"
+	expect "bind journaled" "$(grep -c '^Applied as transaction .* sysfs write(s) written' "$LOG")" 4
+	expect "passthru rollback --yes exit code" "$(rc_of "passthru rollback --yes")" 0
+	expect "after rollback of a bind, driver of $GPU" "$(marker ROLLBACK_DRIVER $GPU)" bochs-drm
+	expect "after rollback of a bind, driver of $HDA" "$(marker ROLLBACK_DRIVER $HDA)" snd_hda_intel
+	expect "after rollback of a bind, driver_override of $GPU" "$(marker ROLLBACK_OVERRIDE $GPU)" "(null)"
 fi
 
 if [ $fails -gt 0 ]; then

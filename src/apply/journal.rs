@@ -2,6 +2,11 @@
 //! exact bytes, mode and owner of every file before the change, and a manifest recording
 //! the transaction's state and steps. It is what makes rollback exact and crashes
 //! recoverable.
+//!
+//! A runtime transaction (`bind`, `unbind`: sysfs writes that last until the next reboot) has
+//! no saved files; its manifest lists the writes in order with what each setting held
+//! before, the functions' drivers and overrides before, and the boot it was made in. The
+//! fields are optional in the JSON, so manifests written before they existed still load.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -11,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::write::atomic_write;
 use super::{crash_point, io_err, ApplyError, STATE_DIR};
+use crate::plan::runtime::{DeviceState, Restore};
 use crate::plan::{digest, Plan, PlannedCommand};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,10 +62,21 @@ pub struct CommandLog {
     pub stderr: String,
 }
 
+/// One sysfs write of a runtime transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeRecord {
+    pub path: String,
+    pub value: String,
+    pub restore: Restore,
+    /// For a `Restore::Value` write, what the attribute held before (saved before the
+    /// write); `None` for an action, or an attribute that did not exist.
+    pub before: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub id: String,
-    /// `apply` or `rollback`.
+    /// `apply`, `runtime` or `rollback`.
     pub kind: String,
     pub title: String,
     /// UTC, ISO 8601.
@@ -69,6 +86,23 @@ pub struct Manifest {
     pub commands: Vec<PlannedCommand>,
     pub steps: Vec<String>,
     pub command_log: Vec<CommandLog>,
+    /// A runtime transaction's writes, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime: Vec<RuntimeRecord>,
+    /// A runtime transaction's functions as they were before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceState>,
+    /// `proc/sys/kernel/random/boot_id` when a runtime transaction was made: a reboot since
+    /// has undone it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+impl Manifest {
+    /// Sysfs writes rather than files.
+    pub fn is_runtime(&self) -> bool {
+        !self.runtime.is_empty()
+    }
 }
 
 /// A file's state before a transaction, captured before anything is written.
@@ -138,6 +172,29 @@ pub fn utc_now() -> (String, String) {
     )
 }
 
+/// A new transaction's directory: `(id, dir, created)`.
+fn allocate(root: &Path) -> Result<(String, PathBuf, String), ApplyError> {
+    let base = journal_root(root);
+    fs::create_dir_all(&base).map_err(io_err("creating", &base))?;
+    let (created, stamp) = utc_now();
+    let mut n = 1;
+    loop {
+        let id = format!("{stamp}-{n}");
+        let dir = base.join(&id);
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir, created)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => {
+                return Err(ApplyError::Io {
+                    op: "creating",
+                    path: dir,
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
 impl Journal {
     pub fn create(
         root: &Path,
@@ -145,25 +202,7 @@ impl Journal {
         kind: &str,
         saved: Vec<SavedFile>,
     ) -> Result<Self, ApplyError> {
-        let base = journal_root(root);
-        fs::create_dir_all(&base).map_err(io_err("creating", &base))?;
-        let (created, stamp) = utc_now();
-        let mut n = 1;
-        let (id, dir) = loop {
-            let id = format!("{stamp}-{n}");
-            let dir = base.join(&id);
-            match fs::create_dir(&dir) {
-                Ok(()) => break (id, dir),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => {
-                    return Err(ApplyError::Io {
-                        op: "creating",
-                        path: dir,
-                        source: e,
-                    })
-                }
-            }
-        };
+        let (id, dir, created) = allocate(root)?;
         let files_dir = dir.join("files");
         fs::create_dir(&files_dir).map_err(io_err("creating", &files_dir))?;
         let mut files = Vec::new();
@@ -194,6 +233,41 @@ impl Journal {
                 commands: plan.commands.clone(),
                 steps: Vec::new(),
                 command_log: Vec::new(),
+                runtime: Vec::new(),
+                devices: Vec::new(),
+                boot_id: None,
+            },
+        };
+        j.save()?;
+        Ok(j)
+    }
+
+    /// A runtime transaction, in state `preparing`: everything needed to undo it is in the
+    /// manifest, fsynced, before the first write.
+    pub fn create_runtime(
+        root: &Path,
+        title: &str,
+        kind: &str,
+        runtime: Vec<RuntimeRecord>,
+        devices: Vec<DeviceState>,
+        boot_id: Option<String>,
+    ) -> Result<Self, ApplyError> {
+        let (id, dir, created) = allocate(root)?;
+        let j = Journal {
+            dir,
+            manifest: Manifest {
+                id,
+                kind: kind.to_string(),
+                title: title.to_string(),
+                created,
+                state: TxState::Preparing,
+                files: Vec::new(),
+                commands: Vec::new(),
+                steps: Vec::new(),
+                command_log: Vec::new(),
+                runtime,
+                devices,
+                boot_id,
             },
         };
         j.save()?;

@@ -14,8 +14,15 @@
 //!
 //! On any failure after step 3 every file written so far is restored and both errors are
 //! reported. Rollback is itself a plan (restore the saved bytes) applied the same way.
+//!
+//! Runtime sysfs writes (`bind`, `unbind`) are transactions of their own kind, journaled the
+//! same way ([`runtime`]); the Prometheus textfile goes through the same atomic write
+//! ([`write_textfile`]); one lock implementation ([`lock`]) serves passthru's own host lock and
+//! Proxmox's per-guest locks.
 
 mod journal;
+pub mod lock;
+pub mod runtime;
 mod write;
 
 use std::fs;
@@ -23,7 +30,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use journal::{list_transactions, Manifest, TxState};
+pub use journal::{list_transactions, Manifest, RuntimeRecord, TxState};
+pub use lock::{take_lock, Lock, LockTarget};
+pub use runtime::apply_runtime;
 
 use crate::plan::{digest, FileEdit, Plan};
 use journal::{Journal, SavedFile};
@@ -34,8 +43,14 @@ pub const STATE_DIR: &str = "var/lib/passthru";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("another passthru is changing this host (lock {0} is held)")]
-    Locked(PathBuf),
+    #[error("{holder}: its lock {path} is held; try again when it is done", path = .path.display())]
+    Locked { path: PathBuf, holder: &'static str },
+    #[error("{device} changed since the plan was made (was {expected}, now {found}); nothing was written. Run the command again to plan from the new state")]
+    DeviceChanged {
+        device: String,
+        expected: String,
+        found: String,
+    },
     #[error("{path} changed since the plan was made (was {expected}, now {found}); nothing was written. Run the command again to plan from the new contents")]
     DigestChanged {
         path: String,
@@ -51,6 +66,8 @@ pub enum ApplyError {
     },
     #[error("{failure}; every file was restored to its previous contents")]
     RolledBack { failure: String },
+    #[error("{failure}; every setting and driver binding was put back as it was")]
+    RuntimeUndone { failure: String },
     #[error("{failure}; and restoring the previous contents failed too: {restore}. The journal in {journal} holds the saved files")]
     RestoreFailed {
         failure: String,
@@ -107,30 +124,29 @@ pub(crate) fn crash_point(_what: &str) {
     }
 }
 
-/// The exclusive lock for one host root, held until dropped.
-pub struct HostLock {
-    _file: fs::File,
+/// passthru's own lock for one host root, held until dropped.
+pub fn lock_host(root: &Path) -> Result<Lock, ApplyError> {
+    take_lock(root, LockTarget::Host)
 }
 
-pub fn lock_host(root: &Path) -> Result<HostLock, ApplyError> {
-    let dir = root.join(STATE_DIR);
-    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-    let path = dir.join("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("opening lock", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(HostLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(ApplyError::Locked(path)),
-        Err(fs::TryLockError::Error(e)) => Err(ApplyError::Io {
-            op: "locking",
-            path,
-            source: e,
-        }),
-    }
+/// Writes a file another program reads whole (the Prometheus textfile collector): atomically,
+/// as every other file passthru writes (temporary file, fsync, rename, fsync of the
+/// directory), so the reader sees the old file or the new one, never a torn one. An existing
+/// file keeps its mode and owner; a new one gets `new_mode`.
+pub fn write_textfile(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), ApplyError> {
+    use std::os::unix::fs::MetadataExt;
+    let (mode, owner) = match fs::metadata(path) {
+        Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (new_mode, None),
+        Err(e) => {
+            return Err(ApplyError::Io {
+                op: "reading metadata of",
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    atomic_write(path, bytes, mode, owner)
 }
 
 /// Reads a file's bytes, `None` when absent.
@@ -151,6 +167,24 @@ pub fn read_current(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, ApplyErro
 pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
     let mut messages = Vec::new();
     for mut j in Journal::open_all(root)? {
+        let interrupted = matches!(j.manifest.state, TxState::Applying | TxState::Written);
+        if interrupted && j.manifest.is_runtime() {
+            if runtime::from_earlier_boot(root, &j.manifest) {
+                j.set_state(TxState::Abandoned)?;
+                messages.push(format!(
+                    "transaction {} ({}) was interrupted before the last reboot, which reset what it had changed; nothing to undo",
+                    j.manifest.id, j.manifest.title
+                ));
+            } else {
+                runtime::undo_runtime(root, &j.manifest)?;
+                j.set_state(TxState::Undone)?;
+                messages.push(format!(
+                    "transaction {} ({}) was interrupted; every setting and driver binding it had touched was put back",
+                    j.manifest.id, j.manifest.title
+                ));
+            }
+            continue;
+        }
         match j.manifest.state {
             TxState::Preparing => {
                 j.set_state(TxState::Abandoned)?;
@@ -189,6 +223,20 @@ pub fn apply_plan(
     crash_point("locked");
     let recovered = recover_interrupted(root)?;
     apply_locked(root, plan, opts, recovered, "apply")
+}
+
+/// Applies a plan that edits a Proxmox guest's config, holding that guest's own lock (as `qm`
+/// and `pct` do) around passthru's. Call it after the user has confirmed: a prompt must never
+/// hold a lock. The plan is re-checked under both locks, so an edit made while the user was
+/// reading the diff (by `qm set`, the GUI...) stops it before a byte is written.
+pub fn apply_plan_for_guest(
+    root: &Path,
+    guest: LockTarget,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, ApplyError> {
+    let _guest = take_lock(root, guest)?;
+    apply_plan(root, plan, opts)
 }
 
 fn apply_locked(
@@ -348,6 +396,14 @@ fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// What `rollback` with no id undoes: the last committed `apply` (setup, attach...) or
+/// `runtime` (bind, unbind) transaction still in effect; a runtime one from an earlier boot
+/// is not (the reboot undid it).
+pub fn is_default_rollback_target(root: &Path, m: &Manifest) -> bool {
+    m.state == TxState::Committed
+        && (m.kind == "apply" || (m.kind == "runtime" && !runtime::from_earlier_boot(root, m)))
+}
+
 /// Rolls back a committed transaction (the last one when `id` is `None`): its files get their
 /// saved bytes back, as a new journaled transaction, then its commands run again.
 pub fn rollback(
@@ -366,7 +422,7 @@ pub fn rollback(
         None => journals
             .into_iter()
             .rev()
-            .find(|j| j.manifest.state == TxState::Committed && j.manifest.kind == "apply")
+            .find(|j| is_default_rollback_target(root, &j.manifest))
             .ok_or_else(|| ApplyError::Refused("no committed transaction to roll back".into()))?,
     };
     if target.manifest.state != TxState::Committed {
@@ -374,6 +430,19 @@ pub fn rollback(
             "transaction {} is {:?}, not committed",
             target.manifest.id, target.manifest.state
         )));
+    }
+    if target.manifest.is_runtime() {
+        if runtime::from_earlier_boot(root, &target.manifest) {
+            return Err(ApplyError::Refused(format!(
+                "transaction {} ({}) was made before the last reboot, which already undid it",
+                target.manifest.id, target.manifest.title
+            )));
+        }
+        let plan = runtime::restore_plan(root, &target.manifest)?;
+        let mut target = target;
+        let outcome = runtime::apply_runtime_locked(root, &plan, opts, recovered, "rollback")?;
+        target.set_state(TxState::RolledBack)?;
+        return Ok(outcome);
     }
     let mut plan = Plan {
         title: format!(

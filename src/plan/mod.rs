@@ -7,6 +7,7 @@ pub mod files;
 pub mod grub;
 pub mod kernelstub;
 pub mod modprobe_file;
+pub mod power;
 pub mod runtime;
 pub mod setup;
 pub mod source;

@@ -1,31 +1,145 @@
 //! Runtime binding without a reboot (`passthru bind` / `unbind`): which sysfs files get which
-//! values, in order. Pure; `apply::runtime` performs the writes.
+//! values, in order, and what each device looked like when the plan was made. Pure;
+//! `apply::runtime` re-checks the devices, journals what they held and performs the writes.
 //!
 //! Binding: for every endpoint of the card's groups, `vfio-pci` into `driver_override`, the
 //! address into the current driver's `unbind`, then into `drivers_probe`. Unbinding clears
 //! the override, unbinds from vfio-pci and probes again, so the host driver takes it back.
 //! Refused while a process holds the GPU: unbinding a busy GPU can hang the host.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{check_host, CheckRequest, Effect, Use};
 use crate::model::{PciDevice, Snapshot};
 
+/// How a write is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restore {
+    /// A setting (`driver_override`, `power/control`): undone by writing back what it held,
+    /// which the journal saves before the write.
+    Value,
+    /// An action on the device its value names (`unbind`, `bind`, `drivers_probe`): it has no
+    /// value to save; undone by giving the device back to the driver it had before.
+    Binding,
+}
+
 /// One write to a sysfs attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysfsWrite {
     /// Root-relative path.
     pub path: String,
     pub value: String,
     pub why: String,
+    pub restore: Restore,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Which driver holds a PCI function, and its `driver_override`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// `0000:01:00.0`.
+    pub address: String,
+    /// `None`: no driver bound.
+    pub driver: Option<String>,
+    /// `None`: unset (the kernel shows `(null)`).
+    pub driver_override: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimePlan {
     pub title: String,
     pub writes: Vec<SysfsWrite>,
     /// Modules to load first (`modprobe vfio-pci`).
     pub modprobe: Vec<String>,
+    /// Every function the writes touch, as the plan saw it. Apply refuses when one is no
+    /// longer so (another tool rebound it), like a file that lost its `before` bytes.
+    pub devices: Vec<DeviceState>,
+}
+
+impl RuntimePlan {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.modprobe.is_empty()
+    }
+}
+
+fn state_of(d: &PciDevice) -> DeviceState {
+    DeviceState {
+        address: d.address.to_string(),
+        driver: d.driver.clone(),
+        driver_override: d.driver_override.clone(),
+    }
+}
+
+fn override_path(address: &str) -> String {
+    format!("sys/bus/pci/devices/{address}/driver_override")
+}
+
+/// The value that sets `driver_override` to `v`; an empty line clears it (writing nothing, or
+/// `(null)`, does not).
+fn override_value(v: Option<&str>) -> String {
+    match v {
+        Some(v) if !v.is_empty() && v != "(null)" => v.to_string(),
+        _ => "\n".to_string(),
+    }
+}
+
+/// Undoes a runtime transaction: every saved setting gets its old value back (newest first,
+/// so `driver_override` is cleared before a driver is asked to bind), then every function
+/// that is not on the driver it had is unbound from the one it has and bound to the old one.
+/// `saved` holds (path, value before) of the `Value` writes; `now` the functions as they are.
+pub fn plan_restore(
+    title: &str,
+    before: &[DeviceState],
+    saved: &[(String, Option<String>)],
+    now: &[DeviceState],
+) -> RuntimePlan {
+    let mut plan = RuntimePlan {
+        title: title.to_string(),
+        devices: now.to_vec(),
+        ..RuntimePlan::default()
+    };
+    for (path, old) in saved.iter().rev() {
+        // An attribute that did not exist has nothing to go back to.
+        let Some(old) = old else { continue };
+        let old = old.trim_end();
+        let value = if path.ends_with("/driver_override") {
+            override_value(Some(old))
+        } else {
+            old.to_string()
+        };
+        plan.writes.push(SysfsWrite {
+            path: path.clone(),
+            value,
+            why: "put back what it held".into(),
+            restore: Restore::Value,
+        });
+    }
+    for b in before {
+        let current = now
+            .iter()
+            .find(|n| n.address == b.address)
+            .and_then(|n| n.driver.clone());
+        if current == b.driver {
+            continue;
+        }
+        if let Some(c) = &current {
+            plan.writes.push(SysfsWrite {
+                path: format!("sys/bus/pci/drivers/{c}/unbind"),
+                value: b.address.clone(),
+                why: format!("release it from {c}"),
+                restore: Restore::Binding,
+            });
+        }
+        if let Some(o) = &b.driver {
+            plan.writes.push(SysfsWrite {
+                path: format!("sys/bus/pci/drivers/{o}/bind"),
+                value: b.address.clone(),
+                why: format!("give it back to {o}"),
+                restore: Restore::Binding,
+            });
+        }
+    }
+    plan
 }
 
 fn devices_of<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
@@ -96,23 +210,26 @@ pub fn plan_bind(s: &Snapshot, sel: &str, force: bool) -> Result<RuntimePlan, St
         if d.driver.as_deref() == Some("vfio-pci") {
             continue;
         }
-        let dir = format!("sys/bus/pci/devices/{}", d.address);
+        plan.devices.push(state_of(d));
         plan.writes.push(SysfsWrite {
-            path: format!("{dir}/driver_override"),
+            path: override_path(&d.address.to_string()),
             value: "vfio-pci".into(),
             why: "only vfio-pci may take it".into(),
+            restore: Restore::Value,
         });
         if let Some(drv) = &d.driver {
             plan.writes.push(SysfsWrite {
                 path: format!("sys/bus/pci/drivers/{drv}/unbind"),
                 value: d.address.to_string(),
                 why: format!("release it from {drv}"),
+                restore: Restore::Binding,
             });
         }
         plan.writes.push(SysfsWrite {
             path: "sys/bus/pci/drivers_probe".into(),
             value: d.address.to_string(),
             why: "let vfio-pci take it".into(),
+            restore: Restore::Binding,
         });
     }
     Ok(plan)
@@ -134,25 +251,103 @@ pub fn plan_unbind(s: &Snapshot, sel: &str) -> Result<RuntimePlan, String> {
         if !on_vfio && !overridden {
             continue;
         }
-        let dir = format!("sys/bus/pci/devices/{}", d.address);
+        plan.devices.push(state_of(d));
         // An empty line clears driver_override; leaving it set is a known trap.
         plan.writes.push(SysfsWrite {
-            path: format!("{dir}/driver_override"),
-            value: "\n".into(),
+            path: override_path(&d.address.to_string()),
+            value: override_value(None),
             why: "clear the override".into(),
+            restore: Restore::Value,
         });
         if on_vfio {
             plan.writes.push(SysfsWrite {
                 path: "sys/bus/pci/drivers/vfio-pci/unbind".into(),
                 value: d.address.to_string(),
                 why: "release it from vfio-pci".into(),
+                restore: Restore::Binding,
             });
         }
         plan.writes.push(SysfsWrite {
             path: "sys/bus/pci/drivers_probe".into(),
             value: d.address.to_string(),
             why: "let its host driver take it back".into(),
+            restore: Restore::Binding,
         });
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(address: &str, driver: Option<&str>, ov: Option<&str>) -> DeviceState {
+        DeviceState {
+            address: address.into(),
+            driver: driver.map(Into::into),
+            driver_override: ov.map(Into::into),
+        }
+    }
+
+    fn steps(p: &RuntimePlan) -> Vec<String> {
+        p.writes
+            .iter()
+            .map(|w| format!("{} < {:?}", w.path, w.value))
+            .collect()
+    }
+
+    const OV: &str = "sys/bus/pci/devices/0000:01:00.0/driver_override";
+
+    #[test]
+    fn restore_after_a_bind_clears_the_override_then_rebinds_the_old_driver() {
+        let before = [st("0000:01:00.0", Some("amdgpu"), None)];
+        let saved = [(OV.to_string(), Some("(null)\n".to_string()))];
+        // Interrupted after drivers_probe: on vfio-pci.
+        let now = [st("0000:01:00.0", Some("vfio-pci"), Some("vfio-pci"))];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now)),
+            [
+                format!("{OV} < \"\\n\""),
+                "sys/bus/pci/drivers/vfio-pci/unbind < \"0000:01:00.0\"".into(),
+                "sys/bus/pci/drivers/amdgpu/bind < \"0000:01:00.0\"".into(),
+            ]
+        );
+        // Interrupted after the unbind: no driver; only the bind back.
+        let now = [st("0000:01:00.0", None, Some("vfio-pci"))];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now))[1..],
+            ["sys/bus/pci/drivers/amdgpu/bind < \"0000:01:00.0\""]
+        );
+        // Interrupted before the unbind: the driver never moved.
+        let now = [st("0000:01:00.0", Some("amdgpu"), Some("vfio-pci"))];
+        assert_eq!(steps(&plan_restore("t", &before, &saved, &now)).len(), 1);
+    }
+
+    #[test]
+    fn restore_after_an_unbind_gives_it_back_to_vfio_and_sets_the_override_again() {
+        let before = [st("0000:01:00.0", Some("vfio-pci"), Some("vfio-pci"))];
+        let saved = [(OV.to_string(), Some("vfio-pci\n".to_string()))];
+        let now = [st("0000:01:00.0", Some("amdgpu"), None)];
+        assert_eq!(
+            steps(&plan_restore("t", &before, &saved, &now)),
+            [
+                format!("{OV} < \"vfio-pci\""),
+                "sys/bus/pci/drivers/amdgpu/unbind < \"0000:01:00.0\"".into(),
+                "sys/bus/pci/drivers/vfio-pci/bind < \"0000:01:00.0\"".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_puts_settings_back_newest_first_and_skips_absent_ones() {
+        let saved = [
+            ("a/power/control".to_string(), Some("auto\n".to_string())),
+            ("b/power/control".to_string(), None),
+            ("a/power/control".to_string(), Some("on\n".to_string())),
+        ];
+        assert_eq!(
+            steps(&plan_restore("t", &[], &saved, &[])),
+            ["a/power/control < \"on\"", "a/power/control < \"auto\""]
+        );
+    }
 }

@@ -1,0 +1,104 @@
+//! The one lock implementation: an exclusive `flock` on a file below the host root, held until
+//! the [`Lock`] is dropped (the kernel releases it when the process dies, so a crash never
+//! leaves a stale lock). passthru's own host lock is tried once; a Proxmox guest's lock is the
+//! file `qm` and `pct` themselves `flock` (PVE::Tools::lock_file), waited for as they do.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{io_err, ApplyError, STATE_DIR};
+
+/// What a lock protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockTarget {
+    /// passthru's own: one transaction at a time on this host.
+    Host,
+    /// A Proxmox VM's config (qemu-server `PVE::QemuConfig::config_file_lock`).
+    QemuGuest(u32),
+    /// A Proxmox container's config (pve-container `PVE::LXC::Config::config_file_lock`;
+    /// `/run/lock` is where Debian's `/var/lock` points).
+    LxcGuest(u32),
+}
+
+impl LockTarget {
+    /// The lock file, relative to the host root.
+    pub fn path(self) -> String {
+        match self {
+            LockTarget::Host => format!("{STATE_DIR}/lock"),
+            LockTarget::QemuGuest(vmid) => format!("var/lock/qemu-server/lock-{vmid}.conf"),
+            LockTarget::LxcGuest(ctid) => format!("run/lock/lxc/pve-config-{ctid}.lock"),
+        }
+    }
+
+    /// How long to wait for it: Proxmox waits 10 s for a guest's lock before giving up; our
+    /// own is refused at once (another passthru is mid-transaction, waiting will not help).
+    fn wait(self) -> Duration {
+        if let LockTarget::Host = self {
+            return Duration::ZERO;
+        }
+        // Tests make the wait short (debug builds only).
+        if cfg!(debug_assertions) {
+            if let Some(ms) = std::env::var("PASSTHRU_TEST_LOCK_WAIT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                return Duration::from_millis(ms);
+            }
+        }
+        Duration::from_secs(10)
+    }
+
+    fn holder(self) -> &'static str {
+        match self {
+            LockTarget::Host => "another passthru is changing this host",
+            LockTarget::QemuGuest(_) => "a qm task (or another passthru) is changing this VM",
+            LockTarget::LxcGuest(_) => {
+                "a pct task (or another passthru) is changing this container"
+            }
+        }
+    }
+}
+
+/// An exclusive lock, held until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    pub path: PathBuf,
+    _file: fs::File,
+}
+
+/// Takes the lock, waiting as long as its target's owner would.
+pub fn take_lock(root: &Path, target: LockTarget) -> Result<Lock, ApplyError> {
+    let path = root.join(target.path());
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err("creating lock directory", dir))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening lock", &path))?;
+    let deadline = Instant::now() + target.wait();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Lock { path, _file: file }),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ApplyError::Locked {
+                    path,
+                    holder: target.holder(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(ApplyError::Io {
+                    op: "locking",
+                    path,
+                    source: e,
+                })
+            }
+        }
+    }
+}
