@@ -10,8 +10,8 @@ use std::process::Command;
 
 use passthru::formats::cmdline::parse_cmdline;
 use passthru::formats::grub_defaults::{GrubFile, CMDLINE_DEFAULT, CMDLINE_LINUX};
+use passthru::plan::boot::grub_defaults::plan_grub_params;
 use passthru::plan::files::ParamChange;
-use passthru::plan::grub::plan_grub_params;
 use proptest::prelude::*;
 
 const DROPIN: &str = "etc/default/grub.d/90-passthru.cfg";

@@ -2,10 +2,10 @@
 //! of the snapshot, the files' current bytes and the request; `apply` is the only writer.
 
 pub mod attach;
+pub mod boot;
 pub mod diff;
 pub mod files;
-pub mod grub;
-pub mod kernelstub;
+pub mod initramfs;
 pub mod modprobe_file;
 pub mod power;
 pub mod runtime;
@@ -60,4 +60,41 @@ impl Plan {
 pub fn digest(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Part of a plan: the edits and the refresh commands one target (a boot loader, an
+/// initramfs system) contributes.
+#[derive(Debug, Default)]
+pub struct Steps {
+    pub edits: Vec<FileEdit>,
+    pub commands: Vec<PlannedCommand>,
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Adds a target's steps.
+    pub fn extend(&mut self, steps: Steps) {
+        self.edits.extend(steps.edits);
+        self.commands.extend(steps.commands);
+        self.notes.extend(steps.notes);
+    }
+}
+
+/// The edit that gives `path` the bytes `after` (`None` deletes it), or nothing when it
+/// already has them. `new_mode` is for a file that does not exist yet.
+pub fn file_edit(
+    src: &dyn source::FileSource,
+    path: &str,
+    after: Option<Vec<u8>>,
+    new_mode: u32,
+    reason: &str,
+) -> Result<Option<FileEdit>, source::ReadError> {
+    let before = src.read(path)?;
+    Ok((before != after).then(|| FileEdit {
+        path: path.to_string(),
+        before,
+        after,
+        new_mode,
+        reason: reason.to_string(),
+    }))
 }

@@ -19,9 +19,9 @@ use std::collections::BTreeSet;
 
 use crate::check::{check_host, CheckRequest, Effect};
 use crate::formats::cmdline::parse_cmdline;
-use crate::model::{BootloaderKind, CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
+use crate::model::{CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
 
-use super::files::{edit_bls_entry, edit_cmdline_file, edit_module_list, EditError, ParamChange};
+use super::files::{EditError, ParamChange};
 use super::modprobe_file::{read_vfio_binding, render_vfio_binding, VfioBinding};
 use super::{FileEdit, Plan, PlannedCommand};
 
@@ -30,8 +30,7 @@ pub use super::source::{FileSource, ReadError};
 pub const MODPROBE_FILE: &str = "etc/modprobe.d/passthru-vfio.conf";
 pub const UDEV_FILE: &str = "etc/udev/rules.d/90-passthru-vfio.rules";
 pub const GRUB_DROPIN: &str = "etc/default/grub.d/90-passthru.cfg";
-pub const DRACUT_FILE: &str = "etc/dracut.conf.d/90-passthru-vfio.conf";
-pub const MKINITCPIO_FILE: &str = "etc/mkinitcpio.conf.d/90-passthru-vfio.conf";
+pub use super::initramfs::{DRACUT_FILE, MKINITCPIO_FILE};
 
 #[derive(Debug, Clone, Default)]
 pub struct SetupRequest {
@@ -146,14 +145,7 @@ fn edit(
     after: Option<Vec<u8>>,
     reason: &str,
 ) -> Result<Option<FileEdit>, ReadError> {
-    let before = src.read(path)?;
-    Ok((before != after).then(|| FileEdit {
-        path: path.to_string(),
-        before,
-        after,
-        new_mode: 0o644,
-        reason: reason.to_string(),
-    }))
+    super::file_edit(src, path, after, 0o644, reason)
 }
 
 fn p(s: &str) -> CmdlineParam {
@@ -272,7 +264,7 @@ pub fn plan_setup_vm(
     if dracut {
         change.add.push(p("rd.driver.pre=vfio-pci"));
     }
-    plan_cmdline(s, src, &change, &mut plan)?;
+    plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
 
     // Modules in the initramfs.
     let new_kernel = crate::check::kernel_version(s).is_some_and(|v| v >= (6, 2));
@@ -282,28 +274,7 @@ pub fn plan_setup_vm(
     }
     let stale: &[&str] = if new_kernel { &["vfio_virqfd"] } else { &[] };
     if !builtin {
-        match s.boot.initramfs.first().map(|i| i.kind) {
-            Some(InitramfsKind::InitramfsTools) | None => {
-                let path = "etc/initramfs-tools/modules";
-                let text = src.read_text(path)?.unwrap_or_default();
-                let after = edit_module_list(&text, &modules, stale);
-                plan.edits.extend(edit(src, path, Some(after.into_bytes()), "load vfio early, from the initramfs")?);
-                plan.commands.push(PlannedCommand { argv: vec!["update-initramfs".into(), "-u".into(), "-k".into(), "all".into()], why: "rebuild every initramfs with the vfio modules and modprobe.d".into() });
-            }
-            Some(InitramfsKind::Dracut) => {
-                // dracut reads only *.conf in dracut.conf.d, and wants spaces inside the quotes.
-                let text = format!("# Written by passthru: load vfio early.\nforce_drivers+=\" {} \"\n", modules.join(" "));
-                plan.edits.extend(edit(src, DRACUT_FILE, Some(text.into_bytes()), "load vfio early, from the initramfs")?);
-                plan.commands.push(PlannedCommand { argv: vec!["dracut".into(), "--regenerate-all".into(), "--force".into()], why: "rebuild every initramfs".into() });
-            }
-            Some(InitramfsKind::Mkinitcpio) => {
-                // Drop-ins override the main file: keep its MODULES after ours.
-                let text = format!("# Written by passthru: load vfio before the GPU drivers.\nMODULES=({} \"${{MODULES[@]}}\")\n", modules.join(" "));
-                plan.edits.extend(edit(src, MKINITCPIO_FILE, Some(text.into_bytes()), "load vfio before the GPU drivers")?);
-                plan.commands.push(PlannedCommand { argv: vec!["mkinitcpio".into(), "-P".into()], why: "rebuild every initramfs".into() });
-            }
-            Some(InitramfsKind::Booster) => plan.notes.push("booster: add vfio_pci vfio vfio_iommu_type1 to modules_force_load in /etc/booster.yaml by hand".into()),
-        }
+        plan.extend(super::initramfs::initramfs_for(s).plan_modules(src, &modules, stale)?);
     }
     plan.notes.push(format!(
         "Reboot, then run `passthru check {}` to verify.",
@@ -314,172 +285,6 @@ pub fn plan_setup_vm(
         plan.notes.clear();
     }
     Ok(plan)
-}
-
-/// `etc/default/grub` and `etc/default/grub.d/*.cfg`, in the order grub-mkconfig sources them.
-fn read_grub_files(
-    src: &dyn FileSource,
-) -> Result<Vec<crate::formats::grub_defaults::GrubFile>, ReadError> {
-    let main_exists = src.read("etc/default/grub")?.is_some();
-    let order = crate::formats::grub_defaults::grub_source_order(
-        main_exists,
-        &src.list("etc/default/grub.d"),
-    );
-    let mut files = Vec::new();
-    for path in order {
-        if let Some(text) = src.read_text(&path)? {
-            files.push(crate::formats::grub_defaults::GrubFile { path, text });
-        }
-    }
-    Ok(files)
-}
-
-/// Writes the command-line change where the boot loader in use reads it.
-fn plan_cmdline(
-    s: &Snapshot,
-    src: &dyn FileSource,
-    change: &ParamChange,
-    plan: &mut Plan,
-) -> Result<(), SetupError> {
-    let Some(kind) = s.boot.in_use else {
-        let words: Vec<String> = change.add.iter().map(super::files::render_param).collect();
-        return Err(SetupError::NoBootloader(words.join(" ")));
-    };
-    let text_of = |path: &str| src.read_text(path);
-    let has_kernel_cmdline = src.read("etc/kernel/cmdline")?.is_some();
-    match kind {
-        BootloaderKind::Grub => {
-            // A drop-in where the distribution's grub reads etc/default/grub.d (Debian,
-            // Ubuntu, Proxmox), so the user's file keeps every byte; removals still edit the
-            // file that holds them.
-            let dropin = src.is_dir("etc/default/grub.d").then_some(GRUB_DROPIN);
-            let grub_files = read_grub_files(src)?;
-            for (path, after) in super::grub::plan_grub_params(
-                &grub_files,
-                dropin,
-                crate::formats::grub_defaults::CMDLINE_DEFAULT,
-                change,
-            )? {
-                let reason = if path == GRUB_DROPIN {
-                    "kernel parameters (a drop-in: etc/default/grub keeps every byte)"
-                } else {
-                    "remove kernel parameters that would undo passthrough (or give a key another value)"
-                };
-                let reason = if dropin.is_none() && path == "etc/default/grub" {
-                    "kernel parameters in GRUB_CMDLINE_LINUX_DEFAULT"
-                } else {
-                    reason
-                };
-                plan.edits
-                    .extend(edit(src, &path, after.map(String::into_bytes), reason)?);
-            }
-            let (cmd, why) = if s
-                .boot
-                .bootloaders
-                .iter()
-                .any(|b| b.evidence.iter().any(|e| e == "usr/sbin/update-grub"))
-                || src.read("usr/sbin/update-grub")?.is_some()
-            {
-                (
-                    vec!["update-grub".to_string()],
-                    "regenerate grub.cfg (on Proxmox it also refreshes every ESP)",
-                )
-            } else if src.read("boot/grub2/grub.cfg")?.is_some() {
-                (
-                    vec![
-                        "grub2-mkconfig".into(),
-                        "-o".into(),
-                        "/boot/grub2/grub.cfg".into(),
-                    ],
-                    "regenerate grub.cfg",
-                )
-            } else {
-                (
-                    vec![
-                        "grub-mkconfig".into(),
-                        "-o".into(),
-                        "/boot/grub/grub.cfg".into(),
-                    ],
-                    "regenerate grub.cfg",
-                )
-            };
-            plan.commands.push(PlannedCommand {
-                argv: cmd,
-                why: why.into(),
-            });
-        }
-        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot if has_kernel_cmdline => {
-            let text = text_of("etc/kernel/cmdline")?.unwrap_or_default();
-            plan.edits.extend(edit(
-                src,
-                "etc/kernel/cmdline",
-                Some(edit_cmdline_file(&text, change).into_bytes()),
-                "kernel parameters (one line, read by proxmox-boot-tool / kernel-install)",
-            )?);
-            let cmd = if kind == BootloaderKind::ProxmoxBootTool {
-                vec!["proxmox-boot-tool".into(), "refresh".into()]
-            } else {
-                vec!["kernel-install".into(), "add-all".into()]
-            };
-            plan.commands.push(PlannedCommand {
-                argv: cmd,
-                why: "write the new command line into the boot entries".into(),
-            });
-        }
-        BootloaderKind::SystemdBoot | BootloaderKind::ProxmoxBootTool | BootloaderKind::GrubBls => {
-            // BLS entries hold the command line; edit each (journaled, so rollback is exact).
-            for dir in [
-                "boot/loader/entries",
-                "boot/efi/loader/entries",
-                "efi/loader/entries",
-            ] {
-                for name in src.list(dir).into_iter().filter(|n| n.ends_with(".conf")) {
-                    let path = format!("{dir}/{name}");
-                    let text = text_of(&path)?.unwrap_or_default();
-                    let after = edit_bls_entry(&path, &text, change)?;
-                    plan.edits.extend(edit(
-                        src,
-                        &path,
-                        Some(after.into_bytes()),
-                        "kernel parameters of this boot entry",
-                    )?);
-                }
-            }
-            if kind == BootloaderKind::GrubBls && src.read("etc/default/grub")?.is_some() {
-                // New kernels take GRUB_CMDLINE_LINUX on Fedora/RHEL.
-                let grub_files = read_grub_files(src)?;
-                for (path, after) in super::grub::plan_grub_params(
-                    &grub_files,
-                    None,
-                    crate::formats::grub_defaults::CMDLINE_LINUX,
-                    change,
-                )? {
-                    plan.edits.extend(edit(
-                        src,
-                        &path,
-                        after.map(String::into_bytes),
-                        "kernel parameters for kernels installed later",
-                    )?);
-                }
-            }
-        }
-        BootloaderKind::Kernelstub => {
-            let path = super::kernelstub::KERNELSTUB_CONFIG;
-            let text = text_of(path)?.unwrap_or_default();
-            let out = super::kernelstub::edit_kernelstub_config(&text, change)?;
-            plan.edits.extend(edit(
-                src,
-                path,
-                Some(out.into_bytes()),
-                "kernel parameters in kernelstub's configuration",
-            )?);
-            plan.commands.push(PlannedCommand {
-                argv: vec!["kernelstub".into()],
-                why: "write the boot entry from the configuration".into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Gives a GPU back to its host driver: removes it from passthru's binding files. Kernel
@@ -521,21 +326,9 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         "stop binding this card by address",
     )?);
     if !plan.edits.is_empty() {
-        let cmd = match s.boot.initramfs.first().map(|i| i.kind) {
-            Some(InitramfsKind::Dracut) => {
-                vec!["dracut".into(), "--regenerate-all".into(), "--force".into()]
-            }
-            Some(InitramfsKind::Mkinitcpio) => vec!["mkinitcpio".into(), "-P".into()],
-            _ => vec![
-                "update-initramfs".into(),
-                "-u".into(),
-                "-k".into(),
-                "all".into(),
-            ],
-        };
         plan.commands.push(PlannedCommand {
-            argv: cmd,
             why: "rebuild the initramfs without this card's binding".into(),
+            ..super::initramfs::initramfs_for(s).rebuild()
         });
         plan.notes.push(format!(
             "Reboot, or `passthru unbind {}` to give it back now.",

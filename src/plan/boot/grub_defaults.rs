@@ -1,4 +1,4 @@
-//! Kernel parameters for GRUB: where to write them so that grub-mkconfig sees exactly the
+//! GRUB defaults files: where to write kernel parameters so that grub-mkconfig sees exactly the
 //! words asked for. Pure: a function of the files' current texts.
 //!
 //! - Every `GRUB_CMDLINE_LINUX` and `GRUB_CMDLINE_LINUX_DEFAULT` assignment that holds a
@@ -16,7 +16,7 @@ use crate::formats::grub_defaults::{
 };
 use crate::model::CmdlineParam;
 
-use super::files::{edit_assignment, edit_shell_var, render_param, EditError, ParamChange};
+use super::super::files::{edit_assignment, edit_shell_var, render_param, EditError, ParamChange};
 
 /// The header and the one line of passthru's drop-in.
 fn render_dropin(var: &str, params: &[CmdlineParam]) -> String {

@@ -5,8 +5,40 @@
 
 use crate::formats::cmdline::parse_param;
 use crate::formats::json_spans::json_value_span;
+use crate::model::Snapshot;
 
-use super::files::{render_param, EditError, ParamChange};
+use super::super::files::{render_param, EditError, ParamChange};
+use super::super::setup::SetupError;
+use super::super::source::FileSource;
+use super::super::{file_edit, PlannedCommand};
+use super::{KernelParamTarget, Steps};
+
+pub struct Kernelstub;
+
+impl KernelParamTarget for Kernelstub {
+    fn plan_params(
+        &self,
+        _: &Snapshot,
+        src: &dyn FileSource,
+        change: &ParamChange,
+    ) -> Result<Steps, SetupError> {
+        let text = src.read_text(KERNELSTUB_CONFIG)?.unwrap_or_default();
+        let after = edit_kernelstub_config(&text, change)?;
+        let mut out = Steps::default();
+        out.edits.extend(file_edit(
+            src,
+            KERNELSTUB_CONFIG,
+            Some(after.into_bytes()),
+            0o644,
+            "kernel parameters in kernelstub's configuration",
+        )?);
+        out.commands.push(PlannedCommand {
+            argv: vec!["kernelstub".into()],
+            why: "write the boot entry from the configuration".into(),
+        });
+        Ok(out)
+    }
+}
 
 pub const KERNELSTUB_CONFIG: &str = "etc/kernelstub/configuration";
 
