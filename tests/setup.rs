@@ -56,34 +56,7 @@ fn snapshot_tree(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
 
 /// A host: `pci` (a synthetic description) with the `distro` tree's boot files over it.
 fn compose(pci: &str, distro: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    passthru_testkit::build_named(pci, root).unwrap();
-    for stale in [
-        "etc",
-        "boot",
-        "usr",
-        "lib/modules",
-        "var",
-        "proc/cmdline",
-        "proc/sys/kernel/osrelease",
-    ] {
-        let p = root.join(stale);
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-    let src = repo().join("tests/fixtures/distros").join(distro);
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", src.display()))
-        .arg(root)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    dir
+    common::compose_distro(pci, distro)
 }
 
 fn run(root: &Path, args: &[&str]) -> std::process::Output {

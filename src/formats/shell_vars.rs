@@ -69,6 +69,18 @@ impl Assignment {
         self.parts.iter().any(|p| !matches!(p, Part::Lit(_)))
     }
 
+    /// The literal text of the value, each expansion standing as a space: the words the file
+    /// itself spells out.
+    pub fn literal_words(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(l) => l.as_str(),
+                _ => " ",
+            })
+            .collect()
+    }
+
     /// The literal value, when it has no expansions at all.
     pub fn literal(&self) -> Option<String> {
         (!self.is_dynamic()).then(|| self.text())
@@ -425,13 +437,8 @@ impl Scanner<'_> {
                     }
                 },
                 b'\'' => {
-                    self.pos += 1;
-                    let rel = self.b[self.pos..]
-                        .iter()
-                        .position(|&c| c == b'\'')
-                        .ok_or("unterminated single quote")?;
-                    lit.push_str(&self.src[self.pos..self.pos + rel]);
-                    self.pos += rel + 1;
+                    let inner = self.single_quoted()?;
+                    lit.push_str(inner);
                 }
                 b'"' => {
                     self.pos += 1;
@@ -451,6 +458,17 @@ impl Scanner<'_> {
         }
         flush(&mut parts, &mut lit);
         Ok(parts)
+    }
+
+    /// `'…'` at the cursor: its text, verbatim (no escapes inside single quotes).
+    fn single_quoted(&mut self) -> Result<&str, String> {
+        let start = self.pos + 1;
+        let rel = self.b[start..]
+            .iter()
+            .position(|&c| c == b'\'')
+            .ok_or("unterminated single quote")?;
+        self.pos = start + rel + 1;
+        Ok(&self.src[start..start + rel])
     }
 
     fn next_char(&mut self) -> char {
@@ -549,12 +567,8 @@ impl Scanner<'_> {
                 }
                 b'\\' => self.pos += 1,
                 b'\'' => {
-                    self.pos += 1;
-                    let rel = self.b[self.pos..]
-                        .iter()
-                        .position(|&c| c == b'\'')
-                        .ok_or("unterminated single quote")?;
-                    self.pos += rel;
+                    self.single_quoted()?;
+                    continue;
                 }
                 b'"' => {
                     self.pos += 1;

@@ -44,14 +44,7 @@ fn read_dropin_params(f: &GrubFile, var: &str) -> Vec<CmdlineParam> {
         .iter()
         .filter(|a| a.name == var)
         .flat_map(|a| {
-            let lits: String = a
-                .parts
-                .iter()
-                .filter_map(|p| match p {
-                    crate::formats::shell_vars::Part::Lit(l) => Some(l.as_str()),
-                    _ => None,
-                })
-                .collect();
+            let lits = a.literal_words();
             parse_cmdline(&lits)
         })
         .collect()
@@ -108,14 +101,7 @@ pub fn plan_grub_params(
             if !CMDLINE_VARS.contains(&a.name.as_str()) || a.conditional {
                 continue;
             }
-            let lits: String = a
-                .parts
-                .iter()
-                .filter_map(|p| match p {
-                    crate::formats::shell_vars::Part::Lit(l) => Some(l.as_str()),
-                    _ => None,
-                })
-                .collect();
+            let lits = a.literal_words();
             // Drop what must go and what conflicts with a value being set.
             let conflicting = ParamChange {
                 add: Vec::new(),

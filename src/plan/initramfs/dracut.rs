@@ -3,8 +3,8 @@
 
 use super::super::setup::SetupError;
 use super::super::source::FileSource;
-use super::super::{file_edit, PlannedCommand, Steps};
-use super::InitramfsTarget;
+use super::super::{PlannedCommand, Steps};
+use super::{own_dropin, InitramfsTarget};
 
 pub const DRACUT_FILE: &str = "etc/dracut.conf.d/90-passthru-vfio.conf";
 
@@ -23,16 +23,13 @@ impl InitramfsTarget for Dracut {
             "# Written by passthru: load vfio early.\nforce_drivers+=\" {} \"\n",
             modules.join(" ")
         );
-        let mut out = Steps::default();
-        out.edits.extend(file_edit(
+        own_dropin(
+            self,
             src,
             DRACUT_FILE,
-            Some(text.into_bytes()),
-            0o644,
+            text,
             "load vfio early, from the initramfs",
-        )?);
-        out.commands.push(self.rebuild());
-        Ok(out)
+        )
     }
 
     fn rebuild(&self) -> PlannedCommand {

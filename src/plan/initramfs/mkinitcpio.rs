@@ -2,8 +2,8 @@
 
 use super::super::setup::SetupError;
 use super::super::source::FileSource;
-use super::super::{file_edit, PlannedCommand, Steps};
-use super::InitramfsTarget;
+use super::super::{PlannedCommand, Steps};
+use super::{own_dropin, InitramfsTarget};
 
 pub const MKINITCPIO_FILE: &str = "etc/mkinitcpio.conf.d/90-passthru-vfio.conf";
 
@@ -22,16 +22,13 @@ impl InitramfsTarget for Mkinitcpio {
             "# Written by passthru: load vfio before the GPU drivers.\nMODULES=({} \"${{MODULES[@]}}\")\n",
             modules.join(" ")
         );
-        let mut out = Steps::default();
-        out.edits.extend(file_edit(
+        own_dropin(
+            self,
             src,
             MKINITCPIO_FILE,
-            Some(text.into_bytes()),
-            0o644,
+            text,
             "load vfio before the GPU drivers",
-        )?);
-        out.commands.push(self.rebuild());
-        Ok(out)
+        )
     }
 
     fn rebuild(&self) -> PlannedCommand {

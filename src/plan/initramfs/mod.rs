@@ -28,6 +28,24 @@ pub trait InitramfsTarget {
     fn rebuild(&self) -> PlannedCommand;
 }
 
+/// Steps that write passthru's own drop-in `path` (dracut.conf.d, mkinitcpio.conf.d) and
+/// rebuild.
+fn own_dropin(
+    target: &dyn InitramfsTarget,
+    src: &dyn FileSource,
+    path: &str,
+    text: String,
+    reason: &str,
+) -> Result<Steps, SetupError> {
+    Ok(Steps {
+        edits: super::file_edit(src, path, Some(text.into_bytes()), 0o644, reason)?
+            .into_iter()
+            .collect(),
+        commands: vec![target.rebuild()],
+        notes: Vec::new(),
+    })
+}
+
 /// Booster has no drop-in passthru can own: the user is told what to add.
 struct Booster;
 
