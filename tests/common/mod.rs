@@ -337,7 +337,10 @@ pub fn passthru_fixed(root: &Path, args: &[&str]) -> Output {
         .arg(pci_ids())
         .args(["--color", "never"])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("LC_ALL", "C")
         .env("NO_COLOR", "1")
         .output()
