@@ -324,3 +324,25 @@ pub fn compose_distro(pci: &str, distro: &str) -> tempfile::TempDir {
     assert!(ok.success());
     dir
 }
+
+/// Runs passthru on `root` the way the golden tests need it: the same output on every
+/// machine. The environment is emptied but for a fixed PATH and the C locale, colour is off,
+/// and names come from the corpus pci.ids rather than the machine's.
+pub fn passthru_fixed(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .arg("--pci-ids")
+        .arg(pci_ids())
+        .args(["--color", "never"])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LC_ALL", "C")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running passthru")
+}
