@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::shell_vars::{scan_shell, Assignment, Part, ShellFile};
+use super::shell_vars::{scan_shell, Assignment, OtherStatement, Part, ShellFile};
 
 pub const CMDLINE_LINUX: &str = "GRUB_CMDLINE_LINUX";
 pub const CMDLINE_DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
@@ -117,10 +117,12 @@ pub fn evaluate_grub_cmdline(files: &[GrubFile]) -> Result<GrubCmdline, Unresolv
                     ),
                 ));
             }
-            if let Some(v) = CMDLINE_VARS.iter().find(|v| mentions(&o.text, v)) {
+            // Reading a variable (`[ -n "$GRUB_CMDLINE_LINUX" ]`) changes nothing; setting it
+            // where the text does not settle whether or how (`[ … ] && X=…`, `read X`) does.
+            if let Some(v) = CMDLINE_VARS.iter().find(|v| sets(o, v)) {
                 return Err(err(
                     o.line,
-                    format!("{v} is used in a statement that is not a plain assignment"),
+                    format!("{v} is set in a statement that is not a plain assignment"),
                 ));
             }
         }
@@ -174,13 +176,32 @@ pub fn evaluate_grub_cmdline(files: &[GrubFile]) -> Result<GrubCmdline, Unresolv
     Ok(out)
 }
 
-/// Whether `text` names the variable as a whole word.
-fn mentions(text: &str, var: &str) -> bool {
+/// Whether a statement may set `var`: `var=` or `var+=` anywhere in it (after `&&`, in a
+/// `case` arm), or `var` named by a builtin that sets variables.
+fn sets(o: &OtherStatement, var: &str) -> bool {
+    let text = o.text.as_str();
+    let setter = matches!(
+        o.first_word.as_str(),
+        "unset"
+            | "read"
+            | "export"
+            | "declare"
+            | "typeset"
+            | "local"
+            | "readonly"
+            | "getopts"
+            | "printf"
+    );
     text.match_indices(var).any(|(i, _)| {
         let before = text[..i].chars().next_back();
-        let after = text[i + var.len()..].chars().next();
+        let rest = &text[i + var.len()..];
         let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        !ident(before) && !ident(after)
+        if ident(before) || ident(rest.chars().next()) {
+            return false;
+        }
+        // `$VAR` and `${VAR…}` only read it.
+        let read = before == Some('$') || (before == Some('{') && text[..i].ends_with("${"));
+        !read && (rest.starts_with('=') || rest.starts_with("+=") || setter)
     })
 }
 
@@ -265,12 +286,18 @@ mod tests {
             ("GRUB_CMDLINE_LINUX+=\" x\"\n", 1),
             ("GRUB_CMDLINE_LINUX=\"$OTHER x\"\n", 1),
             ("[ -x /y ] && GRUB_CMDLINE_LINUX_DEFAULT=x\n", 1),
+            ("read GRUB_CMDLINE_LINUX < /etc/x\n", 1),
             (". /etc/default/other\n", 1),
             ("GRUB_CMDLINE_LINUX=\"open\n", 1),
         ] {
             let e = evaluate_grub_cmdline(&files(&[("etc/default/grub", text)])).unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
         }
+        // Reading the value in a condition is fine; so is Ubuntu's and Kali's distributor
+        // line, whose backticks hold a `.` of their own.
+        let reads = "GRUB_DISTRIBUTOR=`( . /etc/os-release; echo ${NAME:-Ubuntu} ) 2>/dev/null || echo Ubuntu`\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nif [ -n \"$GRUB_CMDLINE_LINUX_DEFAULT\" ]; then GRUB_TIMEOUT=3; fi\n";
+        let got = evaluate_grub_cmdline(&files(&[("etc/default/grub", reads)])).unwrap();
+        assert_eq!(got.default, "quiet splash");
         // Debian's own default file, backticks and all, is fine.
         let debian = "GRUB_DEFAULT=0\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
         let got = evaluate_grub_cmdline(&files(&[("etc/default/grub", debian)])).unwrap();
