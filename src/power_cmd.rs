@@ -15,13 +15,13 @@ use passthru::plan::power::plan_runtime_pm;
 use crate::cli::{PowerArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()> {
-    let root = crate::host_root(source)?;
+    let root = crate::cmd::host_root(source)?;
     if let Some(mode) = &a.runtime_pm {
         return runtime_pm(source, &root, a, mode, out);
     }
     let live = passthru::apply::runtime::is_live_root(root.path());
     loop {
-        let snap = crate::get_snapshot(source, ReadDetail::Check)?;
+        let snap = crate::cmd::get_snapshot(source, ReadDetail::Check)?;
         let rows: Vec<PowerRow> = snap
             .gpus()
             .map(|g| {
@@ -80,7 +80,7 @@ fn runtime_pm(
     out: &mut dyn Write,
 ) -> Result<()> {
     let sel = a.gpu.as_deref().unwrap_or_default();
-    let snap = crate::get_snapshot(source, ReadDetail::Check)?;
+    let snap = crate::cmd::get_snapshot(source, ReadDetail::Check)?;
     let plan = plan_runtime_pm(&snap, &passthru::host::RootFiles(root), sel, mode)?;
     crate::write_cmd::show_and_apply(root, &plan, a.write, out)
 }
