@@ -1,20 +1,18 @@
-//! The `passthru` binary: parse arguments, get a snapshot, run the command, print once.
+//! The `passthru` binary: parse the arguments, run the command (`cmd/`, one file each), print
+//! an error once, and pick the exit code (README "Exit codes").
 
 mod cli;
 mod cmd;
-mod power_cmd;
-mod write_cmd;
 
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
-use cli::{Cli, Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, VmCommand};
-use passthru::model::ReadDetail;
+use cli::{Cli, Command};
 use passthru::output::style::{sanitize, Style};
 
 fn main() -> ExitCode {
@@ -86,181 +84,12 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
         inner: io::stdout().lock(),
         closed: Rc::clone(closed),
     });
+    let source = &cli.source;
     match &cli.command {
-        Command::List(a) => cmd::list::run(&cli.source, a, style, &mut out)?,
-        Command::Scan(a) => cmd::scan::run(&cli.source, a, &mut out)?,
-        Command::Setup(cmd) => {
-            let root = cmd::host_root(&cli.source)?;
-            match cmd {
-                SetupCommand::Vm(a) => {
-                    let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-                    let req = passthru::plan::setup::SetupRequest {
-                        gpu: a.gpu.clone(),
-                        boot_gpu: a.boot_gpu,
-                        disable_idle_d3: a.disable_idle_d3,
-                        force: a.force,
-                    };
-                    write_cmd::setup_vm(&root, &snap, &req, a.write, &mut out)?
-                }
-                SetupCommand::Host(a) => {
-                    let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-                    write_cmd::setup_host(&root, &snap, &a.gpu, a.write, &mut out)?
-                }
-                SetupCommand::Status => write_cmd::status(&root, &mut out)?,
-            }
-        }
-        Command::Bind(a) | Command::Unbind(a) => {
-            let root = cmd::host_root(&cli.source)?;
-            let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-            let plan = match &cli.command {
-                Command::Bind(_) => passthru::plan::runtime::plan_bind(&snap, &a.gpu, a.force),
-                _ => passthru::plan::runtime::plan_unbind(&snap, &a.gpu),
-            }
-            .map_err(anyhow::Error::msg)?;
-            write_cmd::runtime(&root, &plan, a.write, &mut out)?
-        }
-        Command::Vm(cmd) => {
-            let root = cmd::host_root(&cli.source)?;
-            let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-            let files = passthru::host::RootFiles(&root);
-            let (vmid, plan, write) = match cmd {
-                VmCommand::Attach(a) => {
-                    let req = passthru::plan::attach::VmAttachRequest {
-                        vmid: a.vmid,
-                        gpu: a.gpu.clone(),
-                        primary: a.primary,
-                        mapping: a.mapping.clone(),
-                        rombar: a.rombar,
-                        romfile: a.romfile.clone(),
-                        hidden: a.hidden,
-                        force: a.force,
-                    };
-                    (
-                        a.vmid,
-                        passthru::plan::attach::plan_vm_attach(&snap, &files, &req)?,
-                        a.write,
-                    )
-                }
-                VmCommand::Detach(a) => (
-                    a.vmid,
-                    passthru::plan::attach::plan_vm_detach(&snap, &files, a.vmid, &a.gpu)?,
-                    a.write,
-                ),
-            };
-            let lock = passthru::apply::LockTarget::QemuGuest(vmid);
-            write_cmd::apply_under_guest_lock(&root, lock, &plan, write, &mut out)?
-        }
-        Command::Mapping(cmd) => {
-            let root = cmd::host_root(&cli.source)?;
-            match cmd {
-                MappingCommand::Create(a) => {
-                    let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-                    let plan = passthru::plan::attach::plan_mapping_create(
-                        &snap,
-                        &passthru::host::RootFiles(&root),
-                        &a.name,
-                        &a.gpu,
-                    )?;
-                    write_cmd::show_and_apply(&root, &plan, a.write, &mut out)?
-                }
-                MappingCommand::List => {
-                    use passthru::plan::source::FileSource;
-                    const PCI_CFG: &str = "etc/pve/mapping/pci.cfg";
-                    // Absent is "no mappings"; present but unreadable or not text is an
-                    // error, never an empty list.
-                    let text = passthru::host::RootFiles(&root)
-                        .read_text(PCI_CFG)
-                        .with_context(|| format!("reading {}", root.join(PCI_CFG).display()))?
-                        .unwrap_or_default();
-                    let maps = passthru::formats::pve_config::parse_pci_mappings(&text)
-                        .with_context(|| format!("reading {}", root.join(PCI_CFG).display()))?;
-                    if maps.is_empty() {
-                        writeln!(out, "No PCI resource mappings.")?;
-                    }
-                    for m in maps {
-                        writeln!(
-                            out,
-                            "{}{}",
-                            m.id,
-                            m.description
-                                .map(|d| format!("  ({d})"))
-                                .unwrap_or_default()
-                        )?;
-                        for map in m.maps {
-                            let kv: Vec<String> =
-                                map.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                            writeln!(out, "  {}", kv.join(","))?;
-                        }
-                    }
-                }
-            }
-        }
-        Command::Lxc(cmd) => {
-            let root = cmd::host_root(&cli.source)?;
-            let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-            let files = passthru::host::RootFiles(&root);
-            let (ctid, plan, write) = match cmd {
-                LxcCommand::Share(a) => {
-                    let req = passthru::plan::attach::LxcShareRequest {
-                        ctid: a.ctid,
-                        gpu: a.gpu.clone(),
-                        gid: a.gid,
-                        kfd: a.kfd,
-                    };
-                    (
-                        a.ctid,
-                        passthru::plan::attach::plan_lxc_share(&snap, &files, &req)?,
-                        a.write,
-                    )
-                }
-                LxcCommand::Unshare(a) => (
-                    a.ctid,
-                    passthru::plan::attach::plan_lxc_unshare(&snap, &files, a.ctid, &a.gpu)?,
-                    a.write,
-                ),
-            };
-            let lock = passthru::apply::LockTarget::LxcGuest(ctid);
-            write_cmd::apply_under_guest_lock(&root, lock, &plan, write, &mut out)?
-        }
-        Command::Libvirt(cmd) => {
-            let root = cmd::host_root(&cli.source)?;
-            let snap = cmd::get_snapshot(&cli.source, ReadDetail::Check)?;
-            let files = passthru::host::RootFiles(&root);
-            let (plan, write) = match cmd {
-                LibvirtCommand::Attach(a) => {
-                    let req = passthru::plan::attach::LibvirtAttachRequest {
-                        domain: a.domain.clone(),
-                        gpu: a.gpu.clone(),
-                        romfile: a.romfile.clone(),
-                        hidden: a.hidden,
-                        force: a.force,
-                    };
-                    (
-                        passthru::plan::attach::plan_libvirt_attach(&snap, &files, &req)?,
-                        a.write,
-                    )
-                }
-                LibvirtCommand::Detach(a) => (
-                    passthru::plan::attach::plan_libvirt_detach(&snap, &files, &a.domain, &a.gpu)?,
-                    a.write,
-                ),
-            };
-            write_cmd::show_and_apply(&root, &plan, write, &mut out)?
-        }
-        Command::Docker(a) => cmd::docker::run(&cli.source, a, &mut out)?,
-        Command::Advise(a) => cmd::advise::run(&cli.source, a, &mut out)?,
-        Command::Power(a) => power_cmd::run(&cli.source, a, &mut out)?,
-        Command::Rollback(a) => write_cmd::rollback(
-            &cmd::host_root(&cli.source)?,
-            a.id.as_deref(),
-            a.write,
-            &mut out,
-        )?,
-        Command::DebugApplyPlan(a) => {
-            write_cmd::debug_apply(&cmd::host_root(&cli.source)?, &a.plan, a.write, &mut out)?
-        }
+        Command::List(a) => cmd::list::run(source, a, style, &mut out)?,
+        Command::Scan(a) => cmd::scan::run(source, a, &mut out)?,
         Command::Check(a) => {
-            let ready = cmd::check::run(&cli.source, a, style, &mut out)?;
+            let ready = cmd::check::run(source, a, style, &mut out)?;
             out.flush()?;
             return Ok(if ready {
                 ExitCode::SUCCESS
@@ -268,6 +97,18 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        Command::Setup(c) => cmd::setup::run(source, c, &mut out)?,
+        Command::Rollback(a) => cmd::rollback::run(source, a, &mut out)?,
+        Command::Bind(a) => cmd::bind::run(source, a, cmd::bind::Direction::Bind, &mut out)?,
+        Command::Unbind(a) => cmd::bind::run(source, a, cmd::bind::Direction::Unbind, &mut out)?,
+        Command::Vm(c) => cmd::vm::run(source, c, &mut out)?,
+        Command::Mapping(c) => cmd::mapping::run(source, c, &mut out)?,
+        Command::Lxc(c) => cmd::lxc::run(source, c, &mut out)?,
+        Command::Libvirt(c) => cmd::libvirt::run(source, c, &mut out)?,
+        Command::Docker(a) => cmd::docker::run(source, a, &mut out)?,
+        Command::Advise(a) => cmd::advise::run(source, a, &mut out)?,
+        Command::Power(a) => cmd::power::run(source, a, &mut out)?,
+        Command::DebugApplyPlan(a) => cmd::debug_apply_plan::run(source, a, &mut out)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -4,18 +4,30 @@
 //! in for it, the confirmation prompt, and the report of what was applied.
 
 pub mod advise;
+pub mod bind;
 pub mod check;
+pub mod debug_apply_plan;
 pub mod docker;
+pub mod libvirt;
 pub mod list;
+pub mod lxc;
+pub mod mapping;
+pub mod power;
+pub mod rollback;
 pub mod scan;
+pub mod setup;
+pub mod vm;
 
-use std::io::Write;
+use std::io::{self, BufRead, IsTerminal, Write};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use passthru::apply::{self, ApplyOptions, ApplyOutcome, LockTarget};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
+use passthru::plan::diff::render_plan;
+use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
 
 use crate::cli::{
@@ -128,4 +140,80 @@ pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Whether commands run (and sysfs is the kernel's): only on this machine's own `/`. Under
+/// any other root the host's commands are listed as skipped, never run.
+pub fn is_live(root: &HostRoot) -> bool {
+    apply::runtime::is_live_root(root.path())
+}
+
+/// Asks before a change, unless `--yes`. Without a terminal to ask on, it is not applied.
+pub fn confirm(write: WriteArgs) -> Result<bool> {
+    if write.yes {
+        return Ok(true);
+    }
+    if !io::stdin().is_terminal() {
+        bail!("not applied: confirm with --yes (standard input is not a terminal), or look first with --dry-run");
+    }
+    eprint!("Apply this change? [y/N] ");
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// What was applied, and how to undo it. `unit`: what `o.written` counts (`file(s)`,
+/// `sysfs write(s)`).
+pub fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: &str) -> Result<()> {
+    for m in &o.recovered {
+        writeln!(out, "Recovered: {m}")?;
+    }
+    match &o.id {
+        None => writeln!(out, "Nothing to change.")?,
+        Some(id) => {
+            writeln!(
+                out,
+                "Applied as transaction {id} ({} {unit} written).",
+                o.written.len()
+            )?;
+            for (argv, code) in &o.commands_run {
+                writeln!(out, "  ran {} (exit {code})", argv.join(" "))?;
+            }
+            for argv in &o.commands_skipped {
+                writeln!(out, "  skipped (not the live host): {}", argv.join(" "))?;
+            }
+            writeln!(out, "Undo with: passthru rollback {id}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Shows a plan, then applies it when confirmed. `guest`: the Proxmox guest whose own lock
+/// the edit takes; it is taken only after the user confirmed (a prompt never holds it), and
+/// the plan is re-checked under it.
+pub fn show_and_apply(
+    root: &HostRoot,
+    plan: &Plan,
+    guest: Option<LockTarget>,
+    write: WriteArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let run = is_live(root);
+    render_plan(out, plan, run)?;
+    out.flush()?;
+    if write.dry_run || plan.is_empty() {
+        return Ok(());
+    }
+    if !confirm(write)? {
+        writeln!(out, "Not applied.")?;
+        return Ok(());
+    }
+    let opts = ApplyOptions { run_commands: run };
+    let outcome = match guest {
+        None => apply::apply_plan(root.path(), plan, &opts),
+        Some(guest) => apply::apply_plan_for_guest(root.path(), guest, plan, &opts),
+    }
+    .with_context(|| format!("applying: {}", plan.title))?;
+    writeln!(out)?;
+    report(out, &outcome, "file(s)")
 }
