@@ -38,7 +38,8 @@ pub fn run(
 
 /// Every selected GPU is ready for every judged use (`vm` when none was named), and every
 /// selector matched a GPU.
-// TODO(issue 9): belongs in check/ (as a `CheckReport` method) once that module is free.
+// This judgement belongs with check/ (a `CheckReport` method); it stays here only while
+// that module is being reworked in parallel.
 fn all_ready(report: &CheckReport, uses: &[Use]) -> bool {
     let judged: &[Use] = if uses.is_empty() { &[Use::Vm] } else { uses };
     !report.gpus.is_empty()
