@@ -1,5 +1,5 @@
 //! Command-line arguments as the user gave them. Resolving them into a snapshot happens in
-//! `main.rs`; nothing here reads the host.
+//! `cmd/mod.rs`; nothing here reads the host.
 
 use std::path::PathBuf;
 

@@ -87,6 +87,18 @@ pub fn energy_rate_watts(a: Option<u64>, b: Option<u64>, dt: f64) -> Option<f64>
     }
 }
 
+/// What a saved snapshot tells of a GPU's power (`--from`): its state, and no live figure.
+pub fn saved_gpu_power(dev: &PciDevice) -> PowerReading {
+    PowerReading {
+        address: dev.address.to_string(),
+        runtime_status: dev.power.runtime_status.clone(),
+        power_state: dev.power.state.clone(),
+        watts: None,
+        source: None,
+        unavailable: Some("read from a saved snapshot: no live figure".into()),
+    }
+}
+
 /// Reads one GPU's power. `interval` is how long to sample an energy counter; `live` allows
 /// NVML (never under a fixture root: it would measure the real machine).
 pub fn read_gpu_power(

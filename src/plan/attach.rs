@@ -317,7 +317,7 @@ fn check_vm_request(src: &dyn FileSource, req: &VmAttachRequest) -> Result<(), A
 
 /// Where Proxmox looks for `romfile=` (it prefixes the name with `/usr/share/kvm/`).
 const ROM_DIR: &str = "usr/share/kvm";
-const MAPPING_FILE: &str = "etc/pve/mapping/pci.cfg";
+pub const MAPPING_FILE: &str = "etc/pve/mapping/pci.cfg";
 
 /// The cluster mapping file, empty when absent.
 fn read_mapping_file(src: &dyn FileSource) -> Result<PciMappingFile, AttachError> {

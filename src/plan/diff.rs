@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use similar::TextDiff;
 
+use super::runtime::RuntimePlan;
 use super::Plan;
 
 pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::Result<()> {
@@ -64,4 +65,38 @@ pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::
         writeln!(out, "Note: {n}")?;
     }
     Ok(())
+}
+
+/// Shows a runtime plan: the modules it loads and the sysfs writes, in order. `live`: whether
+/// the modprobe runs (only on this machine's own `/`).
+pub fn render_runtime_plan(out: &mut dyn Write, plan: &RuntimePlan, live: bool) -> io::Result<()> {
+    writeln!(out, "{}", plan.title)?;
+    if plan.is_empty() {
+        writeln!(out, "Nothing to change.")?;
+        return Ok(());
+    }
+    for m in &plan.modprobe {
+        writeln!(
+            out,
+            "  modprobe {m}{}",
+            if live {
+                ""
+            } else {
+                "    (skipped: not the live host)"
+            }
+        )?;
+    }
+    for w in &plan.writes {
+        writeln!(
+            out,
+            "  echo {:?} > /{}    # {}",
+            w.value.trim_end(),
+            w.path,
+            w.why
+        )?;
+    }
+    writeln!(
+        out,
+        "This lasts until the next reboot; `passthru setup` makes it permanent."
+    )
 }

@@ -7,34 +7,29 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use passthru::advise::catalog;
-use passthru::host::power::read_gpu_power;
+use passthru::host::power::{read_gpu_power, saved_gpu_power};
+use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
 use passthru::output::power::{build_row, render_power, render_prometheus, PowerRow};
 use passthru::plan::power::plan_runtime_pm;
 
+use super::{get_snapshot, host_root, is_live, show_and_apply, write_json};
 use crate::cli::{PowerArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()> {
-    let root = crate::host_root(source)?;
+    let root = host_root(source)?;
     if let Some(mode) = &a.runtime_pm {
         return runtime_pm(source, &root, a, mode, out);
     }
-    let live = passthru::apply::runtime::is_live_root(root.path());
+    let live = is_live(&root);
     loop {
-        let snap = crate::get_snapshot(source, ReadDetail::Check)?;
+        let snap = get_snapshot(source, ReadDetail::Check)?;
         let rows: Vec<PowerRow> = snap
             .gpus()
             .map(|g| {
                 // --from has no live files: the snapshot's own state is all there is.
                 let reading = if source.from.is_some() {
-                    passthru::host::power::PowerReading {
-                        address: g.address.to_string(),
-                        runtime_status: g.power.runtime_status.clone(),
-                        power_state: g.power.state.clone(),
-                        watts: None,
-                        source: None,
-                        unavailable: Some("read from a saved snapshot: no live figure".into()),
-                    }
+                    saved_gpu_power(g)
                 } else {
                     read_gpu_power(&root, g, Duration::from_millis(500), live)
                 };
@@ -48,8 +43,7 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             })
             .collect();
         if a.json {
-            serde_json::to_writer_pretty(&mut *out, &rows)?;
-            writeln!(out)?;
+            write_json(out, &rows)?;
         } else {
             render_power(out, &rows, a.price_kwh)?;
         }
@@ -74,13 +68,13 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
 /// A udev rule per GPU setting power/control at every boot, through the setup transaction.
 fn runtime_pm(
     source: &SourceArgs,
-    root: &passthru::host::HostRoot,
+    root: &HostRoot,
     a: &PowerArgs,
     mode: &str,
     out: &mut dyn Write,
 ) -> Result<()> {
     let sel = a.gpu.as_deref().unwrap_or_default();
-    let snap = crate::get_snapshot(source, ReadDetail::Check)?;
-    let plan = plan_runtime_pm(&snap, &passthru::host::RootFiles(root), sel, mode)?;
-    crate::write_cmd::show_and_apply(root, &plan, a.write, out)
+    let snap = get_snapshot(source, ReadDetail::Check)?;
+    let plan = plan_runtime_pm(&snap, &RootFiles(root), sel, mode)?;
+    show_and_apply(root, &plan, None, a.write, out)
 }

@@ -1,0 +1,19 @@
+//! `passthru docker`: the compose and CLI lines that give a container this GPU.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use passthru::host::RootFiles;
+use passthru::model::ReadDetail;
+use passthru::plan::attach::docker_snippet;
+
+use super::{get_snapshot, host_root};
+use crate::cli::{DockerArgs, SourceArgs};
+
+pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<()> {
+    let root = host_root(source)?;
+    let snap = get_snapshot(source, ReadDetail::Check)?;
+    write!(out, "{}", docker_snippet(&snap, &RootFiles(&root), &a.gpu)?)?;
+    Ok(())
+}

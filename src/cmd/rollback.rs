@@ -1,0 +1,85 @@
+//! `passthru rollback [ID]`: undo a transaction (the last one still in effect by default)
+//! byte for byte, after showing what comes back.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+
+use passthru::apply::{self, ApplyOptions};
+use passthru::plan::runtime::Restore;
+
+use super::{confirm, host_root, is_live, report};
+use crate::cli::{RollbackArgs, SourceArgs};
+
+pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result<()> {
+    let root = host_root(source)?;
+    let id = a.id.as_deref();
+    if !a.write.dry_run {
+        for m in apply::recover(root.path())? {
+            writeln!(out, "Recovered: {m}")?;
+        }
+    }
+    let txs = apply::list_transactions(root.path())?;
+    let target = match id {
+        Some(id) => txs.iter().find(|t| t.id == id),
+        None => txs
+            .iter()
+            .rev()
+            .find(|t| apply::is_default_rollback_target(root.path(), t)),
+    };
+    let Some(t) = target else {
+        bail!(
+            "no transaction to roll back{}",
+            id.map(|i| format!(" with id {i}")).unwrap_or_default()
+        );
+    };
+    writeln!(out, "Roll back {} ({}), restoring:", t.id, t.title)?;
+    for f in &t.files {
+        let what = if f.original.is_some() {
+            "its saved contents"
+        } else {
+            "removed (it did not exist)"
+        };
+        writeln!(out, "  {}: {what}", f.path)?;
+    }
+    for d in &t.devices {
+        writeln!(
+            out,
+            "  {}: back to driver {}, driver_override {}",
+            d.address,
+            d.driver.as_deref().unwrap_or("none"),
+            d.driver_override.as_deref().unwrap_or("(null)")
+        )?;
+    }
+    // A driver_override comes back with its device's line above.
+    for r in t
+        .runtime
+        .iter()
+        .filter(|r| r.restore == Restore::Value && !r.path.ends_with("/driver_override"))
+    {
+        if let Some(b) = &r.before {
+            writeln!(out, "  /{}: back to {:?}", r.path, b.trim_end())?;
+        }
+    }
+    out.flush()?;
+    if a.write.dry_run {
+        return Ok(());
+    }
+    if !confirm(a.write)? {
+        writeln!(out, "Not applied.")?;
+        return Ok(());
+    }
+    let outcome = apply::rollback(
+        root.path(),
+        Some(&t.id),
+        &ApplyOptions {
+            run_commands: is_live(&root),
+        },
+    )?;
+    let unit = if t.is_runtime() {
+        "sysfs write(s)"
+    } else {
+        "file(s)"
+    };
+    report(out, &outcome, unit)
+}

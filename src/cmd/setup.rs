@@ -1,0 +1,83 @@
+//! `passthru setup vm|host|status`: prepare a GPU for VM passthrough or give it back to the
+//! host, as one reviewed, reversible transaction; or list the journal and passthru's files.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use passthru::apply;
+use passthru::host::{HostRoot, RootFiles};
+use passthru::model::ReadDetail;
+use passthru::plan::setup::{
+    plan_setup_host, plan_setup_vm, SetupRequest, DRACUT_FILE, GRUB_DROPIN, MKINITCPIO_FILE,
+    MODPROBE_FILE, UDEV_FILE,
+};
+use passthru::plan::source::FileSource;
+
+use super::{get_snapshot, host_root, show_and_apply};
+use crate::cli::{SetupCommand, SourceArgs};
+
+pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Result<()> {
+    let root = host_root(source)?;
+    match cmd {
+        SetupCommand::Vm(a) => {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
+            let req = SetupRequest {
+                gpu: a.gpu.clone(),
+                boot_gpu: a.boot_gpu,
+                disable_idle_d3: a.disable_idle_d3,
+                force: a.force,
+            };
+            let plan = plan_setup_vm(&snap, &RootFiles(&root), &req)?;
+            show_and_apply(&root, &plan, None, a.write, out)
+        }
+        SetupCommand::Host(a) => {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
+            let plan = plan_setup_host(&snap, &RootFiles(&root), &a.gpu)?;
+            show_and_apply(&root, &plan, None, a.write, out)
+        }
+        SetupCommand::Status => status(&root, out),
+    }
+}
+
+/// The transactions in the journal, then the files passthru writes as they are now.
+fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
+    let txs = apply::list_transactions(root.path())?;
+    if txs.is_empty() {
+        writeln!(out, "No passthru transactions on this host.")?;
+    }
+    for t in &txs {
+        writeln!(
+            out,
+            "{}  {:<12} {}  ({})",
+            t.id,
+            format!("{:?}", t.state).to_lowercase(),
+            t.title,
+            if t.is_runtime() {
+                format!("{} sysfs write(s)", t.runtime.len())
+            } else {
+                format!("{} file(s)", t.files.len())
+            }
+        )?;
+    }
+    let files = RootFiles(root);
+    for f in [
+        MODPROBE_FILE,
+        UDEV_FILE,
+        GRUB_DROPIN,
+        DRACUT_FILE,
+        MKINITCPIO_FILE,
+    ] {
+        // Absent is not passthru's file on this host; unreadable is an error, never absent.
+        let text = files
+            .read_text(f)
+            .with_context(|| format!("reading {}", root.join(f).display()))?;
+        if let Some(text) = text {
+            writeln!(out, "\n{f}:")?;
+            for l in text.lines().filter(|l| !l.starts_with('#')) {
+                writeln!(out, "  {l}")?;
+            }
+        }
+    }
+    Ok(())
+}
