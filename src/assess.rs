@@ -338,6 +338,63 @@ mod tests {
     }
 
     #[test]
+    fn the_first_cause_that_holds_is_the_diagnosis() {
+        use IommuOffCause::*;
+        let cause = |tables: &[&str], cmdline: &str, hypervisor: bool| {
+            let mut s = host(tables, cmdline);
+            s.system.cpu.hypervisor = hypervisor;
+            diagnose_iommu(&s).verdict
+        };
+        for (tables, cmdline, hyp, want) in [
+            // No table: no parameter can help, whatever the command line says.
+            (&[][..], "iommu=off", false, NoFirmwareTable),
+            (&[][..], "", true, NoVirtualIommu),
+            (
+                &["DMAR"][..],
+                "intel_iommu=off iommu=off",
+                false,
+                IommuParamOff,
+            ),
+            (&["DMAR"][..], "intel_iommu=sm_on,off", false, IntelParamOff),
+            (&["DMAR"][..], "amd_iommu=off", false, IntelNotEnabled),
+            (&["IVRS"][..], "amd_iommu=off", false, AmdParamOff),
+            (&["IVRS"][..], "intel_iommu=off", false, AmdNotEnabled),
+        ] {
+            assert_eq!(
+                cause(tables, cmdline, hyp),
+                IommuVerdict::Off(want),
+                "{tables:?} {cmdline}"
+            );
+        }
+    }
+
+    #[test]
+    fn intel_iommu_on_is_needed_unless_the_kernel_default_has_it_on() {
+        let unit = IommuUnit {
+            name: "dmar0".into(),
+            vendor: IommuVendor::Intel,
+            ir_capable: Some(true),
+        };
+        let default_on = vec![("CONFIG_INTEL_IOMMU_DEFAULT_ON".to_string(), "y".to_string())];
+        let mut off = host(&["DMAR"], "");
+        assert!(diagnose_iommu(&off).needs_intel_iommu_on());
+        off.system.kernel_config = default_on.clone();
+        assert!(
+            diagnose_iommu(&off).needs_intel_iommu_on(),
+            "off despite the default: the parameter rules the default out"
+        );
+        let mut on = off.clone();
+        on.iommu.units.push(unit.clone());
+        assert!(!diagnose_iommu(&on).needs_intel_iommu_on());
+        on.system.kernel_config.clear();
+        assert!(diagnose_iommu(&on).needs_intel_iommu_on());
+        let mut amd = host(&["IVRS"], "");
+        amd.system.kernel_config = default_on;
+        assert!(!diagnose_iommu(&amd).needs_intel_iommu_on());
+        assert!(!diagnose_iommu(&host(&[], "")).needs_intel_iommu_on());
+    }
+
+    #[test]
     fn noiommu_groups_are_not_an_iommu() {
         let mut s = host(&[], "");
         s.groups.push(IommuGroup {
