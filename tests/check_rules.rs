@@ -1033,7 +1033,7 @@ fn list_and_check_agree_on_why_the_iommu_is_off() {
     let base = check_snapshot_of("nvidia-desktop");
     let mut runner = TestRunner::new(Config {
         cases: 300,
-        rng_seed: RngSeed::Fixed(0x696f_6d6d_75),
+        rng_seed: RngSeed::Fixed(0x0069_6f6d_6d75),
         failure_persistence: None,
         ..Config::default()
     });
