@@ -119,39 +119,37 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
         };
         Finding::new(id, sev, eff, VM, msg).evidence(evidence)
     };
-    let disks: Vec<String> = u
-        .boot_disk_controllers
-        .iter()
-        .filter(|a| members.contains(a))
-        .map(|a| describe(s, a))
-        .collect();
-    if !disks.is_empty() {
-        f.push(
-            safety(
-                RuleId::SafetyBootDisk,
-                "the card's group holds the controller of the host's root filesystem: giving it to a VM takes the host's boot disk away".into(),
-                format!("{}; {}", disks.join("; "), u.boot_disk_evidence.clone().unwrap_or_default()),
-                c.force,
-            )
-            .fix("move the card or the disk to another slot so they are in different groups (--force overrides this check)"),
-        );
-    }
-    let nics: Vec<String> = u
-        .default_route_devices
-        .iter()
-        .filter(|a| members.contains(a))
-        .map(|a| describe(s, a))
-        .collect();
-    if !nics.is_empty() {
-        f.push(
-            safety(
-                RuleId::SafetyNetwork,
-                "the card's group holds the network device of the host's default route: the host would lose its network".into(),
-                format!("{}; {}", nics.join("; "), u.default_route_evidence.clone().unwrap_or_default()),
-                c.force,
-            )
-            .fix("use another network port or slot so they are in different groups (--force overrides this check)"),
-        );
+    // The host's boot disk controller and the network device of its default route.
+    let host_devices = [
+        (
+            RuleId::SafetyBootDisk,
+            &u.boot_disk_controllers,
+            &u.boot_disk_evidence,
+            "the card's group holds the controller of the host's root filesystem: giving it to a VM takes the host's boot disk away",
+            "move the card or the disk to another slot so they are in different groups (--force overrides this check)",
+        ),
+        (
+            RuleId::SafetyNetwork,
+            &u.default_route_devices,
+            &u.default_route_evidence,
+            "the card's group holds the network device of the host's default route: the host would lose its network",
+            "use another network port or slot so they are in different groups (--force overrides this check)",
+        ),
+    ];
+    for (rule, devices, evidence, msg, fix) in host_devices {
+        let taken: Vec<String> = devices
+            .iter()
+            .filter(|a| members.contains(a))
+            .map(|a| describe(s, a))
+            .collect();
+        if !taken.is_empty() {
+            let evidence = format!(
+                "{}; {}",
+                taken.join("; "),
+                evidence.clone().unwrap_or_default()
+            );
+            f.push(safety(rule, msg.into(), evidence, c.force).fix(fix));
+        }
     }
     let other_display = s
         .gpus()
