@@ -1,9 +1,117 @@
 //! Small pure judgements the reading commands show in their headers (is the IOMMU on, and if
 //! not, why and what next). Pure: a function of the snapshot only.
+//!
+//! [`diagnose_iommu`] is the one place that decides why the IOMMU is off and whether the
+//! kernel needs `intel_iommu=on`: `list` words it for its header, `check` for its findings,
+//! and `setup` asks it which parameter to add.
 
 use serde::Serialize;
 
 use crate::model::{IommuVendor, IrqRemapping, Snapshot};
+
+/// What the kernel's IOMMU is doing, and why when it is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IommuDiagnosis {
+    pub verdict: IommuVerdict,
+    /// The IOMMU's maker: from the active units, else from the firmware table.
+    pub vendor: Option<IommuVendor>,
+    /// The running kernel turns the Intel IOMMU on by itself
+    /// (`CONFIG_INTEL_IOMMU_DEFAULT_ON` or `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF` is `y`).
+    pub intel_default_on: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IommuVerdict {
+    /// Units registered and groups formed.
+    On,
+    /// Only vfio no-IOMMU groups: devices can be handed out, but nothing is isolated.
+    NoIommuMode,
+    Off(IommuOffCause),
+}
+
+/// Why the IOMMU is off, the first cause that holds in this order: no firmware table at all
+/// (no parameter can help then), a parameter turning it off, then the kernel not enabling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IommuOffCause {
+    /// No ACPI DMAR or IVRS table on a physical host: the IOMMU is off in the firmware setup.
+    NoFirmwareTable,
+    /// No table and the CPU has the hypervisor flag: a VM without a virtual IOMMU.
+    NoVirtualIommu,
+    /// A table is present and `iommu=off` is on the command line.
+    IommuParamOff,
+    /// DMAR is present and `intel_iommu=off` is on the command line.
+    IntelParamOff,
+    /// DMAR is present, no parameter turns it off, and the kernel did not enable it: without
+    /// the kernel default, `intel_iommu=on` is needed.
+    IntelNotEnabled,
+    /// IVRS is present and `amd_iommu=off` is on the command line.
+    AmdParamOff,
+    /// IVRS is present with no parameter against it. The AMD IOMMU is on by default and no
+    /// parameter turns it on (`amd_iommu=on` is not a valid value): something else failed.
+    AmdNotEnabled,
+}
+
+/// Decides, from the snapshot alone, what the IOMMU is doing and why.
+pub fn diagnose_iommu(s: &Snapshot) -> IommuDiagnosis {
+    let sys = &s.system;
+    let iommu = &s.iommu;
+    let param = |k: &str| sys.cmdline_value(k).and_then(|p| p.value.as_deref());
+    let table = |t: &str| iommu.firmware_tables.iter().any(|x| x == t);
+    let intel_default_on = sys.kernel_config.iter().any(|(k, v)| {
+        (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON" || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
+            && v == "y"
+    });
+    let verdict = if iommu.active() {
+        IommuVerdict::On
+    } else if s.groups.iter().any(|g| g.is_noiommu()) {
+        IommuVerdict::NoIommuMode
+    } else {
+        IommuVerdict::Off(if iommu.firmware_tables.is_empty() {
+            if sys.cpu.hypervisor {
+                IommuOffCause::NoVirtualIommu
+            } else {
+                IommuOffCause::NoFirmwareTable
+            }
+        } else if param("iommu") == Some("off") {
+            IommuOffCause::IommuParamOff
+        } else if table("DMAR") {
+            if param("intel_iommu").is_some_and(|v| v.split(',').any(|w| w == "off")) {
+                IommuOffCause::IntelParamOff
+            } else {
+                IommuOffCause::IntelNotEnabled
+            }
+        } else if param("amd_iommu") == Some("off") {
+            IommuOffCause::AmdParamOff
+        } else {
+            IommuOffCause::AmdNotEnabled
+        })
+    };
+    IommuDiagnosis {
+        verdict,
+        vendor: iommu.vendor(),
+        intel_default_on,
+    }
+}
+
+impl IommuDiagnosis {
+    /// Whether the kernel command line needs `intel_iommu=on`: an Intel IOMMU, unless the
+    /// kernel already turns it on by default and it is on. (Off despite the default, the
+    /// parameter rules the default out.)
+    pub fn needs_intel_iommu_on(&self) -> bool {
+        self.vendor == Some(IommuVendor::Intel)
+            && !(self.intel_default_on && self.verdict == IommuVerdict::On)
+    }
+}
+
+/// The firmware setting that turns the IOMMU on, for this CPU's maker, and where boards
+/// usually put it.
+pub fn firmware_iommu_setting(s: &Snapshot) -> (&'static str, Option<&'static str>) {
+    match s.system.cpu.vendor_id.as_deref() {
+        Some("GenuineIntel") => ("VT-d", Some("often under Chipset or System Agent")),
+        Some("AuthenticAMD") => ("IOMMU / AMD-Vi", Some("often under AMD CBS or NBIO")),
+        _ => ("VT-d (Intel) or IOMMU/AMD-Vi (AMD)", None),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,39 +142,43 @@ pub fn summarize_iommu(s: &Snapshot) -> IommuSummary {
         Some(IommuVendor::Other) => "IOMMU",
         None => "IOMMU",
     };
-    if st.active() {
-        let units = st.units.len();
-        let irq = match st.irq_remapping {
-            IrqRemapping::Enabled => "interrupt remapping on",
-            IrqRemapping::NotSeen => "interrupt remapping not seen",
-            IrqRemapping::Unknown => "interrupt remapping unknown",
-        };
-        return IommuSummary {
-            status: IommuStatus::On,
-            summary: format!(
-                "on: {vendor}, {units} unit{}, {} group{}, {irq}",
-                plural(units),
-                st.group_count,
-                plural(st.group_count)
-            ),
-            reason: None,
-            next_step: None,
-        };
-    }
-    if s.groups.iter().any(|g| g.is_noiommu()) {
-        return IommuSummary {
-            status: IommuStatus::NoIommuMode,
-            summary: "off: only vfio no-IOMMU groups (no isolation at all)".into(),
-            reason: Some(
-                "vfio.enable_unsafe_noiommu_mode is in use; devices are not isolated from the host"
-                    .into(),
-            ),
-            next_step: Some(
-                "enable the IOMMU in the firmware setup and boot without no-IOMMU mode".into(),
-            ),
-        };
-    }
-    let (reason, next) = off_reason(s);
+    let d = diagnose_iommu(s);
+    let cause = match d.verdict {
+        IommuVerdict::On => {
+            let units = st.units.len();
+            let irq = match st.irq_remapping {
+                IrqRemapping::Enabled => "interrupt remapping on",
+                IrqRemapping::NotSeen => "interrupt remapping not seen",
+                IrqRemapping::Unknown => "interrupt remapping unknown",
+            };
+            return IommuSummary {
+                status: IommuStatus::On,
+                summary: format!(
+                    "on: {vendor}, {units} unit{}, {} group{}, {irq}",
+                    plural(units),
+                    st.group_count,
+                    plural(st.group_count)
+                ),
+                reason: None,
+                next_step: None,
+            };
+        }
+        IommuVerdict::NoIommuMode => {
+            return IommuSummary {
+                status: IommuStatus::NoIommuMode,
+                summary: "off: only vfio no-IOMMU groups (no isolation at all)".into(),
+                reason: Some(
+                    "vfio.enable_unsafe_noiommu_mode is in use; devices are not isolated from the host"
+                        .into(),
+                ),
+                next_step: Some(
+                    "enable the IOMMU in the firmware setup and boot without no-IOMMU mode".into(),
+                ),
+            };
+        }
+        IommuVerdict::Off(cause) => cause,
+    };
+    let (reason, next) = off_reason(s, &d, cause);
     IommuSummary {
         status: IommuStatus::Off,
         summary: "off: no IOMMU groups, so no device can be given to a VM".into(),
@@ -75,70 +187,50 @@ pub fn summarize_iommu(s: &Snapshot) -> IommuSummary {
     }
 }
 
-fn off_reason(s: &Snapshot) -> (String, String) {
-    let sys = &s.system;
-    let param = |k: &str| sys.cmdline_value(k).and_then(|p| p.value.clone());
-    if let Some(v) = param("iommu").filter(|v| v == "off") {
-        return (
-            format!("the kernel command line says iommu={v} (proc/cmdline)"),
-            "remove iommu=off from the boot loader's kernel parameters and reboot".into(),
-        );
-    }
-    let tables = &s.iommu.firmware_tables;
-    if tables.iter().any(|t| t == "DMAR") {
-        if param("intel_iommu").is_some_and(|v| v.split(',').any(|w| w == "off")) {
+/// `list`'s words for a cause: what is the case, and what the user does next.
+fn off_reason(s: &Snapshot, d: &IommuDiagnosis, cause: IommuOffCause) -> (String, String) {
+    use IommuOffCause::*;
+    let (why, next) = match cause {
+        IommuParamOff => (
+            "the kernel command line says iommu=off (proc/cmdline)",
+            "remove iommu=off from the boot loader's kernel parameters and reboot",
+        ),
+        IntelParamOff => (
+            "the firmware has an Intel IOMMU (ACPI DMAR table) but proc/cmdline has intel_iommu=off",
+            "replace intel_iommu=off with intel_iommu=on in the kernel parameters (passthru setup does this)",
+        ),
+        IntelNotEnabled if d.intel_default_on => (
+            "the firmware has an Intel IOMMU (ACPI DMAR table) and the kernel enables it by default, yet no unit is active",
+            "check dmesg for DMAR errors; add intel_iommu=on to rule out a kernel default",
+        ),
+        IntelNotEnabled => (
+            "the firmware has an Intel IOMMU (ACPI DMAR table) but the kernel did not enable it",
+            "add intel_iommu=on to the kernel parameters and reboot (passthru setup does this)",
+        ),
+        AmdParamOff => (
+            "the firmware has an AMD IOMMU (ACPI IVRS table) but proc/cmdline has amd_iommu=off",
+            "remove amd_iommu=off from the kernel parameters (the AMD IOMMU is on by default; amd_iommu=on is not a valid value)",
+        ),
+        AmdNotEnabled => (
+            "the firmware has an AMD IOMMU (ACPI IVRS table) but the kernel did not enable it",
+            "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter",
+        ),
+        NoVirtualIommu => (
+            "this host is itself a virtual machine (hypervisor CPU flag) with no virtual IOMMU",
+            "give the VM an emulated IOMMU (QEMU: -device intel-iommu,intremap=on) or run passthru on the physical host",
+        ),
+        NoFirmwareTable => {
+            let setting = match firmware_iommu_setting(s) {
+                (name, Some(place)) => format!("{name} ({place})"),
+                (name, None) => name.to_string(),
+            };
             return (
-                "the firmware has an Intel IOMMU (ACPI DMAR table) but proc/cmdline has intel_iommu=off".into(),
-                "replace intel_iommu=off with intel_iommu=on in the kernel parameters (passthru setup does this)".into(),
+                "the firmware announces no IOMMU (no ACPI DMAR or IVRS table in sys/firmware/acpi/tables)".into(),
+                format!("enable {setting} in the firmware setup, then run passthru list again"),
             );
         }
-        let default_on = sys.kernel_config.iter().any(|(k, v)| {
-            (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON"
-                || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
-                && v == "y"
-        });
-        return if default_on {
-            (
-                "the firmware has an Intel IOMMU (ACPI DMAR table) and the kernel enables it by default, yet no unit is active".into(),
-                "check dmesg for DMAR errors; add intel_iommu=on to rule out a kernel default".into(),
-            )
-        } else {
-            (
-                "the firmware has an Intel IOMMU (ACPI DMAR table) but the kernel did not enable it".into(),
-                "add intel_iommu=on to the kernel parameters and reboot (passthru setup does this)".into(),
-            )
-        };
-    }
-    if tables.iter().any(|t| t == "IVRS") {
-        if param("amd_iommu").is_some_and(|v| v == "off") {
-            return (
-                "the firmware has an AMD IOMMU (ACPI IVRS table) but proc/cmdline has amd_iommu=off".into(),
-                "remove amd_iommu=off from the kernel parameters (the AMD IOMMU is on by default; amd_iommu=on is not a valid value)".into(),
-            );
-        }
-        return (
-            "the firmware has an AMD IOMMU (ACPI IVRS table) but the kernel did not enable it"
-                .into(),
-            "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter".into(),
-        );
-    }
-    if sys.cpu.hypervisor {
-        return (
-            "this host is itself a virtual machine (hypervisor CPU flag) with no virtual IOMMU".into(),
-            "give the VM an emulated IOMMU (QEMU: -device intel-iommu,intremap=on) or run passthru on the physical host".into(),
-        );
-    }
-    let vendor = sys.cpu.vendor_id.as_deref().unwrap_or("");
-    let setting = match vendor {
-        "GenuineIntel" => "VT-d (often under Chipset or System Agent)",
-        "AuthenticAMD" => "IOMMU / AMD-Vi (often under AMD CBS or NBIO)",
-        _ => "VT-d (Intel) or IOMMU/AMD-Vi (AMD)",
     };
-    (
-        "the firmware announces no IOMMU (no ACPI DMAR or IVRS table in sys/firmware/acpi/tables)"
-            .into(),
-        format!("enable {setting} in the firmware setup, then run passthru list again"),
-    )
+    (why.into(), next.into())
 }
 
 fn plural(n: usize) -> &'static str {
@@ -243,6 +335,63 @@ mod tests {
         assert!(summarize_iommu(&s).next_step.unwrap().contains("AMD CBS"));
         s.system.cpu.hypervisor = true;
         assert!(reason(&s).contains("virtual machine"));
+    }
+
+    #[test]
+    fn the_first_cause_that_holds_is_the_diagnosis() {
+        use IommuOffCause::*;
+        let cause = |tables: &[&str], cmdline: &str, hypervisor: bool| {
+            let mut s = host(tables, cmdline);
+            s.system.cpu.hypervisor = hypervisor;
+            diagnose_iommu(&s).verdict
+        };
+        for (tables, cmdline, hyp, want) in [
+            // No table: no parameter can help, whatever the command line says.
+            (&[][..], "iommu=off", false, NoFirmwareTable),
+            (&[][..], "", true, NoVirtualIommu),
+            (
+                &["DMAR"][..],
+                "intel_iommu=off iommu=off",
+                false,
+                IommuParamOff,
+            ),
+            (&["DMAR"][..], "intel_iommu=sm_on,off", false, IntelParamOff),
+            (&["DMAR"][..], "amd_iommu=off", false, IntelNotEnabled),
+            (&["IVRS"][..], "amd_iommu=off", false, AmdParamOff),
+            (&["IVRS"][..], "intel_iommu=off", false, AmdNotEnabled),
+        ] {
+            assert_eq!(
+                cause(tables, cmdline, hyp),
+                IommuVerdict::Off(want),
+                "{tables:?} {cmdline}"
+            );
+        }
+    }
+
+    #[test]
+    fn intel_iommu_on_is_needed_unless_the_kernel_default_has_it_on() {
+        let unit = IommuUnit {
+            name: "dmar0".into(),
+            vendor: IommuVendor::Intel,
+            ir_capable: Some(true),
+        };
+        let default_on = vec![("CONFIG_INTEL_IOMMU_DEFAULT_ON".to_string(), "y".to_string())];
+        let mut off = host(&["DMAR"], "");
+        assert!(diagnose_iommu(&off).needs_intel_iommu_on());
+        off.system.kernel_config = default_on.clone();
+        assert!(
+            diagnose_iommu(&off).needs_intel_iommu_on(),
+            "off despite the default: the parameter rules the default out"
+        );
+        let mut on = off.clone();
+        on.iommu.units.push(unit.clone());
+        assert!(!diagnose_iommu(&on).needs_intel_iommu_on());
+        on.system.kernel_config.clear();
+        assert!(diagnose_iommu(&on).needs_intel_iommu_on());
+        let mut amd = host(&["IVRS"], "");
+        amd.system.kernel_config = default_on;
+        assert!(!diagnose_iommu(&amd).needs_intel_iommu_on());
+        assert!(!diagnose_iommu(&host(&[], "")).needs_intel_iommu_on());
     }
 
     #[test]

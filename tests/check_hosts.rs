@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use passthru::check::{check_host, CheckReport, CheckRequest, Use, Verdict};
+use passthru::check::{check_host, CheckReport, CheckRequest, RuleId, Use, Verdict};
 
 fn qemu(name: &str) -> passthru::model::Snapshot {
     check_snapshot(&unpacked(
@@ -26,7 +26,7 @@ fn gpu<'a>(r: &'a CheckReport, addr: &str) -> &'a passthru::check::GpuCheck {
         .unwrap_or_else(|| panic!("{addr} not in report"))
 }
 
-fn ids(g: &passthru::check::GpuCheck) -> Vec<&'static str> {
+fn ids(g: &passthru::check::GpuCheck) -> Vec<RuleId> {
     g.findings.iter().map(|f| f.id).collect()
 }
 
@@ -44,7 +44,11 @@ fn real_kernel_topologies_give_their_verdicts() {
                 .collect::<Vec<_>>(),
             ["0000:03:00.0", "0000:03:00.1"]
         );
-        assert!(ids(g).contains(&"group.isolated"), "{vendor}: {:?}", ids(g));
+        assert!(
+            ids(g).contains(&RuleId::GroupIsolated),
+            "{vendor}: {:?}",
+            ids(g)
+        );
         assert_eq!(g.verdicts[&Use::Vm], Verdict::NeedsSetup, "{vendor}");
 
         // Conventional PCI behind a PCIe-to-PCI bridge: ati-vga shares its group with the
@@ -52,7 +56,11 @@ fn real_kernel_topologies_give_their_verdicts() {
         let r = run(&qemu(&format!("{vendor}-bridges")));
         let g = gpu(&r, "0000:02:03.0");
         assert_eq!(g.verdicts[&Use::Vm], Verdict::Blocked, "{vendor}");
-        let shared = g.findings.iter().find(|f| f.id == "group.shared").unwrap();
+        let shared = g
+            .findings
+            .iter()
+            .find(|f| f.id == RuleId::GroupShared)
+            .unwrap();
         assert!(
             shared.evidence.contains("0000:02:01.0") && shared.evidence.contains("0000:02:02.0"),
             "{}",
@@ -63,18 +71,18 @@ fn real_kernel_topologies_give_their_verdicts() {
             "the bridge itself is no obstacle"
         );
         // The VGA on the root complex in the same host is fine.
-        assert!(ids(gpu(&r, "0000:00:02.0")).contains(&"group.isolated"));
+        assert!(ids(gpu(&r, "0000:00:02.0")).contains(&RuleId::GroupIsolated));
 
         // Flat: the multifunction VGA+HDA at 02.0/02.1 is one group, and goes as a whole.
         let r = run(&qemu(&format!("{vendor}-flat")));
         let g = gpu(&r, "0000:00:02.0");
         assert_eq!(g.functions.len(), 2);
-        assert!(ids(g).contains(&"group.isolated") && ids(g).contains(&"slot.functions"));
+        assert!(ids(g).contains(&RuleId::GroupIsolated) && ids(g).contains(&RuleId::SlotFunctions));
 
         // Behind a PCIe switch's downstream port: isolated, but it is the only display.
         let r = run(&qemu(&format!("{vendor}-switch")));
         let g = gpu(&r, "0000:05:00.0");
-        assert!(ids(g).contains(&"group.isolated"));
+        assert!(ids(g).contains(&RuleId::GroupIsolated));
         assert_eq!(g.verdicts[&Use::Vm], Verdict::Blocked);
         let forced = check_host(
             &qemu(&format!("{vendor}-switch")),
@@ -92,7 +100,7 @@ fn real_kernel_topologies_give_their_verdicts() {
     let r = run(&qemu("intel-flat-vfio"));
     let g = gpu(&r, "0000:00:02.0");
     assert_eq!(g.verdicts[&Use::Vm], Verdict::Ready, "{:?}", g.findings);
-    assert!(ids(g).contains(&"vfio.bound"));
+    assert!(ids(g).contains(&RuleId::VfioBound));
     assert_eq!(g.verdicts[&Use::Host], Verdict::NeedsSetup);
 }
 
@@ -106,7 +114,7 @@ fn real_machines_get_stated_verdicts() {
     let t = ghw("linux-amd64-415ee03b8c4d1c4f07ae2e9d8b3d3d6d");
     let r = run(&check_snapshot(t.path()));
     let g = gpu(&r, "0000:00:02.0");
-    assert!(ids(g).contains(&"group.isolated"));
+    assert!(ids(g).contains(&RuleId::GroupIsolated));
     assert_eq!(g.verdicts[&Use::Vm], Verdict::NeedsSetup);
 
     // Ryzen 1600 desktop with a Radeon HD 6670: the snapshot has no IOMMU groups and no
@@ -119,7 +127,7 @@ fn real_machines_get_stated_verdicts() {
     let f = g
         .findings
         .iter()
-        .find(|f| f.id == "iommu.firmware-off")
+        .find(|f| f.id == RuleId::IommuFirmwareOff)
         .unwrap();
     assert!(f.fix.as_deref().unwrap().contains("AMD"));
 
@@ -135,11 +143,8 @@ fn real_machines_get_stated_verdicts() {
     let r = run(&check_snapshot(t.path()));
     let g = gpu(&r, "0000:06:00.0");
     assert_eq!(g.verdicts[&Use::Vm], Verdict::Blocked);
-    assert!(g
-        .findings
-        .iter()
-        .any(|f| f.id == "iommu.firmware-off"
-            && f.fix.as_deref().unwrap().contains("emulated IOMMU")));
+    assert!(g.findings.iter().any(|f| f.id == RuleId::IommuFirmwareOff
+        && f.fix.as_deref().unwrap().contains("emulated IOMMU")));
     assert_eq!(g.verdicts[&Use::Host], Verdict::Ready);
     assert_eq!(g.verdicts[&Use::Lxc], Verdict::Unknown);
 
@@ -383,4 +388,36 @@ fn every_vendor_reset_id_is_a_vendor_reset_family() {
             "{what}"
         );
     }
+}
+
+/// One answer to "which functions are this card": the same slot (domain, bus, device),
+/// whichever function is asked about; check, bind and setup all use it.
+#[test]
+fn the_functions_of_a_card_are_its_slot() {
+    let mut s = check_snapshot_of("turing-usbc");
+    let addr = |a: &str| a.parse::<passthru::model::PciAddress>().unwrap();
+    let card: Vec<passthru::model::PciAddress> = [
+        "0000:01:00.0",
+        "0000:01:00.1",
+        "0000:01:00.2",
+        "0000:01:00.3",
+    ]
+    .map(addr)
+    .to_vec();
+    // A function at the same bus and slot in another PCI domain is another card.
+    let mut other_domain = s.device(&addr("0000:01:00.1")).unwrap().clone();
+    other_domain.address = addr("0001:01:00.1");
+    other_domain.iommu_group = None;
+    s.devices.push(other_domain);
+    s.devices.sort_by_key(|d| d.address);
+    for f in &card {
+        let got: Vec<_> = s.card_functions(f).iter().map(|d| d.address).collect();
+        assert_eq!(got, card, "asked about {f}");
+    }
+    // With the card to a VM goes its group: here the root port above it (group 1).
+    let members = s.card_group_members(&card[2]);
+    assert_eq!(members, [&[addr("0000:00:01.0")][..], &card].concat());
+    // check lists the same functions, the GPU first.
+    let r = run(&s);
+    assert_eq!(gpu(&r, "0000:01:00.0").functions, card);
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use passthru::check::{check_host, CheckReport, CheckRequest, Effect, Use, Verdict};
+use passthru::check::{check_host, CheckReport, CheckRequest, Effect, RuleId, Use, Verdict};
 use passthru::model::{IrqRemapping, PciAddress, Snapshot};
 
 fn run(s: &Snapshot) -> CheckReport {
@@ -24,7 +24,7 @@ fn run_forced(s: &Snapshot) -> CheckReport {
 }
 
 /// The rule ids that fired for the GPU at `addr` (or the first GPU).
-fn fired(r: &CheckReport, addr: Option<&str>) -> Vec<&'static str> {
+fn fired(r: &CheckReport, addr: Option<&str>) -> Vec<RuleId> {
     let g = match addr {
         Some(a) => r
             .gpus
@@ -36,7 +36,7 @@ fn fired(r: &CheckReport, addr: Option<&str>) -> Vec<&'static str> {
     g.findings.iter().map(|f| f.id).collect()
 }
 
-fn has(r: &CheckReport, id: &str) -> bool {
+fn has(r: &CheckReport, id: RuleId) -> bool {
     fired(r, None).contains(&id)
 }
 
@@ -51,23 +51,23 @@ fn gpu_mut(s: &mut Snapshot) -> &mut passthru::model::PciDevice {
 #[test]
 fn cpu_virtualisation() {
     let vm_guest = run(&check_snapshot_of("no-iommu")); // a QEMU guest without nested virt
-    assert!(has(&vm_guest, "cpu.virt-missing"));
+    assert!(has(&vm_guest, RuleId::CpuVirtMissing));
     assert_eq!(verdict(&vm_guest, Use::Vm), Verdict::Blocked);
     let desktop = check_snapshot_of("nvidia-desktop");
-    assert!(!has(&run(&desktop), "cpu.virt-missing"));
+    assert!(!has(&run(&desktop), RuleId::CpuVirtMissing));
     let mut unread = desktop.clone();
     unread.system.cpu = Default::default(); // proc/cpuinfo unreadable
-    assert!(has(&run(&unread), "cpu.unknown"));
-    assert!(!has(&run(&desktop), "cpu.unknown"));
+    assert!(has(&run(&unread), RuleId::CpuUnknown));
+    assert!(!has(&run(&desktop), RuleId::CpuUnknown));
 }
 
 #[test]
 fn iommu_firmware_kernel_and_parameters() {
     let none = run(&check_snapshot_of("no-iommu"));
-    assert!(has(&none, "iommu.firmware-off"));
+    assert!(has(&none, RuleId::IommuFirmwareOff));
     let desktop = check_snapshot_of("nvidia-desktop");
     let r = run(&desktop);
-    assert!(!has(&r, "iommu.firmware-off") && !has(&r, "iommu.kernel-off"));
+    assert!(!has(&r, RuleId::IommuFirmwareOff) && !has(&r, RuleId::IommuKernelOff));
 
     // Firmware table present, kernel did not enable it (amd_iommu=off on the command line).
     let mut off = desktop.clone();
@@ -76,11 +76,11 @@ fn iommu_firmware_kernel_and_parameters() {
     off.groups.clear();
     off.system.cmdline_params = passthru::formats::cmdline::parse_cmdline("quiet amd_iommu=off");
     let r = run(&off);
-    assert!(has(&r, "iommu.kernel-off"));
+    assert!(has(&r, RuleId::IommuKernelOff));
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "iommu.kernel-off")
+        .find(|f| f.id == RuleId::IommuKernelOff)
         .unwrap();
     assert!(f.message.contains("amd_iommu=off") && f.effect == Effect::NeedsSetup);
     assert!(
@@ -96,27 +96,27 @@ fn iommu_firmware_kernel_and_parameters() {
         name: Some("vfio-noiommu".into()),
         devices: vec![],
     });
-    assert!(has(&run(&noiommu), "iommu.noiommu"));
-    assert!(!has(&run(&desktop), "iommu.noiommu"));
+    assert!(has(&run(&noiommu), RuleId::IommuNoiommu));
+    assert!(!has(&run(&desktop), RuleId::IommuNoiommu));
 
     // amd_iommu=on is not a valid value (the twin-GPU host has it).
     assert!(has(
         &run(&check_snapshot_of("twin-gpus")),
-        "iommu.invalid-param"
+        RuleId::IommuInvalidParam
     ));
-    assert!(!has(&r, "iommu.invalid-param"));
+    assert!(!has(&r, RuleId::IommuInvalidParam));
 
     // iommu=pt: recommended where missing (desktop), silent where set (QEMU captures).
-    assert!(has(&run(&desktop), "iommu.pt-recommended"));
+    assert!(has(&run(&desktop), RuleId::IommuPtRecommended));
     let qemu = check_snapshot(&unpacked(
         &repo().join("tests/fixtures/qemu/intel-flat/root.tar.gz"),
     ));
-    assert!(!has(&run(&qemu), "iommu.pt-recommended"));
+    assert!(!has(&run(&qemu), RuleId::IommuPtRecommended));
 
     // Intel on by the kernel's default (Debian 12: CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y)
     // is said when intel_iommu= is absent, and not when it is given.
     assert!(
-        !has(&run(&qemu), "iommu.intel-default-on"),
+        !has(&run(&qemu), RuleId::IommuIntelDefaultOn),
         "the QEMU guest booted with intel_iommu=on"
     );
     let mut default_on = qemu.clone();
@@ -124,7 +124,7 @@ fn iommu_firmware_kernel_and_parameters() {
         .system
         .cmdline_params
         .retain(|p| p.key != "intel_iommu");
-    assert!(has(&run(&default_on), "iommu.intel-default-on"));
+    assert!(has(&run(&default_on), RuleId::IommuIntelDefaultOn));
 }
 
 #[test]
@@ -133,23 +133,23 @@ fn interrupt_remapping() {
     assert_eq!(desktop.iommu.irq_remapping, IrqRemapping::Enabled);
     let r = run(&desktop);
     assert!(
-        !has(&r, "irq.remapping-missing")
-            && !has(&r, "irq.unsafe-allowed")
-            && !has(&r, "irq.unknown")
+        !has(&r, RuleId::IrqRemappingMissing)
+            && !has(&r, RuleId::IrqUnsafeAllowed)
+            && !has(&r, RuleId::IrqUnknown)
     );
     let mut missing = desktop.clone();
     missing.iommu.irq_remapping = IrqRemapping::NotSeen; // proc/interrupts without IR- chips
     let r = run(&missing);
-    assert!(has(&r, "irq.remapping-missing"));
+    assert!(has(&r, RuleId::IrqRemappingMissing));
     assert_eq!(verdict(&r, Use::Vm), Verdict::Blocked);
     let mut unsafe_ok = missing.clone();
     unsafe_ok.iommu.allow_unsafe_interrupts = Some(true);
     let r = run(&unsafe_ok);
-    assert!(has(&r, "irq.unsafe-allowed") && !has(&r, "irq.remapping-missing"));
+    assert!(has(&r, RuleId::IrqUnsafeAllowed) && !has(&r, RuleId::IrqRemappingMissing));
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "irq.unsafe-allowed")
+        .find(|f| f.id == RuleId::IrqUnsafeAllowed)
         .unwrap();
     assert!(
         f.message.contains("inject"),
@@ -157,21 +157,21 @@ fn interrupt_remapping() {
     );
     let mut unknown = desktop.clone();
     unknown.iommu.irq_remapping = IrqRemapping::Unknown;
-    assert!(has(&run(&unknown), "irq.unknown"));
+    assert!(has(&run(&unknown), RuleId::IrqUnknown));
 }
 
 #[test]
 fn vfio_modules() {
     let n100 = check_snapshot_of("intel-n100"); // Ubuntu-style kernel with vfio built in
-    assert!(has(&run(&n100), "vfio.builtin"));
+    assert!(has(&run(&n100), RuleId::VfioBuiltin));
     let desktop = check_snapshot_of("nvidia-desktop");
-    assert!(!has(&run(&desktop), "vfio.builtin"));
-    assert!(has(&run(&desktop), "vfio.not-loaded"));
+    assert!(!has(&run(&desktop), RuleId::VfioBuiltin));
+    assert!(has(&run(&desktop), RuleId::VfioNotLoaded));
     let qemu = check_snapshot(&unpacked(
         &repo().join("tests/fixtures/qemu/intel-flat/root.tar.gz"),
     ));
     assert!(
-        !has(&run(&qemu), "vfio.not-loaded"),
+        !has(&run(&qemu), RuleId::VfioNotLoaded),
         "the guest loaded vfio_pci"
     );
 
@@ -184,10 +184,10 @@ fn vfio_modules() {
     };
     let mut stale = n100.clone();
     stale.vfio_config.module_lists.push(list.clone());
-    assert!(has(&run(&stale), "vfio.virqfd-stale"));
+    assert!(has(&run(&stale), RuleId::VfioVirqfdStale));
     let mut old = desktop.clone(); // kernel 6.1
     old.vfio_config.module_lists.push(list.clone());
-    assert!(!has(&run(&old), "vfio.virqfd-stale"));
+    assert!(!has(&run(&old), RuleId::VfioVirqfdStale));
 
     // A dracut file without .conf is ignored by dracut.
     let mut ignored = desktop.clone();
@@ -199,18 +199,18 @@ fn vfio_modules() {
             ignored_by_tool: true,
             ..list
         });
-    assert!(has(&run(&ignored), "vfio.dracut-ignored"));
-    assert!(!has(&run(&old), "vfio.dracut-ignored"));
+    assert!(has(&run(&ignored), RuleId::VfioDracutIgnored));
+    assert!(!has(&run(&old), RuleId::VfioDracutIgnored));
 }
 
 #[test]
 fn group_isolation_and_slot_functions() {
     let apu = run(&check_snapshot_of("apu-shared-group"));
-    assert!(has(&apu, "group.shared"));
+    assert!(has(&apu, RuleId::GroupShared));
     let f = apu.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "group.shared")
+        .find(|f| f.id == RuleId::GroupShared)
         .unwrap();
     assert!(
         f.evidence.contains("xhci") || f.evidence.contains("ahci"),
@@ -224,29 +224,29 @@ fn group_isolation_and_slot_functions() {
     assert_eq!(verdict(&apu, Use::Vm), Verdict::Blocked);
 
     let desktop = run(&check_snapshot_of("nvidia-desktop"));
-    assert!(!has(&desktop, "group.shared") && has(&desktop, "group.isolated"));
+    assert!(!has(&desktop, RuleId::GroupShared) && has(&desktop, RuleId::GroupIsolated));
 
     // All functions of the slot go together: the Turing card's audio, USB-C and UCSI.
     let turing = run(&check_snapshot_of("turing-usbc"));
     assert_eq!(turing.gpus[0].functions.len(), 4);
-    assert!(has(&turing, "slot.functions"));
+    assert!(has(&turing, RuleId::SlotFunctions));
     assert!(
-        !has(&turing, "group.shared"),
+        !has(&turing, RuleId::GroupShared),
         "the root port in its group is a bridge, no obstacle"
     );
     let n100 = run(&check_snapshot_of("intel-n100"));
-    assert!(!has(&n100, "slot.functions"));
+    assert!(!has(&n100, RuleId::SlotFunctions));
 
     // A card whose audio function sits in a group of its own (Navi): both groups are named.
     let navi = run(&check_snapshot_of("amd-navi"));
-    assert!(has(&navi, "slot.split-groups"));
-    assert!(!has(&desktop, "slot.split-groups"));
+    assert!(has(&navi, RuleId::SlotSplitGroups));
+    assert!(!has(&desktop, RuleId::SlotSplitGroups));
 
     // IOMMU on but the GPU in no group.
     let mut nogroup = check_snapshot_of("nvidia-desktop");
     gpu_mut(&mut nogroup).iommu_group = None;
-    assert!(has(&run(&nogroup), "group.none"));
-    assert!(!has(&desktop, "group.none"));
+    assert!(has(&run(&nogroup), RuleId::GroupNone));
+    assert!(!has(&desktop, RuleId::GroupNone));
 }
 
 #[test]
@@ -266,13 +266,13 @@ fn host_devices_are_protected() {
     let mut disk = base.clone();
     disk.host_usage.boot_disk_controllers = vec![sata]; // the root filesystem on that SATA disk
     let r = run(&disk);
-    assert!(has(&r, "safety.boot-disk"));
-    assert!(!has(&run(&base), "safety.boot-disk"));
+    assert!(has(&r, RuleId::SafetyBootDisk));
+    assert!(!has(&run(&base), RuleId::SafetyBootDisk));
     let forced = run_forced(&disk);
     let f = forced.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "safety.boot-disk")
+        .find(|f| f.id == RuleId::SafetyBootDisk)
         .unwrap();
     assert_eq!(
         f.effect,
@@ -291,41 +291,44 @@ fn host_devices_are_protected() {
         .unwrap();
     let mut net = base.clone();
     net.host_usage.default_route_devices = vec![usb]; // a USB NIC carries the default route
-    assert!(has(&run(&net), "safety.network"));
-    assert!(!has(&run(&base), "safety.network"));
+    assert!(has(&run(&net), RuleId::SafetyNetwork));
+    assert!(!has(&run(&base), RuleId::SafetyNetwork));
 
     // The only display: fires on the single-GPU desktop, not where another GPU serves the host.
     let desktop = run(&check_snapshot_of("nvidia-desktop"));
-    assert!(has(&desktop, "safety.only-display"));
+    assert!(has(&desktop, RuleId::SafetyOnlyDisplay));
     assert_eq!(verdict(&desktop, Use::Vm), Verdict::Blocked);
     let p40 = run(&check_snapshot_of("tesla-p40"));
-    assert!(!fired(&p40, Some("0000:03:00.0")).contains(&"safety.only-display"));
+    assert!(!fired(&p40, Some("0000:03:00.0")).contains(&RuleId::SafetyOnlyDisplay));
 }
 
 #[test]
 fn reset_methods_and_amd_families() {
     let n100 = run(&check_snapshot_of("intel-n100"));
-    assert!(has(&n100, "reset.none"));
+    assert!(has(&n100, RuleId::ResetNone));
     let desktop_snap = check_snapshot_of("nvidia-desktop");
     let desktop = run(&desktop_snap);
-    assert!(!has(&desktop, "reset.none"));
-    assert!(has(&desktop, "reset.bus-only"), "bus only, two functions");
-    assert!(!has(&n100, "reset.bus-only"));
+    assert!(!has(&desktop, RuleId::ResetNone));
+    assert!(
+        has(&desktop, RuleId::ResetBusOnly),
+        "bus only, two functions"
+    );
+    assert!(!has(&n100, RuleId::ResetBusOnly));
 
     let navi21 = run(&check_snapshot_of("amd-navi"));
     assert!(
-        has(&navi21, "reset.amd-unsupported"),
+        has(&navi21, RuleId::ResetAmdUnsupported),
         "RX 6800 XT: Navi 21 is not covered by vendor-reset"
     );
-    assert!(!has(&navi21, "reset.amd-bug"));
-    assert!(!has(&desktop, "reset.amd-unsupported") && !has(&desktop, "reset.amd-bug"));
+    assert!(!has(&navi21, RuleId::ResetAmdBug));
+    assert!(!has(&desktop, RuleId::ResetAmdUnsupported) && !has(&desktop, RuleId::ResetAmdBug));
     let mut navi10 = check_snapshot_of("amd-navi");
     gpu_mut(&mut navi10).device = Some(passthru::model::PciId(0x731f)); // RX 5700 XT
     let r = run(&navi10);
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "reset.amd-bug")
+        .find(|f| f.id == RuleId::ResetAmdBug)
         .unwrap();
     assert!(f.fix.as_deref().unwrap().contains("device_specific"));
     // With vendor-reset loaded and selected, it is only information.
@@ -342,24 +345,24 @@ fn reset_methods_and_amd_families() {
     let f = run(&fixed).gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "reset.amd-bug")
+        .find(|f| f.id == RuleId::ResetAmdBug)
         .cloned()
         .unwrap();
     assert_eq!(f.severity, passthru::check::Severity::Info);
 
     // D3cold: warned for AMD families with d3cold allowed, not for the NVIDIA card.
-    assert!(has(&navi21, "pm.d3cold-risk"));
-    assert!(!has(&desktop, "pm.d3cold-risk"));
+    assert!(has(&navi21, RuleId::PmD3coldRisk));
+    assert!(!has(&desktop, RuleId::PmD3coldRisk));
     let mut asleep = desktop_snap.clone();
     gpu_mut(&mut asleep).power.runtime_status = Some("suspended".into());
-    assert!(has(&run(&asleep), "pm.suspended"));
-    assert!(!has(&desktop, "pm.suspended"));
+    assert!(has(&run(&asleep), RuleId::PmSuspended));
+    assert!(!has(&desktop, RuleId::PmSuspended));
 }
 
 #[test]
 fn driver_state_blacklists_and_ids() {
     let desktop = run(&check_snapshot_of("nvidia-desktop"));
-    assert!(has(&desktop, "vfio.not-bound") && !has(&desktop, "vfio.bound"));
+    assert!(has(&desktop, RuleId::VfioNotBound) && !has(&desktop, RuleId::VfioBound));
     let twins = run(&check_snapshot_of("twin-gpus"));
     // The second card is already on vfio-pci: ready for a VM, and needs setup for the host.
     let second = twins
@@ -367,34 +370,34 @@ fn driver_state_blacklists_and_ids() {
         .iter()
         .find(|g| g.verdicts[&Use::Vm] == Verdict::Ready)
         .expect("one twin is on vfio-pci");
-    assert!(second.findings.iter().any(|f| f.id == "vfio.bound"));
-    assert!(second.findings.iter().any(|f| f.id == "host.on-vfio"));
+    assert!(second.findings.iter().any(|f| f.id == RuleId::VfioBound));
+    assert!(second.findings.iter().any(|f| f.id == RuleId::HostOnVfio));
     assert_eq!(second.verdicts[&Use::Host], Verdict::NeedsSetup);
     // Identical cards: an ids= line captures both, and the configured one already does.
-    assert!(has(&twins, "ids.capture") && has(&twins, "ids.configured-capture"));
-    assert!(!has(&desktop, "ids.capture") && !has(&desktop, "ids.configured-capture"));
+    assert!(has(&twins, RuleId::IdsCapture) && has(&twins, RuleId::IdsConfiguredCapture));
+    assert!(!has(&desktop, RuleId::IdsCapture) && !has(&desktop, RuleId::IdsConfiguredCapture));
     // Two P40s on one nvidia driver: blacklisting it would take the other too.
     let p40 = run(&check_snapshot_of("tesla-p40"));
-    assert!(fired(&p40, Some("0000:03:00.0")).contains(&"driver.shared"));
-    assert!(!has(&desktop, "driver.shared"));
+    assert!(fired(&p40, Some("0000:03:00.0")).contains(&RuleId::DriverShared));
+    assert!(!has(&desktop, RuleId::DriverShared));
     // A card without a driver cannot serve the host.
     let bridges = run(&check_snapshot(&unpacked(
         &repo().join("tests/fixtures/qemu/intel-bridges/root.tar.gz"),
     )));
-    assert!(fired(&bridges, Some("0000:02:03.0")).contains(&"host.no-driver"));
-    assert!(!has(&desktop, "host.no-driver") && !has(&desktop, "host.on-vfio"));
+    assert!(fired(&bridges, Some("0000:02:03.0")).contains(&RuleId::HostNoDriver));
+    assert!(!has(&desktop, RuleId::HostNoDriver) && !has(&desktop, RuleId::HostOnVfio));
 }
 
 #[test]
 fn console_framebuffer_monitors_and_users() {
     let snap = check_snapshot_of("nvidia-desktop");
     let r = run(&snap);
-    assert!(has(&r, "console.monitor"));
-    assert!(!has(&r, "console.framebuffer") && !has(&r, "console.in-use"));
-    assert!(has(&r, "console.boot-vga"));
+    assert!(has(&r, RuleId::ConsoleMonitor));
+    assert!(!has(&r, RuleId::ConsoleFramebuffer) && !has(&r, RuleId::ConsoleInUse));
+    assert!(has(&r, RuleId::ConsoleBootVga));
     let p40 = run(&check_snapshot_of("tesla-p40"));
     assert!(
-        !fired(&p40, Some("0000:03:00.0")).contains(&"console.monitor"),
+        !fired(&p40, Some("0000:03:00.0")).contains(&RuleId::ConsoleMonitor),
         "a 3D controller has no outputs"
     );
 
@@ -405,7 +408,7 @@ fn console_framebuffer_monitors_and_users() {
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "console.framebuffer")
+        .find(|f| f.id == RuleId::ConsoleFramebuffer)
         .unwrap();
     assert!(f
         .fix
@@ -423,12 +426,12 @@ fn console_framebuffer_monitors_and_users() {
             key: "initcall_blacklist".into(),
             value: Some("sysfb_init".into()),
         });
-    assert!(!has(&run(&done), "console.framebuffer"));
+    assert!(!has(&run(&done), RuleId::ConsoleFramebuffer));
     // The same from proc/iomem: BOOTFB inside the GPU's BAR (as root sees it).
     let mut iomem = snap.clone();
     gpu_mut(&mut iomem).bars = vec![(0xe0000000, 0xefffffff)];
     iomem.host_usage.boot_framebuffers = vec![(0xe0000000, 0xe07e8fff)];
-    assert!(has(&run(&iomem), "console.framebuffer"));
+    assert!(has(&run(&iomem), RuleId::ConsoleFramebuffer));
 
     // A process holding the card: reported with its pid, never stopped.
     let mut busy = snap.clone();
@@ -441,7 +444,7 @@ fn console_framebuffer_monitors_and_users() {
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "console.in-use")
+        .find(|f| f.id == RuleId::ConsoleInUse)
         .unwrap();
     assert!(f.evidence.contains("4242") && f.evidence.contains("Xorg"));
 }
@@ -453,34 +456,34 @@ fn container_use() {
     let f = r.gpus[0]
         .findings
         .iter()
-        .find(|f| f.id == "lxc.nvidia-version")
+        .find(|f| f.id == RuleId::LxcNvidiaVersion)
         .unwrap();
     assert!(f.message.contains("550.54.14"));
-    assert!(has(&r, "lxc.nvidia-nodes") && !has(&r, "lxc.nvidia-uvm-missing"));
+    assert!(has(&r, RuleId::LxcNvidiaNodes) && !has(&r, RuleId::LxcNvidiaUvmMissing));
     assert_eq!(verdict(&r, Use::Lxc), Verdict::Ready);
     let mut no_uvm = desktop_snap.clone();
     no_uvm.system.char_majors.retain(|(_, n)| n != "nvidia-uvm");
-    assert!(has(&run(&no_uvm), "lxc.nvidia-uvm-missing"));
+    assert!(has(&run(&no_uvm), RuleId::LxcNvidiaUvmMissing));
     let mut no_version = desktop_snap.clone();
     no_version.system.nvidia_driver_version = None;
     let r2 = run(&no_version);
-    assert!(has(&r2, "lxc.nvidia-version-unknown"));
+    assert!(has(&r2, RuleId::LxcNvidiaVersionUnknown));
     assert_eq!(verdict(&r2, Use::Lxc), Verdict::Unknown);
 
     let n100_snap = check_snapshot_of("intel-n100");
     let n100 = run(&n100_snap);
-    assert!(has(&n100, "lxc.render-node") && !has(&n100, "lxc.no-render-node"));
-    assert!(!has(&n100, "lxc.sriov"));
+    assert!(has(&n100, RuleId::LxcRenderNode) && !has(&n100, RuleId::LxcNoRenderNode));
+    assert!(!has(&n100, RuleId::LxcSriov));
     let mut sriov = n100_snap.clone();
     gpu_mut(&mut sriov).sriov = Some(passthru::model::SriovInfo {
         total_vfs: Some(7),
         num_vfs: Some(0),
         vfs: vec![],
     });
-    assert!(has(&run(&sriov), "lxc.sriov"));
+    assert!(has(&run(&sriov), RuleId::LxcSriov));
     let mut no_render = n100_snap.clone();
     no_render.drm[0].render_node = None;
-    assert!(has(&run(&no_render), "lxc.no-render-node"));
+    assert!(has(&run(&no_render), RuleId::LxcNoRenderNode));
 }
 
 #[test]
@@ -488,11 +491,11 @@ fn unreadable_gpu_is_unknown() {
     let mut s = check_snapshot_of("nvidia-desktop");
     gpu_mut(&mut s).vendor = None;
     let r = run(&s);
-    assert!(has(&r, "gpu.unreadable"));
+    assert!(has(&r, RuleId::GpuUnreadable));
     assert!(r.gpus[0].verdicts.values().all(|v| *v >= Verdict::Unknown));
     assert!(!has(
         &run(&check_snapshot_of("nvidia-desktop")),
-        "gpu.unreadable"
+        RuleId::GpuUnreadable
     ));
 }
 
@@ -501,12 +504,646 @@ fn reset_disabled_and_no_drm_card() {
     let snap = check_snapshot_of("nvidia-desktop");
     let mut disabled = snap.clone();
     gpu_mut(&mut disabled).reset.methods = Some(vec![]); // `echo > reset_method` was done
-    assert!(has(&run(&disabled), "reset.disabled"));
-    assert!(!has(&run(&snap), "reset.disabled"));
+    assert!(has(&run(&disabled), RuleId::ResetDisabled));
+    assert!(!has(&run(&snap), RuleId::ResetDisabled));
 
     let n100 = check_snapshot_of("intel-n100");
     let mut no_drm = n100.clone();
     no_drm.drm.clear(); // i915 bound but registered no DRM card
-    assert!(has(&run(&no_drm), "lxc.no-drm"));
-    assert!(!has(&run(&n100), "lxc.no-drm"));
+    assert!(has(&run(&no_drm), RuleId::LxcNoDrm));
+    assert!(!has(&run(&n100), RuleId::LxcNoDrm));
+}
+
+/// The fixtures, each read once: building and reading a host tree is the slow part.
+struct Hosts(std::collections::HashMap<&'static str, Snapshot>);
+
+impl Hosts {
+    fn get(&mut self, name: &'static str) -> Snapshot {
+        self.0
+            .entry(name)
+            .or_insert_with(|| match name.strip_prefix("qemu/") {
+                Some(q) => check_snapshot(&unpacked(
+                    &repo().join(format!("tests/fixtures/qemu/{q}/root.tar.gz")),
+                )),
+                None => check_snapshot_of(name),
+            })
+            .clone()
+    }
+}
+
+/// A host and the GPU to look at (the first when `None`).
+type Host = (Snapshot, Option<&'static str>);
+
+/// One rule: a host where it fires, and one where it must stay silent.
+struct Case {
+    rule: RuleId,
+    fires: Host,
+    silent: Host,
+}
+
+/// Every rule's pair, built from the synthetic and QEMU fixtures with the one fact changed
+/// that is said beside it. The table is checked against `RuleId::ALL`, so a new rule
+/// without its pair fails `every_rule_fires_in_one_fixture_and_not_in_another`.
+fn rule_cases() -> Vec<Case> {
+    use RuleId::*;
+    let mut h = Hosts(Default::default());
+    let desktop = h.get("nvidia-desktop");
+    let n100 = h.get("intel-n100");
+    let navi = h.get("amd-navi");
+    let apu = h.get("apu-shared-group");
+    let twins = h.get("twin-gpus");
+    let p40 = h.get("tesla-p40");
+    let qemu = h.get("qemu/intel-flat");
+    let edit = |s: &Snapshot, f: &dyn Fn(&mut Snapshot)| {
+        let mut s = s.clone();
+        f(&mut s);
+        s
+    };
+    let on_gpu = |s: &mut Snapshot, f: &dyn Fn(&mut passthru::model::PciDevice)| f(gpu_mut(s));
+    // The firmware has the IOMMU, the kernel has none (amd_iommu=off on the command line).
+    let kernel_off = edit(&desktop, &|s| {
+        s.iommu.units.clear();
+        s.iommu.group_count = 0;
+        s.groups.clear();
+        s.system.cmdline_params = passthru::formats::cmdline::parse_cmdline("quiet amd_iommu=off");
+    });
+    let virqfd = passthru::model::ModuleList {
+        file: "etc/dracut.conf.d/vfio.conf".into(),
+        kind: "dracut".into(),
+        modules: vec!["vfio_pci".into(), "vfio_virqfd".into()],
+        ignored_by_tool: false,
+    };
+    let with_list = |s: &Snapshot, l: &passthru::model::ModuleList| {
+        edit(s, &|s| s.vfio_config.module_lists.push(l.clone()))
+    };
+    let irq = |s: &Snapshot, v: IrqRemapping, unsafe_ok: Option<bool>| {
+        edit(s, &|s| {
+            s.iommu.irq_remapping = v;
+            s.iommu.allow_unsafe_interrupts = unsafe_ok;
+        })
+    };
+    // The APU's group holds its SATA controller and a USB controller.
+    let apu_member = |class: u16| {
+        let g = apu.gpus().next().unwrap().iommu_group.clone().unwrap();
+        *apu.group(&g)
+            .unwrap()
+            .devices
+            .iter()
+            .find(|a| {
+                apu.device(a)
+                    .unwrap()
+                    .class
+                    .is_some_and(|c| c.class16() == class)
+            })
+            .unwrap()
+    };
+    let (sata, usb) = (apu_member(0x0106), apu_member(0x0c03));
+    let no_uvm = edit(&desktop, &|s| {
+        s.system.char_majors.retain(|(_, n)| n != "nvidia-uvm")
+    });
+    let no_nvidia_version = edit(&desktop, &|s| s.system.nvidia_driver_version = None);
+    let no_render = edit(&n100, &|s| s.drm[0].render_node = None);
+    let simpledrm = edit(&desktop, &|s| {
+        s.host_usage.framebuffer_names = vec!["simpledrm".into()]
+    });
+    let second_twin = Some("0000:0c:00.0"); // already on vfio-pci
+    let p40_card = Some("0000:03:00.0"); // a 3D controller, not the console
+    let case = |rule, fires, silent| Case {
+        rule,
+        fires,
+        silent,
+    };
+    vec![
+        case(
+            CpuUnknown,
+            (edit(&desktop, &|s| s.system.cpu = Default::default()), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            CpuVirtMissing,
+            (h.get("no-iommu"), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            IommuNoiommu,
+            (
+                edit(&kernel_off, &|s| {
+                    s.groups.push(passthru::model::IommuGroup {
+                        id: "0".into(),
+                        kind: None,
+                        name: Some("vfio-noiommu".into()),
+                        devices: vec![],
+                    })
+                }),
+                None,
+            ),
+            (kernel_off.clone(), None),
+        ),
+        case(
+            IommuFirmwareOff,
+            (h.get("no-iommu"), None),
+            (kernel_off.clone(), None),
+        ),
+        case(
+            IommuKernelOff,
+            (kernel_off.clone(), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            IommuPtRecommended,
+            (desktop.clone(), None),
+            (qemu.clone(), None),
+        ),
+        case(
+            IommuIntelDefaultOn,
+            (
+                edit(&qemu, &|s| {
+                    s.system.cmdline_params.retain(|p| p.key != "intel_iommu")
+                }),
+                None,
+            ),
+            (qemu.clone(), None),
+        ),
+        case(
+            IommuInvalidParam,
+            (twins.clone(), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            IrqUnsafeAllowed,
+            (irq(&desktop, IrqRemapping::NotSeen, Some(true)), None),
+            (irq(&desktop, IrqRemapping::NotSeen, Some(false)), None),
+        ),
+        case(
+            IrqRemappingMissing,
+            (irq(&desktop, IrqRemapping::NotSeen, None), None),
+            (irq(&desktop, IrqRemapping::NotSeen, Some(true)), None),
+        ),
+        case(
+            IrqUnknown,
+            (irq(&desktop, IrqRemapping::Unknown, None), None),
+            (desktop.clone(), None),
+        ),
+        case(VfioBuiltin, (n100.clone(), None), (desktop.clone(), None)),
+        case(VfioNotLoaded, (desktop.clone(), None), (qemu.clone(), None)),
+        // Stale on 6.2+ (the N100 runs 6.8), fine on 6.1 (the desktop).
+        case(
+            VfioVirqfdStale,
+            (with_list(&n100, &virqfd), None),
+            (with_list(&desktop, &virqfd), None),
+        ),
+        case(
+            VfioDracutIgnored,
+            (
+                with_list(
+                    &desktop,
+                    &passthru::model::ModuleList {
+                        file: "etc/dracut.conf.d/vfio".into(),
+                        ignored_by_tool: true,
+                        ..virqfd.clone()
+                    },
+                ),
+                None,
+            ),
+            (with_list(&desktop, &virqfd), None),
+        ),
+        case(
+            VfioBound,
+            (twins.clone(), second_twin),
+            (desktop.clone(), None),
+        ),
+        case(
+            VfioNotBound,
+            (desktop.clone(), None),
+            (twins.clone(), second_twin),
+        ),
+        case(
+            GpuUnreadable,
+            (edit(&desktop, &|s| on_gpu(s, &|g| g.vendor = None)), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            GroupNone,
+            (
+                edit(&desktop, &|s| on_gpu(s, &|g| g.iommu_group = None)),
+                None,
+            ),
+            (desktop.clone(), None),
+        ),
+        case(
+            SlotFunctions,
+            (h.get("turing-usbc"), None),
+            (n100.clone(), None),
+        ),
+        case(
+            SlotSplitGroups,
+            (navi.clone(), None),
+            (desktop.clone(), None),
+        ),
+        case(GroupIsolated, (desktop.clone(), None), (apu.clone(), None)),
+        case(GroupShared, (apu.clone(), None), (desktop.clone(), None)),
+        // The root filesystem on the SATA disk in the APU's group; a USB NIC on its route.
+        case(
+            SafetyBootDisk,
+            (
+                edit(&apu, &|s| s.host_usage.boot_disk_controllers = vec![sata]),
+                None,
+            ),
+            (apu.clone(), None),
+        ),
+        case(
+            SafetyNetwork,
+            (
+                edit(&apu, &|s| s.host_usage.default_route_devices = vec![usb]),
+                None,
+            ),
+            (apu.clone(), None),
+        ),
+        case(
+            SafetyOnlyDisplay,
+            (desktop.clone(), None),
+            (p40.clone(), p40_card),
+        ),
+        case(ResetNone, (n100.clone(), None), (desktop.clone(), None)),
+        case(
+            ResetDisabled,
+            (
+                edit(&desktop, &|s| {
+                    on_gpu(s, &|g| g.reset.methods = Some(vec![]))
+                }),
+                None,
+            ),
+            (desktop.clone(), None),
+        ),
+        case(ResetBusOnly, (desktop.clone(), None), (n100.clone(), None)),
+        case(
+            ResetMethods,
+            (p40.clone(), p40_card),
+            (desktop.clone(), None),
+        ),
+        // Navi 10 (RX 5700 XT) is a vendor-reset family; Navi 21 is not.
+        case(
+            ResetAmdBug,
+            (
+                edit(&navi, &|s| {
+                    on_gpu(s, &|g| g.device = Some(passthru::model::PciId(0x731f)))
+                }),
+                None,
+            ),
+            (navi.clone(), None),
+        ),
+        case(
+            ResetAmdUnsupported,
+            (navi.clone(), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            PmSuspended,
+            (
+                edit(&desktop, &|s| {
+                    on_gpu(s, &|g| g.power.runtime_status = Some("suspended".into()))
+                }),
+                None,
+            ),
+            (desktop.clone(), None),
+        ),
+        case(PmD3coldRisk, (navi.clone(), None), (desktop.clone(), None)),
+        case(
+            DriverShared,
+            (p40.clone(), p40_card),
+            (desktop.clone(), None),
+        ),
+        case(IdsCapture, (twins.clone(), None), (desktop.clone(), None)),
+        case(
+            IdsConfiguredCapture,
+            (twins.clone(), None),
+            (desktop.clone(), None),
+        ),
+        case(
+            HostOnVfio,
+            (twins.clone(), second_twin),
+            (desktop.clone(), None),
+        ),
+        case(
+            HostNoDriver,
+            (h.get("qemu/intel-bridges"), Some("0000:02:03.0")),
+            (desktop.clone(), None),
+        ),
+        case(
+            HostDriver,
+            (desktop.clone(), None),
+            (twins.clone(), second_twin),
+        ),
+        case(
+            ConsoleFramebuffer,
+            (simpledrm.clone(), None),
+            (desktop.clone(), None),
+        ),
+        // The boot display without a firmware framebuffer on it is only information.
+        case(
+            ConsoleBootVga,
+            (desktop.clone(), None),
+            (simpledrm.clone(), None),
+        ),
+        case(
+            ConsoleMonitor,
+            (desktop.clone(), None),
+            (p40.clone(), p40_card),
+        ),
+        case(
+            ConsoleInUse,
+            (
+                edit(&desktop, &|s| {
+                    s.host_usage.device_users = Some(vec![passthru::model::DeviceUser {
+                        pid: 4242,
+                        command: Some("Xorg".into()),
+                        node: "/dev/nvidia0".into(),
+                    }])
+                }),
+                None,
+            ),
+            (desktop.clone(), None),
+        ),
+        case(
+            LxcNvidiaVersion,
+            (desktop.clone(), None),
+            (no_nvidia_version.clone(), None),
+        ),
+        case(
+            LxcNvidiaVersionUnknown,
+            (no_nvidia_version, None),
+            (desktop.clone(), None),
+        ),
+        case(
+            LxcNvidiaNodes,
+            (desktop.clone(), None),
+            (no_uvm.clone(), None),
+        ),
+        case(LxcNvidiaUvmMissing, (no_uvm, None), (desktop.clone(), None)),
+        case(
+            LxcRenderNode,
+            (n100.clone(), None),
+            (no_render.clone(), None),
+        ),
+        case(LxcNoRenderNode, (no_render, None), (n100.clone(), None)),
+        case(
+            LxcNoDrm,
+            (edit(&n100, &|s| s.drm.clear()), None),
+            (n100.clone(), None),
+        ),
+        case(
+            LxcSriov,
+            (
+                edit(&n100, &|s| {
+                    on_gpu(s, &|g| {
+                        g.sriov = Some(passthru::model::SriovInfo {
+                            total_vfs: Some(7),
+                            num_vfs: Some(0),
+                            vfs: vec![],
+                        })
+                    })
+                }),
+                None,
+            ),
+            (n100.clone(), None),
+        ),
+    ]
+}
+
+/// The project's rule: each check rule has a fixture where it fires and one where it must not.
+#[test]
+fn every_rule_fires_in_one_fixture_and_not_in_another() {
+    let cases = rule_cases();
+    let mut failures = Vec::new();
+    for rule in RuleId::ALL {
+        let mine: Vec<&Case> = cases.iter().filter(|c| c.rule == *rule).collect();
+        if mine.is_empty() {
+            failures.push(format!("{rule}: no case"));
+        }
+        for c in mine {
+            let (fires, at) = &c.fires;
+            if !fired(&run(fires), *at).contains(rule) {
+                failures.push(format!("{rule}: does not fire where it should"));
+            }
+            let (silent, at) = &c.silent;
+            if fired(&run(silent), *at).contains(rule) {
+                failures.push(format!("{rule}: fires where it must not"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The findings of the first GPU with `rule`.
+fn finding(r: &CheckReport, rule: RuleId) -> Option<&passthru::check::Finding> {
+    r.gpus[0].findings.iter().find(|f| f.id == rule)
+}
+
+/// An IOMMU state to judge: which firmware tables, which parameters, which kernel defaults.
+#[derive(Debug, Clone)]
+struct IommuCase {
+    dmar: bool,
+    ivrs: bool,
+    active: bool,
+    noiommu_groups: bool,
+    params: Vec<&'static str>,
+    hypervisor: bool,
+    cpu: Option<&'static str>,
+    intel_default_on: bool,
+}
+
+impl IommuCase {
+    fn apply(&self, base: &Snapshot) -> Snapshot {
+        let mut s = base.clone();
+        let tables = [("DMAR", self.dmar), ("IVRS", self.ivrs)];
+        s.iommu.firmware_tables = tables
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(t, _)| t.to_string())
+            .collect();
+        if !self.active {
+            s.iommu.units.clear();
+            s.iommu.group_count = 0;
+            s.groups.clear();
+            for d in &mut s.devices {
+                d.iommu_group = None;
+            }
+        }
+        if self.noiommu_groups {
+            s.groups.push(passthru::model::IommuGroup {
+                id: "noiommu-0".into(),
+                kind: None,
+                name: Some("vfio-noiommu".into()),
+                devices: vec![],
+            });
+        }
+        s.system.cmdline_params = passthru::formats::cmdline::parse_cmdline(&self.params.join(" "));
+        s.system.cpu.hypervisor = self.hypervisor;
+        s.system.cpu.vendor_id = self.cpu.map(str::to_string);
+        s.system.kernel_config = if self.intel_default_on {
+            vec![("CONFIG_INTEL_IOMMU_DEFAULT_ON".into(), "y".into())]
+        } else {
+            vec![("CONFIG_INTEL_IOMMU".into(), "y".into())]
+        };
+        s
+    }
+}
+
+fn iommu_case() -> impl proptest::strategy::Strategy<Value = IommuCase> {
+    use proptest::prelude::*;
+    let param = prop::sample::select(vec![
+        "iommu=off",
+        "intel_iommu=off",
+        "amd_iommu=off",
+        "iommu=pt",
+        "intel_iommu=on",
+        "amd_iommu=on",
+        "quiet",
+    ]);
+    (
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        prop::collection::vec(param, 0..4),
+        any::<bool>(),
+        prop::sample::select(vec![None, Some("GenuineIntel"), Some("AuthenticAMD")]),
+        any::<bool>(),
+    )
+        .prop_map(
+            |((dmar, ivrs, active, noiommu_groups), params, hypervisor, cpu, intel_default_on)| {
+                IommuCase {
+                    dmar,
+                    ivrs,
+                    active,
+                    noiommu_groups,
+                    params,
+                    hypervisor,
+                    cpu,
+                    intel_default_on,
+                }
+            },
+        )
+}
+
+/// `list`'s header and `check`'s findings give the same cause for an IOMMU that is off,
+/// because both come from one diagnosis. Before it, a host with no DMAR/IVRS table and
+/// `iommu=off` got "remove iommu=off" from list and "enable VT-d in the firmware" from check.
+#[test]
+fn list_and_check_agree_on_why_the_iommu_is_off() {
+    use passthru::assess::{summarize_iommu, IommuStatus};
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let base = check_snapshot_of("nvidia-desktop");
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        rng_seed: RngSeed::Fixed(0x0069_6f6d_6d75),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&iommu_case(), |c| {
+            let s = c.apply(&base);
+            let list = summarize_iommu(&s);
+            let r = run(&s);
+            let reason = list.reason.clone().unwrap_or_default();
+            let firmware = finding(&r, RuleId::IommuFirmwareOff);
+            let kernel = finding(&r, RuleId::IommuKernelOff);
+            let noiommu = finding(&r, RuleId::IommuNoiommu);
+            // The same state.
+            proptest::prop_assert_eq!(list.status == IommuStatus::On, s.iommu.active());
+            proptest::prop_assert_eq!(list.status == IommuStatus::NoIommuMode, noiommu.is_some());
+            proptest::prop_assert_eq!(
+                list.status == IommuStatus::Off,
+                firmware.is_some() != kernel.is_some(),
+                "{:?} / {:?}",
+                list,
+                r.gpus[0].findings.iter().map(|f| f.id).collect::<Vec<_>>()
+            );
+            // The same cause: the firmware, or the parameter named.
+            let list_blames_firmware =
+                reason.contains("no ACPI DMAR or IVRS table") || reason.contains("virtual machine");
+            proptest::prop_assert_eq!(firmware.is_some(), list_blames_firmware, "list: {}", reason);
+            if let Some(k) = kernel {
+                for p in ["iommu=off", "intel_iommu=off", "amd_iommu=off"] {
+                    let named = |t: &str| {
+                        t.split(|c: char| c.is_whitespace() || c == '(' || c == ',')
+                            .any(|w| w == p)
+                    };
+                    proptest::prop_assert_eq!(
+                        named(&k.message),
+                        named(&reason),
+                        "{}: check says '{}', list says '{}'",
+                        p,
+                        k.message,
+                        reason
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// An AMD IOMMU left off with no parameter against it is not something setup fixes (it
+/// needs no parameter): check does not send the user to setup for it.
+#[test]
+fn an_amd_iommu_left_off_without_a_parameter_is_not_a_setup_fix() {
+    let mut s = check_snapshot_of("nvidia-desktop"); // AMD: IVRS
+    s.iommu.units.clear();
+    s.iommu.group_count = 0;
+    s.groups.clear();
+    let r = run(&s);
+    let f = finding(&r, RuleId::IommuKernelOff).expect("kernel-off fires");
+    assert_eq!(f.effect, Effect::Unknown, "{f:?}");
+    assert_eq!(verdict(&r, Use::Vm), Verdict::Unknown);
+    let fix = f.fix.as_deref().unwrap_or_default();
+    assert!(
+        !fix.starts_with("passthru setup") && fix.contains("dmesg"),
+        "{fix}"
+    );
+    // With amd_iommu=off it is a setup fix again (setup removes the parameter).
+    s.system.cmdline_params = passthru::formats::cmdline::parse_cmdline("amd_iommu=off");
+    let r = run(&s);
+    assert_eq!(
+        finding(&r, RuleId::IommuKernelOff).unwrap().effect,
+        Effect::NeedsSetup
+    );
+}
+
+/// The words setup's plan puts into the boot configuration that were not there before.
+fn setup_adds_word(root: &std::path::Path, s: &Snapshot, word: &str) -> bool {
+    let host = passthru::host::HostRoot::new(root).unwrap();
+    let req = passthru::plan::setup::SetupRequest {
+        gpu: s.gpus().next().unwrap().address.to_string(),
+        force: true,
+        ..Default::default()
+    };
+    let plan =
+        passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles(&host), &req).unwrap();
+    let has = |b: &Option<Vec<u8>>| {
+        String::from_utf8_lossy(b.as_deref().unwrap_or_default())
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .any(|w| w == word)
+    };
+    plan.edits.iter().any(|e| has(&e.after) && !has(&e.before))
+}
+
+/// check's word on the Intel kernel default matches what setup then does: with the IOMMU on
+/// by default, setup adds no `intel_iommu=on` (check used to say it "still records it");
+/// without the default, setup adds it and check says nothing of a default.
+#[test]
+fn the_intel_default_finding_says_what_setup_does() {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("intel-n100", dir.path()).unwrap(); // CONFIG_..._DEFAULT_ON=y
+    let s = check_snapshot(dir.path());
+    let r = run(&s);
+    let f = finding(&r, RuleId::IommuIntelDefaultOn).expect("fires on the N100");
+    assert!(!setup_adds_word(dir.path(), &s, "intel_iommu=on"));
+    assert!(
+        f.message.contains("setup adds no intel_iommu="),
+        "{}",
+        f.message
+    );
+
+    let mut no_default = s.clone();
+    no_default.system.kernel_config.clear();
+    assert!(finding(&run(&no_default), RuleId::IommuIntelDefaultOn).is_none());
+    assert!(setup_adds_word(dir.path(), &no_default, "intel_iommu=on"));
 }

@@ -1,7 +1,7 @@
 //! The host console on this GPU: boot VGA, the firmware framebuffer, monitors, and processes
 //! using it (reported, never killed).
 
-use super::{Ctx, Effect, Finding, Severity, Use};
+use super::{Ctx, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -47,13 +47,13 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
                 )
             };
             f.push(
-                Finding::new("console.framebuffer", Severity::Warning, Effect::NeedsSetup, VM, "the firmware framebuffer holds this boot GPU's memory: vfio-pci cannot reserve it (\"BAR 0: can't reserve\") and the guest fails")
+                Finding::new(RuleId::ConsoleFramebuffer, Severity::Warning, Effect::NeedsSetup, VM, "the firmware framebuffer holds this boot GPU's memory: vfio-pci cannot reserve it (\"BAR 0: can't reserve\") and the guest fails")
                     .evidence(evidence)
                     .fix("passthru setup vm GPU --boot-gpu adds initcall_blacklist=sysfb_init (video=efifb:off does not fix it on 5.15+ kernels and removes the host console)"),
             );
         } else {
             f.push(
-                Finding::new("console.boot-vga", Severity::Info, Effect::None, VM, "this is the firmware's boot display (boot_vga); the host console moves off it when vfio-pci takes it")
+                Finding::new(RuleId::ConsoleBootVga, Severity::Info, Effect::None, VM, "this is the firmware's boot display (boot_vga); the host console moves off it when vfio-pci takes it")
                     .evidence(format!("sys/bus/pci/devices/{}/boot_vga: 1", g.address)),
             );
         }
@@ -71,7 +71,7 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
         .collect();
     if !connected.is_empty() {
         f.push(
-            Finding::new("console.monitor", Severity::Warning, Effect::None, VM, format!("a monitor is connected ({}): it goes dark for the host when the GPU is given to a VM", connected.join(", ")))
+            Finding::new(RuleId::ConsoleMonitor, Severity::Warning, Effect::None, VM, format!("a monitor is connected ({}): it goes dark for the host when the GPU is given to a VM", connected.join(", ")))
                 .evidence("sys/class/drm/*/status: connected"),
         );
     }
@@ -102,7 +102,7 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
             .collect();
         if !holding.is_empty() {
             f.push(
-                Finding::new("console.in-use", Severity::Warning, Effect::None, VM, "processes are using this GPU: it cannot be unbound while they run (passthru never stops them)")
+                Finding::new(RuleId::ConsoleInUse, Severity::Warning, Effect::None, VM, "processes are using this GPU: it cannot be unbound while they run (passthru never stops them)")
                     .evidence(holding.join("; "))
                     .fix("stop those programs (display manager, media server, ...) or bind at boot with passthru setup"),
             );

@@ -1,7 +1,7 @@
 //! Driver state: what each function is bound to, whether the group is viable for vfio, what
 //! a blacklist or an `ids=` line would also hit, and what host and container use need.
 
-use super::{describe, Ctx, Effect, Finding, Severity, Use};
+use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -46,7 +46,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
         if blocking.is_empty() {
             f.push(
                 Finding::new(
-                    "vfio.bound",
+                    RuleId::VfioBound,
                     Severity::Info,
                     Effect::None,
                     VM,
@@ -59,7 +59,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
     } else {
         f.push(
             Finding::new(
-                "vfio.not-bound",
+                RuleId::VfioNotBound,
                 Severity::Warning,
                 Effect::NeedsSetup,
                 VM,
@@ -87,7 +87,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             .collect();
         if !others.is_empty() {
             f.push(
-                Finding::new("driver.shared", Severity::Warning, Effect::None, VM, format!("{drv} also drives {} other device(s): blacklisting {drv} would take it from them; passthru binds this card by address instead", others.len()))
+                Finding::new(RuleId::DriverShared, Severity::Warning, Effect::None, VM, format!("{drv} also drives {} other device(s): blacklisting {drv} would take it from them; passthru binds this card by address instead", others.len()))
                     .evidence(others.join("; "))
                     .fix(format!("never blacklist {drv}; passthru setup uses softdep {drv} pre: vfio-pci with per-device binding")),
             );
@@ -112,7 +112,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
     }
     if !captured.is_empty() {
         f.push(
-            Finding::new("ids.capture", Severity::Warning, Effect::None, VM, "vfio-pci ids= for this card would also capture other devices with the same ids; passthru binds by address (driver_override) instead")
+            Finding::new(RuleId::IdsCapture, Severity::Warning, Effect::None, VM, "vfio-pci ids= for this card would also capture other devices with the same ids; passthru binds by address (driver_override) instead")
                 .evidence(captured.join("; ")),
         );
     }
@@ -135,7 +135,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
                 .map(|m| format!("{}:{}", m.file, m.line))
                 .collect();
             f.push(
-                Finding::new("ids.configured-capture", Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
+                Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
                     .evidence(format!("{}; {}", files.join(", "), extra.join("; ")))
                     .fix("replace the ids= line with per-device binding (passthru setup vm GPU does)"),
             );
@@ -147,12 +147,12 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
     let host_uses = &[Use::Lxc, Use::Host];
     match gpu_drv {
         Some("vfio-pci") => f.push(
-            Finding::new("host.on-vfio", Severity::Warning, Effect::NeedsSetup, host_uses, "the GPU is bound to vfio-pci, so the host cannot use it")
+            Finding::new(RuleId::HostOnVfio, Severity::Warning, Effect::NeedsSetup, host_uses, "the GPU is bound to vfio-pci, so the host cannot use it")
                 .evidence(format!("sys/bus/pci/devices/{}/driver -> vfio-pci", c.gpu.address))
                 .fix(format!("passthru setup host {}", c.gpu.address)),
         ),
         None => f.push(
-            Finding::new("host.no-driver", Severity::Warning, Effect::Blocks, host_uses, "no driver is bound to the GPU: the host cannot use it until its driver is installed and loaded")
+            Finding::new(RuleId::HostNoDriver, Severity::Warning, Effect::Blocks, host_uses, "no driver is bound to the GPU: the host cannot use it until its driver is installed and loaded")
                 .evidence(format!("sys/bus/pci/devices/{}/driver: absent", c.gpu.address))
                 .fix(match c.gpu.vendor.map(|v| v.0) {
                     Some(0x10de) => "install the NVIDIA driver (or nouveau), then passthru setup host GPU",
@@ -162,7 +162,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
                 }),
         ),
         Some(d) => f.push(
-            Finding::new("host.driver", Severity::Info, Effect::None, host_uses, format!("the GPU is on its host driver ({d})"))
+            Finding::new(RuleId::HostDriver, Severity::Info, Effect::None, host_uses, format!("the GPU is on its host driver ({d})"))
                 .evidence(format!("sys/bus/pci/devices/{}/driver -> {d}", c.gpu.address)),
         ),
     }

@@ -4,7 +4,7 @@
 //! other member of its groups is one of its own functions or a bridge; bridges and root ports
 //! are never obstacles (flagging them is a known false positive of other tools).
 
-use super::{describe, Ctx, Effect, Finding, Severity, Use};
+use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -17,7 +17,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     let Some(group) = c.gpu.iommu_group.as_deref() else {
         f.push(
             Finding::new(
-                "group.none",
+                RuleId::GroupNone,
                 Severity::Error,
                 Effect::Unknown,
                 VM,
@@ -41,7 +41,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     if !others.is_empty() {
         f.push(
             Finding::new(
-                "slot.functions",
+                RuleId::SlotFunctions,
                 Severity::Info,
                 Effect::None,
                 VM,
@@ -58,7 +58,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
         let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
         f.push(
             Finding::new(
-                "slot.split-groups",
+                RuleId::SlotSplitGroups,
                 Severity::Info,
                 Effect::None,
                 VM,
@@ -88,7 +88,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     if intruders.is_empty() {
         f.push(
             Finding::new(
-                "group.isolated",
+                RuleId::GroupIsolated,
                 Severity::Info,
                 Effect::None,
                 VM,
@@ -102,7 +102,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
             .map(|(g, a)| format!("group {g}: {}", describe(s, a)))
             .collect();
         f.push(
-            Finding::new("group.shared", Severity::Error, Effect::Blocks, VM, format!("the card shares its IOMMU group with {} other device(s): all of them would have to go to the VM too", intruders.len()))
+            Finding::new(RuleId::GroupShared, Severity::Error, Effect::Blocks, VM, format!("the card shares its IOMMU group with {} other device(s): all of them would have to go to the VM too", intruders.len()))
                 .evidence(list.join("; "))
                 .fix("put the card in a slot wired to the CPU (one whose root port forms its own group), or give the VM every listed device as well. The ACS override (pcie_acs_override=, an out-of-tree patch carried by Proxmox kernels) only pretends the devices are isolated: it weakens the isolation between the VM and them"),
         );
@@ -111,7 +111,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     // The host's own devices.
     let members = c.group_members();
     let u = &s.host_usage;
-    let safety = |id: &'static str, msg: String, evidence: String, force: bool| {
+    let safety = |id: RuleId, msg: String, evidence: String, force: bool| {
         let (sev, eff) = if force {
             (Severity::Warning, Effect::None)
         } else {
@@ -119,39 +119,37 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
         };
         Finding::new(id, sev, eff, VM, msg).evidence(evidence)
     };
-    let disks: Vec<String> = u
-        .boot_disk_controllers
-        .iter()
-        .filter(|a| members.contains(a))
-        .map(|a| describe(s, a))
-        .collect();
-    if !disks.is_empty() {
-        f.push(
-            safety(
-                "safety.boot-disk",
-                "the card's group holds the controller of the host's root filesystem: giving it to a VM takes the host's boot disk away".into(),
-                format!("{}; {}", disks.join("; "), u.boot_disk_evidence.clone().unwrap_or_default()),
-                c.req.force,
-            )
-            .fix("move the card or the disk to another slot so they are in different groups (--force overrides this check)"),
-        );
-    }
-    let nics: Vec<String> = u
-        .default_route_devices
-        .iter()
-        .filter(|a| members.contains(a))
-        .map(|a| describe(s, a))
-        .collect();
-    if !nics.is_empty() {
-        f.push(
-            safety(
-                "safety.network",
-                "the card's group holds the network device of the host's default route: the host would lose its network".into(),
-                format!("{}; {}", nics.join("; "), u.default_route_evidence.clone().unwrap_or_default()),
-                c.req.force,
-            )
-            .fix("use another network port or slot so they are in different groups (--force overrides this check)"),
-        );
+    // The host's boot disk controller and the network device of its default route.
+    let host_devices = [
+        (
+            RuleId::SafetyBootDisk,
+            &u.boot_disk_controllers,
+            &u.boot_disk_evidence,
+            "the card's group holds the controller of the host's root filesystem: giving it to a VM takes the host's boot disk away",
+            "move the card or the disk to another slot so they are in different groups (--force overrides this check)",
+        ),
+        (
+            RuleId::SafetyNetwork,
+            &u.default_route_devices,
+            &u.default_route_evidence,
+            "the card's group holds the network device of the host's default route: the host would lose its network",
+            "use another network port or slot so they are in different groups (--force overrides this check)",
+        ),
+    ];
+    for (rule, devices, evidence, msg, fix) in host_devices {
+        let taken: Vec<String> = devices
+            .iter()
+            .filter(|a| members.contains(a))
+            .map(|a| describe(s, a))
+            .collect();
+        if !taken.is_empty() {
+            let evidence = format!(
+                "{}; {}",
+                taken.join("; "),
+                evidence.clone().unwrap_or_default()
+            );
+            f.push(safety(rule, msg.into(), evidence, c.force).fix(fix));
+        }
     }
     let other_display = s
         .gpus()
@@ -160,10 +158,10 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     if is_console && !other_display {
         f.push(
             safety(
-                "safety.only-display",
+                RuleId::SafetyOnlyDisplay,
                 "this is the host's only display GPU and its boot console: passing it through leaves the host without a screen".into(),
                 format!("sys/bus/pci/devices/{}/boot_vga: 1; no other GPU with a host driver", c.gpu.address),
-                c.req.force,
+                c.force,
             )
             .fix("add a second GPU (or enable the CPU's iGPU) for the host; or, for single-GPU passthrough, use --force and manage the host over the network"),
         );

@@ -1,7 +1,7 @@
 //! Container use: device nodes and their numbers, the NVIDIA driver version the container
 //! must match, and Intel SR-IOV.
 
-use super::{Ctx, Effect, Finding, Severity, Use};
+use super::{Ctx, Effect, Finding, RuleId, Severity, Use};
 
 const LXC: &[Use] = &[Use::Lxc];
 
@@ -17,21 +17,21 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
     if nvidia {
         match &s.system.nvidia_driver_version {
             Some(v) => f.push(
-                Finding::new("lxc.nvidia-version", Severity::Info, Effect::None, LXC, format!("the container's NVIDIA user space must be exactly version {v}, the host driver's (else \"NVRM: API mismatch\")"))
+                Finding::new(RuleId::LxcNvidiaVersion, Severity::Info, Effect::None, LXC, format!("the container's NVIDIA user space must be exactly version {v}, the host driver's (else \"NVRM: API mismatch\")"))
                     .evidence(format!("proc/driver/nvidia/version: {v}")),
             ),
             None => f.push(
-                Finding::new("lxc.nvidia-version-unknown", Severity::Warning, Effect::Unknown, LXC, "the NVIDIA driver version could not be read")
+                Finding::new(RuleId::LxcNvidiaVersionUnknown, Severity::Warning, Effect::Unknown, LXC, "the NVIDIA driver version could not be read")
                     .evidence("proc/driver/nvidia/version: absent"),
             ),
         }
         match major("nvidia-uvm") {
             Some(m) => f.push(
-                Finding::new("lxc.nvidia-nodes", Severity::Info, Effect::None, LXC, format!("device numbers: nvidia 195 (nvidia0.., nvidiactl, nvidia-modeset), nvidia-uvm {m} (dynamic: read it, never hard-code it)"))
+                Finding::new(RuleId::LxcNvidiaNodes, Severity::Info, Effect::None, LXC, format!("device numbers: nvidia 195 (nvidia0.., nvidiactl, nvidia-modeset), nvidia-uvm {m} (dynamic: read it, never hard-code it)"))
                     .evidence(format!("proc/devices: {m} nvidia-uvm")),
             ),
             None => f.push(
-                Finding::new("lxc.nvidia-uvm-missing", Severity::Warning, Effect::NeedsSetup, LXC, "nvidia-uvm is not loaded: CUDA in a container needs /dev/nvidia-uvm")
+                Finding::new(RuleId::LxcNvidiaUvmMissing, Severity::Warning, Effect::NeedsSetup, LXC, "nvidia-uvm is not loaded: CUDA in a container needs /dev/nvidia-uvm")
                     .evidence("proc/devices: no nvidia-uvm")
                     .fix("modprobe nvidia-uvm (and add it to etc/modules-load.d)"),
             ),
@@ -47,7 +47,7 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
                 };
                 f.push(
                     Finding::new(
-                        "lxc.render-node",
+                        RuleId::LxcRenderNode,
                         Severity::Info,
                         Effect::None,
                         LXC,
@@ -63,7 +63,7 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
             }
             Some(card) => f.push(
                 Finding::new(
-                    "lxc.no-render-node",
+                    RuleId::LxcNoRenderNode,
                     Severity::Warning,
                     Effect::Blocks,
                     LXC,
@@ -76,7 +76,7 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
             ),
             None => f.push(
                 Finding::new(
-                    "lxc.no-drm",
+                    RuleId::LxcNoDrm,
                     Severity::Warning,
                     Effect::Blocks,
                     LXC,
@@ -94,7 +94,7 @@ pub(super) fn check_lxc(c: &Ctx) -> Vec<Finding> {
             .filter(|t| *t > 0)
         {
             f.push(
-                Finding::new("lxc.sriov", Severity::Info, Effect::None, &[Use::Lxc, Use::Vm], format!("this Intel GPU offers SR-IOV with up to {total} virtual functions: it can be shared with VMs and containers at once"))
+                Finding::new(RuleId::LxcSriov, Severity::Info, Effect::None, &[Use::Lxc, Use::Vm], format!("this Intel GPU offers SR-IOV with up to {total} virtual functions: it can be shared with VMs and containers at once"))
                     .evidence(format!("sys/bus/pci/devices/{}/sriov_totalvfs: {total}", g.address)),
             );
         }

@@ -11,6 +11,7 @@ mod isolation;
 mod lxc;
 mod platform;
 mod reset;
+mod rule;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::model::{PciAddress, PciDevice, Snapshot};
 
 pub use reset::{amd_reset_family, ResetFamily};
+pub use rule::RuleId;
 
 /// What the GPU is to be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -63,8 +65,8 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Stable identifier (`iommu.kernel-off`, `group.shared`).
-    pub id: &'static str,
+    /// The rule that produced it; serialised as its stable id (`iommu.kernel-off`).
+    pub id: RuleId,
     pub severity: Severity,
     pub uses: Vec<Use>,
     pub effect: Effect,
@@ -77,7 +79,7 @@ pub struct Finding {
 
 impl Finding {
     fn new(
-        id: &'static str,
+        id: RuleId,
         severity: Severity,
         effect: Effect,
         uses: &[Use],
@@ -278,65 +280,90 @@ pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
     let host_findings = platform::check_platform(s);
     let gpus = gpus
         .into_iter()
-        .map(|g| {
-            let ctx = Ctx::new(s, g, req);
-            let mut findings = Vec::new();
-            findings.extend(host_findings.iter().cloned());
-            findings.extend(isolation::check_isolation(&ctx));
-            findings.extend(reset::check_reset(&ctx));
-            findings.extend(driver::check_driver(&ctx));
-            findings.extend(console::check_console(&ctx));
-            findings.extend(lxc::check_lxc(&ctx));
-            if g.class.is_none() || g.vendor.is_none() {
-                findings.push(
-                    Finding::new(
-                        "gpu.unreadable",
-                        Severity::Error,
-                        Effect::Unknown,
-                        &ALL_USES,
-                        "the GPU's class or vendor could not be read",
-                    )
-                    .evidence(
-                        g.issues
-                            .iter()
-                            .map(|i| format!("{}: {}", i.path, i.problem))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ),
-                );
-            }
-            let verdicts = ALL_USES
-                .iter()
-                .map(|u| {
-                    let worst = findings
-                        .iter()
-                        .filter(|f| f.uses.contains(u))
-                        .map(|f| f.effect)
-                        .max()
-                        .unwrap_or(Effect::None);
-                    let v = match worst {
-                        Effect::None => Verdict::Ready,
-                        Effect::NeedsSetup => Verdict::NeedsSetup,
-                        Effect::Unknown => Verdict::Unknown,
-                        Effect::Blocks => Verdict::Blocked,
-                    };
-                    (*u, v)
-                })
-                .collect();
-            GpuCheck {
-                address: g.address,
-                name: g.names.name.clone(),
-                functions: ctx.functions.iter().map(|d| d.address).collect(),
-                group: g.iommu_group.clone(),
-                verdicts,
-                findings,
-            }
-        })
+        .map(|g| check_one(s, g, req.force, &host_findings))
         .collect();
     CheckReport {
         schema_version: crate::model::SCHEMA_VERSION,
         gpus,
         unmatched,
+    }
+}
+
+/// Runs every rule for one GPU already chosen (what a writing command does before it plans).
+pub fn check_gpu(s: &Snapshot, gpu: &PciDevice, force: bool) -> GpuCheck {
+    check_one(s, gpu, force, &platform::check_platform(s))
+}
+
+fn check_one(s: &Snapshot, g: &PciDevice, force: bool, host_findings: &[Finding]) -> GpuCheck {
+    let ctx = Ctx::new(s, g, force);
+    let mut findings = Vec::new();
+    findings.extend(host_findings.iter().cloned());
+    findings.extend(isolation::check_isolation(&ctx));
+    findings.extend(reset::check_reset(&ctx));
+    findings.extend(driver::check_driver(&ctx));
+    findings.extend(console::check_console(&ctx));
+    findings.extend(lxc::check_lxc(&ctx));
+    if g.class.is_none() || g.vendor.is_none() {
+        findings.push(
+            Finding::new(
+                RuleId::GpuUnreadable,
+                Severity::Error,
+                Effect::Unknown,
+                &ALL_USES,
+                "the GPU's class or vendor could not be read",
+            )
+            .evidence(
+                g.issues
+                    .iter()
+                    .map(|i| format!("{}: {}", i.path, i.problem))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        );
+    }
+    let verdicts = ALL_USES
+        .iter()
+        .map(|u| {
+            let worst = findings
+                .iter()
+                .filter(|f| f.uses.contains(u))
+                .map(|f| f.effect)
+                .max()
+                .unwrap_or(Effect::None);
+            let v = match worst {
+                Effect::None => Verdict::Ready,
+                Effect::NeedsSetup => Verdict::NeedsSetup,
+                Effect::Unknown => Verdict::Unknown,
+                Effect::Blocks => Verdict::Blocked,
+            };
+            (*u, v)
+        })
+        .collect();
+    GpuCheck {
+        address: g.address,
+        name: g.names.name.clone(),
+        functions: ctx.functions.iter().map(|d| d.address).collect(),
+        group: g.iommu_group.clone(),
+        verdicts,
+        findings,
+    }
+}
+
+impl GpuCheck {
+    /// Whether `rule` fired for this GPU.
+    pub fn fired(&self, rule: RuleId) -> bool {
+        self.findings.iter().any(|f| f.id == rule)
+    }
+
+    /// Why a command that prepares `u` must refuse: every finding that blocks `u`, and every
+    /// finding of the rules in `also` (what that command cannot work around), each as
+    /// `message (rule id)`.
+    pub fn refusals(&self, u: Use, also: &[RuleId]) -> Vec<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.uses.contains(&u) && (f.effect == Effect::Blocks || also.contains(&f.id)))
+            .map(|f| format!("{} ({})", f.message, f.id))
+            .collect()
     }
 }
 
@@ -346,48 +373,30 @@ pub(crate) struct Ctx<'a> {
     pub gpu: &'a PciDevice,
     /// The card's functions, the GPU first.
     pub functions: Vec<&'a PciDevice>,
-    pub req: &'a CheckRequest,
+    /// The safety blocks (boot disk, network, only display) are warnings only.
+    pub force: bool,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(s: &'a Snapshot, gpu: &'a PciDevice, req: &'a CheckRequest) -> Self {
-        let mut functions: Vec<&PciDevice> = s
-            .devices
-            .iter()
-            .filter(|d| d.address.same_slot(&gpu.address))
-            .collect();
+    fn new(s: &'a Snapshot, gpu: &'a PciDevice, force: bool) -> Self {
+        let mut functions = s.card_functions(&gpu.address);
         functions.sort_by_key(|d| (d.address != gpu.address, d.address));
         Ctx {
             s,
             gpu,
             functions,
-            req,
+            force,
         }
     }
 
     /// The groups the card's functions are in, with their members.
     pub fn groups(&self) -> Vec<&'a crate::model::IommuGroup> {
-        let mut ids: Vec<&str> = self
-            .functions
-            .iter()
-            .filter_map(|f| f.iommu_group.as_deref())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids.into_iter().filter_map(|id| self.s.group(id)).collect()
+        self.s.card_groups(&self.gpu.address)
     }
 
     /// Every device that would go to the VM with the card: all members of its groups.
     pub fn group_members(&self) -> Vec<PciAddress> {
-        let mut all: Vec<PciAddress> = self
-            .groups()
-            .iter()
-            .flat_map(|g| g.devices.iter().copied())
-            .collect();
-        all.extend(self.functions.iter().map(|f| f.address));
-        all.sort();
-        all.dedup();
-        all
+        self.s.card_group_members(&self.gpu.address)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Host-wide rules: CPU virtualisation, IOMMU (firmware vs kernel, the parameter actually
 //! needed), interrupt remapping, and the vfio modules. They bear on VM use only.
 
+use crate::assess::{diagnose_iommu, firmware_iommu_setting, IommuOffCause, IommuVerdict};
 use crate::model::{IommuVendor, IrqRemapping, Snapshot};
 
-use super::{kernel_version, Effect, Finding, Severity, Use};
+use super::{kernel_version, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -16,7 +17,7 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
     if cpu.threads == 0 && cpu.vendor_id.is_none() {
         f.push(
             Finding::new(
-                "cpu.unknown",
+                RuleId::CpuUnknown,
                 Severity::Warning,
                 Effect::Unknown,
                 VM,
@@ -37,40 +38,40 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
             )
         };
         f.push(
-            Finding::new("cpu.virt-missing", Severity::Error, Effect::Blocks, VM, msg)
-                .evidence("proc/cpuinfo: flags without vmx/svm")
-                .fix(fix),
+            Finding::new(
+                RuleId::CpuVirtMissing,
+                Severity::Error,
+                Effect::Blocks,
+                VM,
+                msg,
+            )
+            .evidence("proc/cpuinfo: flags without vmx/svm")
+            .fix(fix),
         );
     }
 
-    // IOMMU.
+    // IOMMU: why it is off is decided once, in assess::diagnose_iommu.
     let iommu = &s.iommu;
     let param = |k: &str| sys.cmdline_value(k).and_then(|p| p.value.clone());
-    if s.groups.iter().any(|g| g.is_noiommu()) && !iommu.active() {
-        f.push(
-            Finding::new("iommu.noiommu", Severity::Error, Effect::Blocks, VM, "only vfio no-IOMMU groups exist: a device handed out this way is not isolated from the host at all")
+    let diagnosis = diagnose_iommu(s);
+    match diagnosis.verdict {
+        IommuVerdict::NoIommuMode => f.push(
+            Finding::new(RuleId::IommuNoiommu, Severity::Error, Effect::Blocks, VM, "only vfio no-IOMMU groups exist: a device handed out this way is not isolated from the host at all")
                 .evidence("sys/kernel/iommu_groups/*/name: vfio-noiommu")
                 .fix("enable the IOMMU in the firmware setup and boot without vfio.enable_unsafe_noiommu_mode"),
-        );
-    } else if !iommu.active() {
-        let tables = &iommu.firmware_tables;
-        if tables.is_empty() {
-            let fix = if cpu.hypervisor {
-                "give this VM an emulated IOMMU (QEMU: -device intel-iommu,intremap=on), or run on the physical host"
+        ),
+        IommuVerdict::Off(cause @ (IommuOffCause::NoFirmwareTable | IommuOffCause::NoVirtualIommu)) => {
+            let fix = if cause == IommuOffCause::NoVirtualIommu {
+                "give this VM an emulated IOMMU (QEMU: -device intel-iommu,intremap=on), or run on the physical host".to_string()
             } else {
-                match cpu.vendor_id.as_deref() {
-                    Some("GenuineIntel") => {
-                        "enable VT-d in the firmware setup (often under Chipset or System Agent)"
-                    }
-                    Some("AuthenticAMD") => {
-                        "enable IOMMU / AMD-Vi in the firmware setup (often under AMD CBS or NBIO)"
-                    }
-                    _ => "enable VT-d (Intel) or IOMMU/AMD-Vi (AMD) in the firmware setup",
+                match firmware_iommu_setting(s) {
+                    (name, Some(place)) => format!("enable {name} in the firmware setup ({place})"),
+                    (name, None) => format!("enable {name} in the firmware setup"),
                 }
             };
             f.push(
                 Finding::new(
-                    "iommu.firmware-off",
+                    RuleId::IommuFirmwareOff,
                     Severity::Error,
                     Effect::Blocks,
                     VM,
@@ -79,82 +80,85 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
                 .evidence("sys/firmware/acpi/tables: no DMAR, no IVRS")
                 .fix(fix),
             );
-        } else {
-            let table = tables.join(", ");
-            let mut why =
-                format!("the firmware has an IOMMU ({table}) but the kernel did not enable it");
-            let mut fix = "passthru setup vm GPU".to_string();
-            if param("iommu").as_deref() == Some("off") {
-                why.push_str(": proc/cmdline has iommu=off");
-                fix = "passthru setup vm GPU (removes iommu=off)".into();
-            } else if tables.iter().any(|t| t == "DMAR") {
-                if param("intel_iommu").is_some_and(|v| v.split(',').any(|w| w == "off")) {
-                    why.push_str(": proc/cmdline has intel_iommu=off");
+        }
+        IommuVerdict::Off(cause) => {
+            let tables = &iommu.firmware_tables;
+            let mut why = format!(
+                "the firmware has an IOMMU ({}) but the kernel did not enable it",
+                tables.join(", ")
+            );
+            // Setup fixes every cause but one: an AMD IOMMU that stays off with no parameter
+            // against it needs no parameter, so only dmesg can say why.
+            let mut effect = Effect::NeedsSetup;
+            let fix = match cause {
+                IommuOffCause::IommuParamOff => {
+                    why.push_str(": proc/cmdline has iommu=off");
+                    "passthru setup vm GPU (removes iommu=off)"
                 }
-                fix = "passthru setup vm GPU (adds intel_iommu=on)".into();
-            } else if param("amd_iommu").as_deref() == Some("off") {
-                why.push_str(": proc/cmdline has amd_iommu=off");
-                fix = "passthru setup vm GPU (removes amd_iommu=off; the AMD IOMMU needs no parameter)".into();
-            }
+                IommuOffCause::IntelParamOff => {
+                    why.push_str(": proc/cmdline has intel_iommu=off");
+                    "passthru setup vm GPU (adds intel_iommu=on)"
+                }
+                IommuOffCause::IntelNotEnabled => "passthru setup vm GPU (adds intel_iommu=on)",
+                IommuOffCause::AmdParamOff => {
+                    why.push_str(": proc/cmdline has amd_iommu=off");
+                    "passthru setup vm GPU (removes amd_iommu=off; the AMD IOMMU needs no parameter)"
+                }
+                _ => {
+                    effect = Effect::Unknown;
+                    "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter, so setup cannot turn it on"
+                }
+            };
             f.push(
-                Finding::new(
-                    "iommu.kernel-off",
-                    Severity::Error,
-                    Effect::NeedsSetup,
-                    VM,
-                    why,
-                )
-                .evidence(format!(
-                    "sys/firmware/acpi/tables/{}; sys/class/iommu empty; proc/cmdline: {}",
-                    tables[0],
-                    sys.cmdline.as_deref().unwrap_or("?")
-                ))
-                .fix(fix),
+                Finding::new(RuleId::IommuKernelOff, Severity::Error, effect, VM, why)
+                    .evidence(format!(
+                        "sys/firmware/acpi/tables/{}; sys/class/iommu empty; proc/cmdline: {}",
+                        tables.first().map_or("?", String::as_str),
+                        sys.cmdline.as_deref().unwrap_or("?")
+                    ))
+                    .fix(fix),
             );
         }
-    } else {
-        let vendor = iommu.vendor();
+        IommuVerdict::On => {
+        let vendor = diagnosis.vendor;
         if !sys
             .cmdline_params
             .iter()
             .any(|p| p.key == "iommu" && p.value.as_deref() == Some("pt"))
         {
             f.push(
-                Finding::new("iommu.pt-recommended", Severity::Info, Effect::None, VM, "iommu=pt is not set: the host's own devices use translated DMA, which costs some I/O speed; pass-through mode is the usual choice on a VM host")
+                Finding::new(RuleId::IommuPtRecommended, Severity::Info, Effect::None, VM, "iommu=pt is not set: the host's own devices use translated DMA, which costs some I/O speed; pass-through mode is the usual choice on a VM host")
                     .evidence(format!("proc/cmdline: {}", sys.cmdline.as_deref().unwrap_or("?")))
                     .fix("passthru setup vm GPU adds iommu=pt"),
             );
         }
-        if vendor == Some(IommuVendor::Intel) && param("intel_iommu").is_none() {
-            let default_on = sys.kernel_config.iter().any(|(k, v)| {
-                (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON"
-                    || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
-                    && v == "y"
-            });
-            if default_on {
-                f.push(
-                    Finding::new("iommu.intel-default-on", Severity::Info, Effect::None, VM, "the Intel IOMMU is on by the kernel's default, without intel_iommu=on (setup still records it, which is harmless)")
-                        .evidence("boot/config: CONFIG_INTEL_IOMMU_DEFAULT_ON(_INTGPU_OFF)=y"),
-                );
-            }
+        if vendor == Some(IommuVendor::Intel)
+            && param("intel_iommu").is_none()
+            && diagnosis.intel_default_on
+        {
+            f.push(
+                Finding::new(RuleId::IommuIntelDefaultOn, Severity::Info, Effect::None, VM, "the Intel IOMMU is on by the kernel's default, without intel_iommu=on (setup adds no intel_iommu= parameter)")
+                    .evidence("boot/config: CONFIG_INTEL_IOMMU_DEFAULT_ON(_INTGPU_OFF)=y"),
+            );
         }
         // Interrupt remapping.
         match iommu.irq_remapping {
             IrqRemapping::Enabled => {}
             IrqRemapping::NotSeen if iommu.allow_unsafe_interrupts == Some(true) => f.push(
-                Finding::new("irq.unsafe-allowed", Severity::Warning, Effect::None, VM, "interrupt remapping is off and vfio_iommu_type1 allows unsafe interrupts: assignment works, but a guest can inject interrupts (MSI) into the host")
+                Finding::new(RuleId::IrqUnsafeAllowed, Severity::Warning, Effect::None, VM, "interrupt remapping is off and vfio_iommu_type1 allows unsafe interrupts: assignment works, but a guest can inject interrupts (MSI) into the host")
                     .evidence(format!("{}; allow_unsafe_interrupts=Y", iommu.irq_remapping_evidence.clone().unwrap_or_default()))
                     .fix("enable interrupt remapping in the firmware (x2APIC / IR), then drop allow_unsafe_interrupts"),
             ),
             IrqRemapping::NotSeen => f.push(
-                Finding::new("irq.remapping-missing", Severity::Error, Effect::Blocks, VM, "interrupt remapping is not in effect: vfio refuses to assign devices (\"No interrupt remapping support\")")
+                Finding::new(RuleId::IrqRemappingMissing, Severity::Error, Effect::Blocks, VM, "interrupt remapping is not in effect: vfio refuses to assign devices (\"No interrupt remapping support\")")
                     .evidence(iommu.irq_remapping_evidence.clone().unwrap_or_default())
                     .fix("enable interrupt remapping / x2APIC in the firmware; or, knowing that a guest could then inject interrupts into the host, options vfio_iommu_type1 allow_unsafe_interrupts=1"),
             ),
             IrqRemapping::Unknown => f.push(
-                Finding::new("irq.unknown", Severity::Warning, Effect::None, VM, "could not confirm interrupt remapping; vfio refuses assignment at VM start if it is missing")
+                Finding::new(RuleId::IrqUnknown, Severity::Warning, Effect::None, VM, "could not confirm interrupt remapping; vfio refuses assignment at VM start if it is missing")
                     .evidence("proc/interrupts unreadable or without MSI chips"),
             ),
+        }
         }
     }
     for bad in sys
@@ -164,7 +168,7 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
     {
         let _ = bad;
         f.push(
-            Finding::new("iommu.invalid-param", Severity::Warning, Effect::None, VM, "amd_iommu=on is not a valid value (kernel-parameters.txt): the kernel ignores it; the AMD IOMMU is on whenever the firmware enables it")
+            Finding::new(RuleId::IommuInvalidParam, Severity::Warning, Effect::None, VM, "amd_iommu=on is not a valid value (kernel-parameters.txt): the kernel ignores it; the AMD IOMMU is on whenever the firmware enables it")
                 .evidence("proc/cmdline: amd_iommu=on")
                 .fix("remove amd_iommu=on from the kernel parameters"),
         );
@@ -175,12 +179,12 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
     let loaded = sys.module_loaded("vfio_pci") == Some(true);
     if builtin {
         f.push(
-            Finding::new("vfio.builtin", Severity::Info, Effect::None, VM, "vfio-pci is built into the kernel: options in modprobe.d are ignored, so device ids must go on the kernel command line (vfio-pci.ids=), which setup does")
+            Finding::new(RuleId::VfioBuiltin, Severity::Info, Effect::None, VM, "vfio-pci is built into the kernel: options in modprobe.d are ignored, so device ids must go on the kernel command line (vfio-pci.ids=), which setup does")
                 .evidence("lib/modules/<release>/modules.builtin lists vfio_pci"),
         );
     } else if !loaded && sys.loaded_modules.is_some() {
         f.push(
-            Finding::new("vfio.not-loaded", Severity::Warning, Effect::NeedsSetup, VM, "the vfio-pci module is not loaded")
+            Finding::new(RuleId::VfioNotLoaded, Severity::Warning, Effect::NeedsSetup, VM, "the vfio-pci module is not loaded")
                 .evidence("proc/modules: no vfio_pci")
                 .fix("passthru setup vm GPU (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"),
         );
@@ -189,14 +193,14 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
     for list in &s.vfio_config.module_lists {
         if new_kernel && list.modules.iter().any(|m| m == "vfio_virqfd") {
             f.push(
-                Finding::new("vfio.virqfd-stale", Severity::Warning, Effect::NeedsSetup, VM, "vfio_virqfd is listed, but it was folded into vfio in kernel 6.2: dracut fails to build or boot with it (\"Failed to find module 'vfio_virqfd'\")")
+                Finding::new(RuleId::VfioVirqfdStale, Severity::Warning, Effect::NeedsSetup, VM, "vfio_virqfd is listed, but it was folded into vfio in kernel 6.2: dracut fails to build or boot with it (\"Failed to find module 'vfio_virqfd'\")")
                     .evidence(format!("{}: vfio_virqfd; kernel {}", list.file, sys.kernel_release.as_deref().unwrap_or("?")))
                     .fix(format!("remove vfio_virqfd from {} (passthru setup vm GPU rewrites the list)", list.file)),
             );
         }
         if list.ignored_by_tool && list.modules.iter().any(|m| m.starts_with("vfio")) {
             f.push(
-                Finding::new("vfio.dracut-ignored", Severity::Warning, Effect::NeedsSetup, VM, "this dracut file names vfio modules but dracut reads only *.conf files in dracut.conf.d: it is ignored")
+                Finding::new(RuleId::VfioDracutIgnored, Severity::Warning, Effect::NeedsSetup, VM, "this dracut file names vfio modules but dracut reads only *.conf files in dracut.conf.d: it is ignored")
                     .evidence(list.file.clone())
                     .fix(format!("rename {} to end in .conf (passthru setup vm GPU writes a .conf file)", list.file)),
             );

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Ctx, Effect, Finding, Severity, Use};
+use super::{Ctx, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -46,21 +46,21 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
     if g.detailed {
         match g.reset.methods.as_deref() {
             None if !g.reset.reset_file => f.push(
-                Finding::new("reset.none", Severity::Warning, Effect::None, VM, "the kernel offers no reset method for this GPU: it cannot be reset between VM runs, so a VM may start only once per host boot")
+                Finding::new(RuleId::ResetNone, Severity::Warning, Effect::None, VM, "the kernel offers no reset method for this GPU: it cannot be reset between VM runs, so a VM may start only once per host boot")
                     .evidence(format!("{path}/reset_method: absent"))
                     .fix("test a start-stop-start of the VM; a slot behind its own root port gets a bus reset"),
             ),
             Some([]) => f.push(
-                Finding::new("reset.disabled", Severity::Warning, Effect::None, VM, "reset is disabled for this GPU (empty reset_method)")
+                Finding::new(RuleId::ResetDisabled, Severity::Warning, Effect::None, VM, "reset is disabled for this GPU (empty reset_method)")
                     .evidence(format!("{path}/reset_method: empty"))
                     .fix(format!("echo default > /{path}/reset_method")),
             ),
             Some(m) if m == ["bus"] && c.functions.len() > 1 => f.push(
-                Finding::new("reset.bus-only", Severity::Info, Effect::None, VM, "only a bus reset is available, which resets every function of the card at once: pass all of them to the same VM")
+                Finding::new(RuleId::ResetBusOnly, Severity::Info, Effect::None, VM, "only a bus reset is available, which resets every function of the card at once: pass all of them to the same VM")
                     .evidence(format!("{path}/reset_method: bus")),
             ),
             Some(m) => f.push(
-                Finding::new("reset.methods", Severity::Info, Effect::None, VM, format!("reset methods offered: {}", m.join(", ")))
+                Finding::new(RuleId::ResetMethods, Severity::Info, Effect::None, VM, format!("reset methods offered: {}", m.join(", ")))
                     .evidence(format!("{path}/reset_method")),
             ),
             None => {}
@@ -87,7 +87,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
                             Some("install vendor-reset (DKMS: github.com/gnif/vendor-reset), load it early (etc/modules-load.d), and on kernel 5.15+ select it with device_specific in reset_method (its udev rule does this); rebuild it after kernel upgrades".into()),
                         )
                     };
-                    let mut finding = Finding::new("reset.amd-bug", sev, Effect::None, VM, msg)
+                    let mut finding = Finding::new(RuleId::ResetAmdBug, sev, Effect::None, VM, msg)
                         .evidence(format!("{path}: {}; vendor_reset loaded: {loaded}", g.vendor_device().unwrap_or_default()));
                     if let Some(fix) = fix {
                         finding = finding.fix(fix);
@@ -95,7 +95,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
                     f.push(finding);
                 }
                 ResetFamily::NotCovered(name) => f.push(
-                    Finding::new("reset.amd-unsupported", Severity::Warning, Effect::None, VM, format!("{name}: vendor-reset does not cover this generation; users report GPUs that do not come back after a VM stops, until the host reboots"))
+                    Finding::new(RuleId::ResetAmdUnsupported, Severity::Warning, Effect::None, VM, format!("{name}: vendor-reset does not cover this generation; users report GPUs that do not come back after a VM stops, until the host reboots"))
                         .evidence(format!("{path}: {}", g.vendor_device().unwrap_or_default()))
                         .fix("test start, stop and start of the VM before relying on it"),
                 ),
@@ -111,7 +111,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
     {
         f.push(
             Finding::new(
-                "pm.suspended",
+                RuleId::PmSuspended,
                 Severity::Info,
                 Effect::None,
                 &[Use::Vm, Use::Lxc, Use::Host],
@@ -127,7 +127,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
         && g.device.and_then(|d| amd_reset_family(d.0)).is_some();
     if amd_family && g.power.d3cold_allowed == Some(true) {
         f.push(
-            Finding::new("pm.d3cold-risk", Severity::Warning, Effect::None, VM, "GPUs of this family are reported not to return from D3cold once vfio-pci idles them")
+            Finding::new(RuleId::PmD3coldRisk, Severity::Warning, Effect::None, VM, "GPUs of this family are reported not to return from D3cold once vfio-pci idles them")
                 .evidence(format!("{path}/d3cold_allowed: 1"))
                 .fix("options vfio-pci disable_idle_d3=1 (passthru setup vm GPU --disable-idle-d3)"),
         );

@@ -124,6 +124,43 @@ impl Snapshot {
         self.devices.iter().filter(|d| d.is_gpu())
     }
 
+    /// Every function of the card `function` belongs to (same domain, bus and slot: the
+    /// GPU, its audio, USB-C ...), in address order, `function` itself included when present.
+    /// A card goes to a VM, is bound and is configured as a whole, so every command that
+    /// acts on "the card" asks here.
+    pub fn card_functions(&self, function: &PciAddress) -> Vec<&PciDevice> {
+        self.devices
+            .iter()
+            .filter(|d| d.address.same_slot(function))
+            .collect()
+    }
+
+    /// The IOMMU groups the card's functions are in, each once, in id order.
+    pub fn card_groups(&self, function: &PciAddress) -> Vec<&IommuGroup> {
+        let mut ids: Vec<&str> = self
+            .card_functions(function)
+            .into_iter()
+            .filter_map(|f| f.iommu_group.as_deref())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| self.group(id)).collect()
+    }
+
+    /// Everything that goes to a VM with the card: its functions and every member of their
+    /// groups (bridges included; callers that act on endpoints filter them), sorted.
+    pub fn card_group_members(&self, function: &PciAddress) -> Vec<PciAddress> {
+        let mut all: Vec<PciAddress> = self
+            .card_groups(function)
+            .iter()
+            .flat_map(|g| g.devices.iter().copied())
+            .collect();
+        all.extend(self.card_functions(function).iter().map(|f| f.address));
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The GPU's number among the GPUs on NVIDIA's driver: the driver numbers them in PCI
     /// order, so this is N in /dev/nvidiaN and the CUDA/Docker device index.
     pub fn nvidia_index(&self, address: &PciAddress) -> Option<usize> {

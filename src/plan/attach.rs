@@ -6,7 +6,7 @@
 //! Moving a GPU between VM and container use removes the other side's references in the
 //! same plan: a GPU is in VM mode (vfio-pci) or host/container mode, never both.
 
-use crate::check::{check_host, CheckRequest, Effect, Use, Verdict};
+use crate::check::{check_gpu, Use, Verdict};
 use crate::formats::libvirt_xml::{self, HostdevSpec, PciAddr};
 use crate::formats::pve_config::{
     check_config_id, check_property_value, check_rom_file_name, free_dev_index, free_hostpci_index,
@@ -85,13 +85,6 @@ fn unlock_command(path: &str) -> String {
 
 fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, AttachError> {
     crate::check::select_one(s, sel).map_err(|e| AttachError::NotFound(e.to_string()))
-}
-
-fn functions<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
-    s.devices
-        .iter()
-        .filter(|d| d.address.same_slot(&gpu.address))
-        .collect()
 }
 
 /// `0000:07:00` (every function of the slot), or `0000:07:00.0` for a single-function card.
@@ -206,20 +199,8 @@ fn vm_precheck(
     force: bool,
     plan: &mut Plan,
 ) -> Result<(), AttachError> {
-    let r = check_host(
-        s,
-        &CheckRequest {
-            gpus: vec![gpu.address.to_string()],
-            force,
-        },
-    );
-    let g = &r.gpus[0];
-    let blocking: Vec<String> = g
-        .findings
-        .iter()
-        .filter(|f| f.effect == Effect::Blocks && f.uses.contains(&Use::Vm))
-        .map(|f| format!("{} ({})", f.message, f.id))
-        .collect();
+    let g = check_gpu(s, gpu, force);
+    let blocking = g.refusals(Use::Vm, &[]);
     if !blocking.is_empty() {
         return Err(AttachError::Refused(blocking.join("; ")));
     }
@@ -524,7 +505,7 @@ pub fn plan_vm_attach(
 ) -> Result<Plan, AttachError> {
     check_vm_request(src, req)?;
     let gpu = select(s, &req.gpu)?;
-    let fns = functions(s, gpu);
+    let fns = s.card_functions(&gpu.address);
     let path = vm_conf(req.vmid);
     let mut cfg = read_config(src, &path)?;
     check_unlocked(&cfg, &path, &unlock_command(&path))?;
@@ -744,7 +725,7 @@ pub fn plan_mapping_create(
 ) -> Result<Plan, AttachError> {
     check_config_id(name).map_err(|why| invalid("mapping name", name, why))?;
     let gpu = select(s, sel)?;
-    let fns = functions(s, gpu);
+    let fns = s.card_functions(&gpu.address);
     let node = node_name(src)?.ok_or_else(|| {
         AttachError::NotFound(
             "etc/hostname is missing: the node name is needed for the mapping".into(),
@@ -1213,7 +1194,7 @@ pub fn plan_libvirt_attach(
     req: &LibvirtAttachRequest,
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, &req.gpu)?;
-    let fns = functions(s, gpu);
+    let fns = s.card_functions(&gpu.address);
     let (path, text) = read_domain(src, &req.domain)?;
     let mut plan = Plan {
         title: format!("Attach {} to libvirt domain {}", gpu.address, req.domain),
@@ -1286,7 +1267,11 @@ pub fn plan_libvirt_detach(
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, sel)?;
     let (path, text) = read_domain(src, domain)?;
-    let sources: Vec<PciAddr> = functions(s, gpu).iter().map(|f| pci(&f.address)).collect();
+    let sources: Vec<PciAddr> = s
+        .card_functions(&gpu.address)
+        .iter()
+        .map(|f| pci(&f.address))
+        .collect();
     let xml =
         libvirt_xml::remove_hostdevs(&text, &sources).map_err(|e| AttachError::Unreadable {
             file: path.clone(),

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{check_host, CheckRequest, Effect, Use};
+use crate::check::{check_gpu, RuleId, Use};
 use crate::model::{PciDevice, Snapshot};
 
 /// How a write is undone.
@@ -143,24 +143,7 @@ pub fn plan_restore(
 }
 
 fn devices_of<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
-    let mut addrs: Vec<crate::model::PciAddress> = s
-        .devices
-        .iter()
-        .filter(|d| d.address.same_slot(&gpu.address))
-        .map(|d| d.address)
-        .collect();
-    for f in addrs.clone() {
-        if let Some(g) = s
-            .device(&f)
-            .and_then(|d| d.iommu_group.as_deref())
-            .and_then(|id| s.group(id))
-        {
-            addrs.extend(g.devices.iter().copied());
-        }
-    }
-    addrs.sort();
-    addrs.dedup();
-    addrs
+    s.card_group_members(&gpu.address)
         .iter()
         .filter_map(|a| s.device(a))
         .filter(|d| !d.is_bridge())
@@ -170,26 +153,9 @@ fn devices_of<'a>(s: &'a Snapshot, gpu: &PciDevice) -> Vec<&'a PciDevice> {
 /// Binds a GPU (and every endpoint of its groups) to vfio-pci now.
 pub fn plan_bind(s: &Snapshot, sel: &str, force: bool) -> Result<RuntimePlan, String> {
     let gpu = crate::check::select_one(s, sel).map_err(|e| e.to_string())?;
-    let report = check_host(
-        s,
-        &CheckRequest {
-            gpus: vec![gpu.address.to_string()],
-            force,
-        },
-    );
-    let g = &report.gpus[0];
+    let g = check_gpu(s, gpu, force);
     // Binding now needs what a VM needs, except what only setup (a reboot) provides.
-    let blocking: Vec<String> = g
-        .findings
-        .iter()
-        .filter(|f| {
-            f.uses.contains(&Use::Vm)
-                && (f.effect == Effect::Blocks
-                    || f.id == "iommu.kernel-off"
-                    || f.id == "console.in-use")
-        })
-        .map(|f| format!("{} ({})", f.message, f.id))
-        .collect();
+    let blocking = g.refusals(Use::Vm, &[RuleId::IommuKernelOff, RuleId::ConsoleInUse]);
     if !blocking.is_empty() {
         return Err(format!(
             "refusing to bind {}: {}",

@@ -17,9 +17,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::check::{check_host, CheckRequest, Effect};
+use crate::check::{check_gpu, select_one, RuleId, Use};
 use crate::formats::cmdline::parse_cmdline;
-use crate::model::{CmdlineParam, InitramfsKind, IommuVendor, PciDevice, Snapshot};
+use crate::model::{CmdlineParam, InitramfsKind, PciDevice, Snapshot};
 
 use super::files::{EditError, ParamChange};
 use super::modprobe_file::{read_vfio_binding, render_vfio_binding, VfioBinding};
@@ -135,10 +135,6 @@ fn module_of(d: &PciDevice) -> Option<String> {
     Some(known.replace('-', "_"))
 }
 
-fn select<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, SetupError> {
-    Ok(crate::check::select_one(s, sel)?)
-}
-
 fn edit(
     src: &dyn FileSource,
     path: &str,
@@ -158,29 +154,16 @@ pub fn plan_setup_vm(
     src: &dyn FileSource,
     req: &SetupRequest,
 ) -> Result<Plan, SetupError> {
-    let gpu = select(s, &req.gpu)?;
-    let report = check_host(
-        s,
-        &CheckRequest {
-            gpus: vec![gpu.address.to_string()],
-            force: req.force,
-        },
-    );
-    let g = &report.gpus[0];
-    let blocking: Vec<String> = g
-        .findings
-        .iter()
-        .filter(|f| f.effect == Effect::Blocks && f.uses.contains(&crate::check::Use::Vm))
-        .map(|f| format!("{} ({})", f.message, f.id))
-        .collect();
+    let gpu = select_one(s, &req.gpu)?;
+    let g = check_gpu(s, gpu, req.force);
+    let blocking = g.refusals(Use::Vm, &[]);
     if !blocking.is_empty() {
         return Err(SetupError::Refused {
             gpu: gpu.address.to_string(),
             reasons: blocking.join("; "),
         });
     }
-    let fired = |id: &str| g.findings.iter().any(|f| f.id == id);
-    let functions: Vec<&PciDevice> = g.functions.iter().filter_map(|a| s.device(a)).collect();
+    let functions = s.card_functions(&gpu.address);
     let mut plan = Plan {
         title: format!(
             "Prepare {} ({}) for VM passthrough",
@@ -222,7 +205,7 @@ pub fn plan_setup_vm(
     if gpu.class.is_some_and(|c| c.is_vga()) && gpu.boot_vga != Some(true) {
         managed.options.insert("disable_vga=1".into());
     }
-    if req.disable_idle_d3 || fired("pm.d3cold-risk") {
+    if req.disable_idle_d3 || g.fired(RuleId::PmD3coldRisk) {
         managed.options.insert("disable_idle_d3=1".into());
     }
     plan.edits.extend(edit(
@@ -240,16 +223,11 @@ pub fn plan_setup_vm(
 
     // Kernel command line.
     let mut change = ParamChange::default();
-    let intel = s.iommu.vendor() == Some(IommuVendor::Intel);
-    let default_on = s.system.kernel_config.iter().any(|(k, v)| {
-        (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON" || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
-            && v == "y"
-    });
-    if intel && (!default_on || !s.iommu.active()) {
+    if crate::assess::diagnose_iommu(s).needs_intel_iommu_on() {
         change.add.push(p("intel_iommu=on"));
     }
     change.add.push(p("iommu=pt"));
-    if req.boot_gpu || fired("console.framebuffer") {
+    if req.boot_gpu || g.fired(RuleId::ConsoleFramebuffer) {
         change.add.push(p("initcall_blacklist=sysfb_init"));
     }
     if !cmdline_ids.is_empty() {
@@ -290,12 +268,8 @@ pub fn plan_setup_vm(
 /// Gives a GPU back to its host driver: removes it from passthru's binding files. Kernel
 /// parameters stay (the IOMMU is useful for other devices; `rollback` removes them).
 pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<Plan, SetupError> {
-    let gpu = select(s, sel)?;
-    let functions: Vec<&PciDevice> = s
-        .devices
-        .iter()
-        .filter(|d| d.address.same_slot(&gpu.address))
-        .collect();
+    let gpu = select_one(s, sel)?;
+    let functions = s.card_functions(&gpu.address);
     let mut managed = read_managed(src)?;
     let card_ids: BTreeSet<String> = functions.iter().filter_map(|d| d.vendor_device()).collect();
     let mut plan = Plan {
