@@ -550,7 +550,7 @@ fn fields_are_internally_consistent() {
 #[test]
 fn a_few_facts_the_advisor_relies_on() {
     let g = |k: &str| gpu_by_key(k).unwrap_or_else(|| panic!("{k}"));
-    // Codec generations (DOMAIN.md §13).
+    // Codec generations (docs/domain-facts.md §12).
     assert!(!g("rtx-3060-12gb").av1_encode && g("rtx-3060-12gb").av1_decode);
     assert!(g("rtx-4060").av1_encode);
     assert!(!g("tesla-p4").av1_decode && !g("t400-4gb").av1_decode);
@@ -570,7 +570,7 @@ fn a_few_facts_the_advisor_relies_on() {
         (Vendor::Google, Kind::Accelerator)
     );
     assert_eq!((coral.tdp_w, coral.vram_gib), (2.0, 0.0));
-    // AMD reset families for the VM verdict (DOMAIN.md §5).
+    // AMD reset families for the VM verdict (docs/domain-facts.md §6).
     assert_eq!(g("rx-6800-xt").reset_family.as_deref(), Some("navi21"));
     // vGPU-capable Teslas.
     assert!(g("tesla-p40").vgpu && g("tesla-p4").vgpu && g("tesla-t4").vgpu);

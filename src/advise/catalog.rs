@@ -166,7 +166,7 @@ pub fn gpu_by_pci_id(vendor_device: &str) -> Option<&'static GpuSpec> {
     gpus().iter().find(|g| g.pci_ids.contains(&wanted))
 }
 
-/// Consumer (GeForce) NVENC concurrent-session cap for a driver version (DOMAIN.md §13):
+/// GeForce NVENC concurrent-session cap for a driver version (docs/domain-facts.md §12):
 /// below 530.41 -> 3, 530.41 up to 551 -> 5, 551 and later -> 8.
 ///
 /// The cap is system-wide across consumer cards; Quadro/RTX A/Tesla parts are not capped.

@@ -1,6 +1,6 @@
 //! Group isolation, the card's functions, and the host's own devices.
 //!
-//! The kernel's groups are the verdict (DOMAIN.md §4): a GPU can be assigned when every
+//! The kernel's groups are the verdict (docs/domain-facts.md §5): a GPU can be assigned when
 //! other member of its groups is one of its own functions or a bridge; bridges and root ports
 //! are never obstacles (flagging them is a known false positive of other tools).
 

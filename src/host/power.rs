@@ -1,4 +1,4 @@
-//! Live GPU power, read without waking a sleeping GPU (DOMAIN.md §14): the runtime PM state
+//! Live GPU power, read without waking a sleeping GPU (docs/domain-facts.md §13): runtime PM state
 //! is read first, and a `suspended` GPU is reported asleep and never queried. Then, by driver:
 //! - amdgpu: hwmon `power1_average` (older ASICs) or `power1_input`, in microwatts;
 //! - i915 / xe: hwmon `energy1_input` (xe: the `card` channel by `energyN_label`), a cumulative
