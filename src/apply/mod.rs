@@ -286,6 +286,25 @@ fn apply_locked(
         crash_point("marked written");
         run_commands(plan, opts, &mut j, &mut outcome)
     });
+    finish(
+        &mut j,
+        result,
+        outcome,
+        |j| restore_all(root, j),
+        |failure| ApplyError::RolledBack { failure },
+    )
+}
+
+/// Ends a transaction: committed when every step succeeded; otherwise undone (`undo`), and
+/// the failure reported as `undone(failure)`, or, when the undo fails too, both errors and
+/// the journal left for recovery.
+pub(crate) fn finish(
+    j: &mut Journal,
+    result: Result<(), ApplyError>,
+    outcome: ApplyOutcome,
+    undo: impl FnOnce(&Journal) -> Result<(), ApplyError>,
+    undone: impl FnOnce(String) -> ApplyError,
+) -> Result<ApplyOutcome, ApplyError> {
     match result {
         Ok(()) => {
             j.set_state(TxState::Committed)?;
@@ -294,10 +313,10 @@ fn apply_locked(
         }
         Err(failure) => {
             let failure = failure.to_string();
-            match restore_all(root, &j) {
+            match undo(j) {
                 Ok(()) => {
                     j.set_state(TxState::Undone)?;
-                    Err(ApplyError::RolledBack { failure })
+                    Err(undone(failure))
                 }
                 Err(e) => Err(ApplyError::RestoreFailed {
                     failure,

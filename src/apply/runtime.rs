@@ -190,27 +190,13 @@ pub(super) fn apply_runtime_locked(
         }
         Ok(())
     });
-    match result {
-        Ok(()) => {
-            j.set_state(TxState::Committed)?;
-            crash_point("committed");
-            Ok(outcome)
-        }
-        Err(failure) => {
-            let failure = failure.to_string();
-            match undo_runtime(root, &j.manifest) {
-                Ok(()) => {
-                    j.set_state(TxState::Undone)?;
-                    Err(ApplyError::RuntimeUndone { failure })
-                }
-                Err(e) => Err(ApplyError::RestoreFailed {
-                    failure,
-                    restore: e.to_string(),
-                    journal: j.dir.clone(),
-                }),
-            }
-        }
-    }
+    super::finish(
+        &mut j,
+        result,
+        outcome,
+        |j| undo_runtime(root, &j.manifest),
+        |failure| ApplyError::RuntimeUndone { failure },
+    )
 }
 
 fn load_modules(

@@ -37,9 +37,9 @@ fn target_for(
             if src.read(kernel_cmdline::KERNEL_CMDLINE)?.is_some() =>
         {
             if kind == BootloaderKind::ProxmoxBootTool {
-                &kernel_cmdline::ProxmoxBootTool
+                &kernel_cmdline::PROXMOX_BOOT_TOOL
             } else {
-                &kernel_cmdline::KernelInstall
+                &kernel_cmdline::KERNEL_INSTALL
             }
         }
         BootloaderKind::SystemdBoot | BootloaderKind::ProxmoxBootTool => &bls::BlsEntries,

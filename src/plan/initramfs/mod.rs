@@ -28,22 +28,38 @@ pub trait InitramfsTarget {
     fn rebuild(&self) -> PlannedCommand;
 }
 
-/// Steps that write passthru's own drop-in `path` (dracut.conf.d, mkinitcpio.conf.d) and
-/// rebuild.
-fn own_dropin(
-    target: &dyn InitramfsTarget,
-    src: &dyn FileSource,
-    path: &str,
-    text: String,
-    reason: &str,
-) -> Result<Steps, SetupError> {
-    Ok(Steps {
-        edits: super::file_edit(src, path, Some(text.into_bytes()), 0o644, reason)?
-            .into_iter()
-            .collect(),
-        commands: vec![target.rebuild()],
-        notes: Vec::new(),
-    })
+/// An initramfs system configured by a drop-in passthru owns (dracut.conf.d,
+/// mkinitcpio.conf.d): the whole file is passthru's, then every initramfs is rebuilt.
+pub struct OwnDropin {
+    pub path: &'static str,
+    pub render: fn(&[&str]) -> String,
+    pub reason: &'static str,
+    pub rebuild: &'static [&'static str],
+}
+
+impl InitramfsTarget for OwnDropin {
+    fn plan_modules(
+        &self,
+        src: &dyn FileSource,
+        modules: &[&str],
+        _stale: &[&str],
+    ) -> Result<Steps, SetupError> {
+        let text = (self.render)(modules);
+        Ok(Steps {
+            edits: super::file_edit(src, self.path, Some(text.into_bytes()), 0o644, self.reason)?
+                .into_iter()
+                .collect(),
+            commands: vec![self.rebuild()],
+            notes: Vec::new(),
+        })
+    }
+
+    fn rebuild(&self) -> PlannedCommand {
+        PlannedCommand {
+            argv: self.rebuild.iter().map(|a| a.to_string()).collect(),
+            why: "rebuild every initramfs".into(),
+        }
+    }
 }
 
 /// Booster has no drop-in passthru can own: the user is told what to add.
@@ -73,8 +89,8 @@ impl InitramfsTarget for Booster {
 pub fn initramfs_for(s: &Snapshot) -> &'static dyn InitramfsTarget {
     match s.boot.initramfs.first().map(|i| i.kind) {
         Some(InitramfsKind::InitramfsTools) | None => &initramfs_tools::InitramfsTools,
-        Some(InitramfsKind::Dracut) => &dracut::Dracut,
-        Some(InitramfsKind::Mkinitcpio) => &mkinitcpio::Mkinitcpio,
+        Some(InitramfsKind::Dracut) => &dracut::DRACUT,
+        Some(InitramfsKind::Mkinitcpio) => &mkinitcpio::MKINITCPIO,
         Some(InitramfsKind::Booster) => &Booster,
     }
 }
