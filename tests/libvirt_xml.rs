@@ -707,3 +707,215 @@ fn vmd_domains_are_carried_whole() {
     assert_eq!(remove_hostdevs(&out, &[short]).unwrap(), out);
     assert_eq!(remove_hostdevs(&out, &[vmd]).unwrap(), xml);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile but valid XML: what a real parser reads, and what the edit must leave alone.
+// ---------------------------------------------------------------------------------------------
+
+const MINIMAL_DEVICES: &str = "  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+  </devices>
+</domain>
+";
+
+/// A DOCTYPE whose internal subset holds a comment with `]` and `'`: the subset ends at the
+/// `]>` after it, not inside the comment. (The hand scanner counted brackets and quotes in
+/// comments too and refused the document.)
+#[test]
+fn doctype_with_a_comment_in_its_internal_subset() {
+    let input = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+<!DOCTYPE domain [
+  <!-- the guest's ] bracket and a > sign -->
+]>
+<?passthru keep this?>
+{MINIMAL_HEAD}{MINIMAL_DEVICES}<!-- after the root: </domain> -->
+"
+    );
+    assert_eq!(domain_name(&input).as_deref(), Some("edge"));
+    assert_eq!(round_trip(&input, "DOCTYPE with a subset"), input);
+    let out = set_hidden_features(&input, None).unwrap();
+    assert_valid(&out, "DOCTYPE with features");
+}
+
+/// Entities declared in the DOCTYPE are expanded where XML expands them: in text and in
+/// attribute values. libxml2 (the validator, and libvirt) reads `<name>&vm;</name>` as
+/// `win11` and `bus='&gpubus;'` as `0x0a`; the hand scanner left both unexpanded, so it saw
+/// neither the name nor the GPU.
+#[test]
+fn entities_declared_in_the_doctype_are_expanded() {
+    let hostdev = "    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='&gpubus;' slot='0x00' function='0x0'/>
+      </source>
+    </hostdev>
+";
+    let input = format!(
+        "<!DOCTYPE domain [
+  <!ENTITY vm \"win11\">
+  <!ENTITY gpubus \"0x0a\">
+]>
+{}  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+{hostdev}  </devices>
+</domain>
+",
+        MINIMAL_HEAD.replace("<name>edge</name>", "<name>&vm;</name>")
+    );
+    assert_valid(&input, "entities (input)");
+    assert_eq!(domain_name(&input).as_deref(), Some("win11"));
+    assert_eq!(hostdev_sources(&input), vec![GPU]);
+    // The GPU is there: only the audio function is added.
+    let out = add_hostdevs(&input, &specs3()).unwrap();
+    assert_eq!(inserted_run(&input, &out).matches("<hostdev ").count(), 1);
+    assert_eq!(hostdev_sources(&out), vec![GPU, AUDIO]);
+    assert_valid(&out, "entities with audio added");
+    // Removing the GPU removes exactly its lines, entity reference and all.
+    assert_eq!(
+        remove_hostdevs(&input, &[GPU]).unwrap(),
+        input.replace(hostdev, "")
+    );
+}
+
+/// An element that an entity expands to has no bytes of its own in the domain (they are in
+/// the DOCTYPE). It is read (XML says it is there), but no edit is spliced at offsets that
+/// do not hold it: the edit is refused, naming the element that holds the reference. The hand
+/// scanner saw no hostdev, so it reported none and would have added a second one.
+#[test]
+fn elements_from_entities_are_read_but_not_edited() {
+    let input = format!(
+        "<!DOCTYPE domain [
+  <!ENTITY gpu \"<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x0a' slot='0x00' function='0x0'/></source></hostdev>\">
+]>
+{MINIMAL_HEAD}  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    &gpu;
+  </devices>
+</domain>
+"
+    );
+    assert_valid(&input, "hostdev from an entity");
+    assert_eq!(hostdev_sources(&input), vec![GPU]);
+    let line = 1 + input[..input.find("  <devices>").unwrap()].matches('\n').count();
+    let errors = [
+        add_hostdevs(&input, &specs3()).unwrap_err(),
+        remove_hostdevs(&input, &[GPU]).unwrap_err(),
+        set_hidden_features(&input, None).unwrap_err(),
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("line {line} ")), "{msg}");
+        assert!(msg.contains("<hostdev> in <devices> comes from an entity"), "{msg}");
+    }
+}
+
+/// Quoting, character references and attributes over several lines, as libvirt users write
+/// them by hand. The hand scanner read these too (a guard for the parser's ranges), except
+/// for the literal tab inside `value`, which XML reads as a space.
+#[test]
+fn quotes_references_and_attributes_over_lines() {
+    let input = format!(
+        "{}  <features>
+    <hyperv mode=\"custom\">
+      <vendor_id state=\"on\"
+                 value='KVM\tHv &amp; co'/>
+    </hyperv>
+  </features>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <hostdev mode=\"subsystem\" type=\"pci\"
+             managed='yes'>
+      <source>
+        <address domain=\"0x0000\"
+                 bus='&#x30;x0a' slot=\"0x00\" function='0&#x78;1'/>
+      </source>
+      <address type = 'pci' domain='0x0000' bus='0x00' slot=\"0x07\" function='0x0'/>
+    </hostdev>
+  </devices>
+</domain>
+",
+        MINIMAL_HEAD
+    );
+    assert_valid(&input, "quoting (input)");
+    assert_eq!(hostdev_sources(&input), vec![AUDIO]);
+    assert_eq!(used_guest_slots(&input, 0), vec![7]);
+    // XML reads the value as "KVM Hv & co" (a literal tab in an attribute is a space).
+    let hv = set_hidden_features(&input, Some("KVM Hv & co")).unwrap();
+    assert_eq!(
+        inserted_run(&input, &hv),
+        "    <kvm>\n      <hidden state='on'/>\n    </kvm>\n"
+    );
+    // A new value replaces only the bytes between the quotes, escaped.
+    let out = set_hidden_features(&input, Some("a<b")).unwrap();
+    let expect = hv.replace("KVM\tHv &amp; co", "a&lt;b");
+    assert_eq!(out, expect);
+    assert_valid(&out, "quoting with features");
+    // The existing hostdev is removed with all its lines.
+    let out = remove_hostdevs(&input, &[AUDIO]).unwrap();
+    let s = input.find("    <hostdev ").unwrap();
+    let e = input.find("</hostdev>\n").unwrap() + "</hostdev>\n".len();
+    assert_eq!(out, format!("{}{}", &input[..s], &input[e..]));
+}
+
+/// Namespaced metadata holding look-alikes of libvirt's elements, and an element in a
+/// foreign default namespace. libvirt finds its devices by XPath (`./devices/hostdev`), which
+/// matches names in no namespace only; so does passthru now. The hand scanner compared names
+/// as written and counted `<hostdev xmlns='urn:other'>` as a hostdev.
+#[test]
+fn namespaced_elements_are_not_libvirts() {
+    let metadata = "  <metadata>
+    <app:devices xmlns:app='urn:example:app'>
+      <app:hostdev type='pci'><app:source><app:address bus='0x0a' slot='0' function='0'/></app:source></app:hostdev>
+    </app:devices>
+    <x:y xmlns:x=\"urn:example:x\" note='&lt;/devices>'/>
+  </metadata>
+";
+    let input = format!(
+        "{}{metadata}{MINIMAL_DEVICES}",
+        MINIMAL_HEAD.replace("  <memory", "  <description><![CDATA[<hostdev type='pci'> ]]]]></description>\n  <memory")
+    );
+    assert!(hostdev_sources(&input).is_empty());
+    assert_eq!(round_trip(&input, "namespaced metadata"), input);
+
+    let foreign = input.replace(
+        "    <emulator>",
+        "    <hostdev xmlns='urn:other' type='pci'><source><address bus='0x0a' slot='0' function='1'/></source></hostdev>\n    <emulator>",
+    );
+    assert!(hostdev_sources(&foreign).is_empty());
+    let out = add_hostdevs(&foreign, &specs3()).unwrap();
+    assert_eq!(hostdev_sources(&out), vec![GPU, AUDIO]);
+    assert_eq!(remove_hostdevs(&out, &[GPU, AUDIO]).unwrap(), foreign);
+}
+
+/// Documents that are not XML, which libxml2 (the validator here, and libvirt) refuses and
+/// the hand scanner accepted: each edit is refused, naming the line. With a duplicated `bus`
+/// the hand scanner took the first one and would have removed another device.
+#[test]
+fn malformed_xml_is_refused_naming_the_line() {
+    let body = |devices: &str| format!("{MINIMAL_HEAD}  <devices>\n{devices}  </devices>\n</domain>\n");
+    let cases = [
+        (
+            "duplicated attribute",
+            body("    <hostdev mode='subsystem' type='pci'><source><address bus='0x0a' bus='0x0b' slot='0' function='0'/></source></hostdev>\n"),
+            8,
+        ),
+        ("undeclared prefix", body("    <x:y/>\n"), 8),
+        ("bare ampersand", body("    <emulator>/usr/bin/a&b</emulator>\n"), 8),
+        ("double hyphen in a comment", body("    <!-- a -- b -->\n"), 8),
+    ];
+    for (what, xml, line) in cases {
+        if let Some((ok, text)) = validate(&xml) {
+            assert!(!ok, "{what}: libxml2 accepts it: {text}");
+        }
+        let errors = [
+            add_hostdevs(&xml, &specs3()).unwrap_err(),
+            remove_hostdevs(&xml, &[GPU]).unwrap_err(),
+            set_hidden_features(&xml, None).unwrap_err(),
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("line {line} ")), "{what}: {msg}");
+        }
+        assert!(hostdev_sources(&xml).is_empty(), "{what}");
+    }
+}

@@ -52,8 +52,8 @@ pub struct HostdevSpec {
 /// lines count from 1.
 #[derive(Debug, thiserror::Error)]
 pub enum XmlEditError {
-    /// The text is not well-formed XML where the scanner looked.
-    #[error("line {line} (byte {offset}): expected {expected}")]
+    /// The text is not well-formed XML: `expected` says what the parser expected or found.
+    #[error("line {line} (byte {offset}): {expected}")]
     Syntax {
         offset: usize,
         line: usize,
@@ -163,22 +163,20 @@ fn offset_of(src: &str, pos: roxmltree::TextPos) -> usize {
 fn syntax_error(src: &str, err: &roxmltree::Error) -> XmlEditError {
     use roxmltree::Error as E;
     let message = err.to_string();
-    let message = message
-        .strip_suffix(&format!(" at {}", err.pos()))
-        .unwrap_or(&message)
-        .to_string();
+    // The line is named in front; roxmltree's own `at row:col` would say it twice.
+    let message = message.replacen(&format!(" at {}", err.pos()), "", 1);
     let at = offset_of(src, err.pos());
     let (offset, expected) = match err {
         // These carry no position (1:1): they are about the end of the document.
         E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => {
-            (src.len(), format!("more of the document ({message})"))
+            (src.len(), format!("expected more of the document ({message})"))
         }
         // The parser points at the end tag's name; the tag starts two bytes earlier.
         E::UnexpectedCloseTag(open, found, _) => (
             at.checked_sub(2)
                 .filter(|&s| src[s..].starts_with("</"))
                 .unwrap_or(at),
-            format!("</{open}>, found </{found}>"),
+            format!("expected </{open}>, found </{found}>"),
         ),
         // A `<` where the closing quote of an attribute value should be: the value was
         // opened earlier, often on another line; name the place it was opened.
@@ -188,7 +186,7 @@ fn syntax_error(src: &str, err: &roxmltree::Error) -> XmlEditError {
                 Some(open) => (
                     open,
                     format!(
-                        "the closing {quote} of this attribute value (found '<' at line {})",
+                        "expected the closing {quote} of this attribute value (found '<' at line {})",
                         line_of(src, at)
                     ),
                 ),
