@@ -152,7 +152,9 @@ fn offset_of(src: &str, pos: roxmltree::TextPos) -> usize {
             None => return src.len(),
         }
     }
-    let col = usize::try_from(pos.col).unwrap_or(usize::MAX).saturating_sub(1);
+    let col = usize::try_from(pos.col)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
     src[line_start..]
         .char_indices()
         .nth(col)
@@ -168,9 +170,10 @@ fn syntax_error(src: &str, err: &roxmltree::Error) -> XmlEditError {
     let at = offset_of(src, err.pos());
     let (offset, expected) = match err {
         // These carry no position (1:1): they are about the end of the document.
-        E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => {
-            (src.len(), format!("expected more of the document ({message})"))
-        }
+        E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => (
+            src.len(),
+            format!("expected more of the document ({message})"),
+        ),
         // The parser points at the end tag's name; the tag starts two bytes earlier.
         E::UnexpectedCloseTag(open, found, _) => (
             at.checked_sub(2)
@@ -315,8 +318,8 @@ impl<'a> Doc<'a> {
             allow_dtd: true,
             ..roxmltree::ParsingOptions::default()
         };
-        let tree = roxmltree::Document::parse_with_options(src, opt)
-            .map_err(|e| syntax_error(src, &e))?;
+        let tree =
+            roxmltree::Document::parse_with_options(src, opt).map_err(|e| syntax_error(src, &e))?;
         let mut elems: Vec<Elem<'a>> = Vec::new();
         let mut stack = vec![(tree.root_element(), None::<usize>)];
         while let Some((n, parent)) = stack.pop() {
@@ -491,7 +494,7 @@ fn parse_num(s: &str) -> Option<u32> {
 
 /// Reads a PCI address from an `<address>` element; domain and function default to 0.
 fn pci_addr_of(doc: &Doc<'_>, e: usize) -> Option<PciAddr> {
-    let num = |name: &str| doc.attr(e, name).map(|v| parse_num(&v));
+    let num = |name: &str| doc.attr(e, name).map(parse_num);
     let domain = match num("domain") {
         None => 0,
         Some(v) => v?,
@@ -675,11 +678,7 @@ fn set_attr(doc: &Doc<'_>, e: usize, name: &str, value: &str) -> Option<Splice> 
                 el.start_end - 1
             };
             // After the last attribute (or the name), before any whitespace and `/>`.
-            let at = el
-                .attrs
-                .last()
-                .map_or(el.name.1, |a| a.end)
-                .min(tag_close);
+            let at = el.attrs.last().map_or(el.name.1, |a| a.end).min(tag_close);
             Some(Splice {
                 start: at,
                 end: at,
@@ -705,7 +704,7 @@ pub fn domain_name(xml: &str) -> Option<String> {
 /// `(hostdev element, host address)` for each `<hostdev type='pci'>` in `<devices>`.
 fn pci_hostdevs(doc: &Doc<'_>, devices: usize) -> Vec<(usize, PciAddr)> {
     doc.children_named(devices, "hostdev")
-        .filter(|&h| doc.attr(h, "type")== Some("pci"))
+        .filter(|&h| doc.attr(h, "type") == Some("pci"))
         .filter_map(|h| {
             let source = doc.child(h, "source")?;
             let addr = doc.child(source, "address")?;
@@ -931,7 +930,7 @@ pub fn set_hidden_features(xml: &str, vendor_id: Option<&str>) -> Result<String,
     if let Some(v) = vendor_id {
         match doc.child(features, "hyperv") {
             Some(hv) => {
-                if doc.attr(hv, "mode")== Some("passthrough") {
+                if doc.attr(hv, "mode") == Some("passthrough") {
                     let start = doc.elems[hv].start;
                     return Err(XmlEditError::Conflict {
                         offset: start,
@@ -1029,12 +1028,16 @@ mod tests {
 
     #[test]
     fn attribute_values_are_decoded_and_escaped() {
-        let x = "<domain n='a&amp;b&lt;&#x41;&#66;' m=\"it's\"/>";
+        let x = "<domain n='a&amp;b&lt;&#x41;&#66;' m =\n \"it's\"/>";
         let doc = Doc::parse(x).unwrap();
         assert_eq!(doc.attr(0, "n"), Some("a&b<AB"));
         assert_eq!(doc.attr(0, "m"), Some("it's"));
         let a = doc.attr_node(0, "n").unwrap();
         assert_eq!(&x[a.raw.0..a.raw.1], "a&amp;b&lt;&#x41;&#66;");
+        // Spaces and a newline around '=' are inside the attribute's range, not the value's.
+        let m = doc.attr_node(0, "m").unwrap();
+        assert_eq!(&x[m.raw.0..m.raw.1], "it's");
+        assert_eq!(&x[..m.end], x.trim_end_matches("/>"));
         assert_eq!(escape_attr("a'b&"), "a&apos;b&amp;");
     }
 
