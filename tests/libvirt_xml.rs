@@ -5,6 +5,7 @@ mod common;
 use common::*;
 
 use passthru::formats::libvirt_xml::*;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -706,4 +707,507 @@ fn vmd_domains_are_carried_whole() {
     // Removing the 16-bit look-alike leaves the VMD device alone.
     assert_eq!(remove_hostdevs(&out, &[short]).unwrap(), out);
     assert_eq!(remove_hostdevs(&out, &[vmd]).unwrap(), xml);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile but valid XML: what a real parser reads, and what the edit must leave alone.
+// ---------------------------------------------------------------------------------------------
+
+const MINIMAL_DEVICES: &str = "  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+  </devices>
+</domain>
+";
+
+/// A DOCTYPE whose internal subset holds a comment with `]` and `'`: the subset ends at the
+/// `]>` after it, not inside the comment. (The hand scanner counted brackets and quotes in
+/// comments too and refused the document.)
+#[test]
+fn doctype_with_a_comment_in_its_internal_subset() {
+    let input = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+<!DOCTYPE domain [
+  <!-- the guest's ] bracket and a > sign -->
+]>
+<?passthru keep this?>
+{MINIMAL_HEAD}{MINIMAL_DEVICES}<!-- after the root: </domain> -->
+"
+    );
+    assert_eq!(domain_name(&input).as_deref(), Some("edge"));
+    assert_eq!(round_trip(&input, "DOCTYPE with a subset"), input);
+    let out = set_hidden_features(&input, None).unwrap();
+    assert_valid(&out, "DOCTYPE with features");
+}
+
+/// Entities declared in the DOCTYPE are expanded where XML expands them: in text and in
+/// attribute values. libxml2 (the validator, and libvirt) reads `<name>&vm;</name>` as
+/// `win11` and `bus='&gpubus;'` as `0x0a`; the hand scanner left both unexpanded, so it saw
+/// neither the name nor the GPU.
+#[test]
+fn entities_declared_in_the_doctype_are_expanded() {
+    let hostdev = "    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='&gpubus;' slot='0x00' function='0x0'/>
+      </source>
+    </hostdev>
+";
+    let input = format!(
+        "<!DOCTYPE domain [
+  <!ENTITY vm \"win11\">
+  <!ENTITY gpubus \"0x0a\">
+]>
+{}  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+{hostdev}  </devices>
+</domain>
+",
+        MINIMAL_HEAD.replace("<name>edge</name>", "<name>&vm;</name>")
+    );
+    assert_valid(&input, "entities (input)");
+    assert_eq!(domain_name(&input).as_deref(), Some("win11"));
+    assert_eq!(hostdev_sources(&input), vec![GPU]);
+    // The GPU is there: only the audio function is added.
+    let out = add_hostdevs(&input, &specs3()).unwrap();
+    assert_eq!(inserted_run(&input, &out).matches("<hostdev ").count(), 1);
+    assert_eq!(hostdev_sources(&out), vec![GPU, AUDIO]);
+    assert_valid(&out, "entities with audio added");
+    // Removing the GPU removes exactly its lines, entity reference and all.
+    assert_eq!(
+        remove_hostdevs(&input, &[GPU]).unwrap(),
+        input.replace(hostdev, "")
+    );
+}
+
+/// An element that an entity expands to has no bytes of its own in the domain (they are in
+/// the DOCTYPE). It is read (XML says it is there), but no edit is spliced at offsets that
+/// do not hold it: the edit is refused, naming the element that holds the reference. The hand
+/// scanner saw no hostdev, so it reported none and would have added a second one.
+#[test]
+fn elements_from_entities_are_read_but_not_edited() {
+    let input = format!(
+        "<!DOCTYPE domain [
+  <!ENTITY gpu \"<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x0a' slot='0x00' function='0x0'/></source></hostdev>\">
+]>
+{MINIMAL_HEAD}  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    &gpu;
+  </devices>
+</domain>
+"
+    );
+    assert_valid(&input, "hostdev from an entity");
+    assert_eq!(hostdev_sources(&input), vec![GPU]);
+    let line = 1 + input[..input.find("  <devices>").unwrap()]
+        .matches('\n')
+        .count();
+    let errors = [
+        add_hostdevs(&input, &specs3()).unwrap_err(),
+        remove_hostdevs(&input, &[GPU]).unwrap_err(),
+        set_hidden_features(&input, None).unwrap_err(),
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("line {line} ")), "{msg}");
+        assert!(
+            msg.contains("<hostdev> in <devices> comes from an entity"),
+            "{msg}"
+        );
+    }
+}
+
+/// Quoting, character references and attributes over several lines, as libvirt users write
+/// them by hand. The hand scanner read these too (a guard for the parser's ranges), except
+/// for the literal tab inside `value`, which XML reads as a space.
+#[test]
+fn quotes_references_and_attributes_over_lines() {
+    let input = format!(
+        "{}  <features>
+    <hyperv mode=\"custom\">
+      <vendor_id state=\"on\"
+                 value='KVM\tHv &amp; co'/>
+    </hyperv>
+  </features>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <hostdev mode=\"subsystem\" type=\"pci\"
+             managed='yes'>
+      <source>
+        <address domain=\"0x0000\"
+                 bus='&#x30;x0a' slot=\"0x00\" function='0&#x78;1'/>
+      </source>
+      <address type = 'pci' domain='0x0000' bus='0x00' slot=\"0x07\" function='0x0'/>
+    </hostdev>
+  </devices>
+</domain>
+",
+        MINIMAL_HEAD
+    );
+    assert_valid(&input, "quoting (input)");
+    assert_eq!(hostdev_sources(&input), vec![AUDIO]);
+    assert_eq!(used_guest_slots(&input, 0), vec![7]);
+    // XML reads the value as "KVM Hv & co" (a literal tab in an attribute is a space).
+    let hv = set_hidden_features(&input, Some("KVM Hv & co")).unwrap();
+    assert_eq!(
+        inserted_run(&input, &hv),
+        "    <kvm>\n      <hidden state='on'/>\n    </kvm>\n"
+    );
+    // A new value replaces only the bytes between the quotes, escaped.
+    let out = set_hidden_features(&input, Some("a<b")).unwrap();
+    let expect = hv.replace("KVM\tHv &amp; co", "a&lt;b");
+    assert_eq!(out, expect);
+    assert_valid(&out, "quoting with features");
+    // The existing hostdev is removed with all its lines.
+    let out = remove_hostdevs(&input, &[AUDIO]).unwrap();
+    let s = input.find("    <hostdev ").unwrap();
+    let e = input.find("</hostdev>\n").unwrap() + "</hostdev>\n".len();
+    assert_eq!(out, format!("{}{}", &input[..s], &input[e..]));
+}
+
+/// Namespaced metadata holding look-alikes of libvirt's elements, and an element in a
+/// foreign default namespace. libvirt finds its devices by XPath (`./devices/hostdev`), which
+/// matches names in no namespace only; so does passthru now. The hand scanner compared names
+/// as written and counted `<hostdev xmlns='urn:other'>` as a hostdev.
+#[test]
+fn namespaced_elements_are_not_libvirts() {
+    let metadata = "  <metadata>
+    <app:devices xmlns:app='urn:example:app'>
+      <app:hostdev type='pci'><app:source><app:address bus='0x0a' slot='0' function='0'/></app:source></app:hostdev>
+    </app:devices>
+    <x:y xmlns:x=\"urn:example:x\" note='&lt;/devices>'/>
+  </metadata>
+";
+    let input = format!(
+        "{}{metadata}{MINIMAL_DEVICES}",
+        MINIMAL_HEAD.replace(
+            "  <memory",
+            "  <description><![CDATA[<hostdev type='pci'> ]]]]></description>\n  <memory"
+        )
+    );
+    assert!(hostdev_sources(&input).is_empty());
+    assert_eq!(round_trip(&input, "namespaced metadata"), input);
+
+    let foreign = input.replace(
+        "    <emulator>",
+        "    <hostdev xmlns='urn:other' type='pci'><source><address bus='0x0a' slot='0' function='1'/></source></hostdev>\n    <emulator>",
+    );
+    assert!(hostdev_sources(&foreign).is_empty());
+    let out = add_hostdevs(&foreign, &specs3()).unwrap();
+    assert_eq!(hostdev_sources(&out), vec![GPU, AUDIO]);
+    assert_eq!(remove_hostdevs(&out, &[GPU, AUDIO]).unwrap(), foreign);
+}
+
+/// Documents that are not XML, which libxml2 (the validator here, and libvirt) refuses and
+/// the hand scanner accepted: each edit is refused, naming the line. With a duplicated `bus`
+/// the hand scanner took the first one and would have removed another device.
+#[test]
+fn malformed_xml_is_refused_naming_the_line() {
+    let body =
+        |devices: &str| format!("{MINIMAL_HEAD}  <devices>\n{devices}  </devices>\n</domain>\n");
+    let cases = [
+        (
+            "duplicated attribute",
+            body("    <hostdev mode='subsystem' type='pci'><source><address bus='0x0a' bus='0x0b' slot='0' function='0'/></source></hostdev>\n"),
+            8,
+        ),
+        ("undeclared prefix", body("    <x:y/>\n"), 8),
+        ("bare ampersand", body("    <emulator>/usr/bin/a&b</emulator>\n"), 8),
+        ("double hyphen in a comment", body("    <!-- a -- b -->\n"), 8),
+    ];
+    for (what, xml, line) in cases {
+        if let Some((ok, text)) = validate(&xml) {
+            assert!(!ok, "{what}: libxml2 accepts it: {text}");
+        }
+        let errors = [
+            add_hostdevs(&xml, &specs3()).unwrap_err(),
+            remove_hostdevs(&xml, &[GPU]).unwrap_err(),
+            set_hidden_features(&xml, None).unwrap_err(),
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("line {line} ")), "{what}: {msg}");
+        }
+        assert!(hostdev_sources(&xml).is_empty(), "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: generated domains (corpus bases with comments, blank lines, quoting, attributes
+// over lines, metadata and a prolog added) edit without touching any byte outside the edit.
+// ---------------------------------------------------------------------------------------------
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Pieces of comment text: markup that a scanner might take for real, quotes, entities.
+/// None holds '-' next to another '-', and none ends in '-', so no comment holds `--`.
+const COMMENT_BITS: &[&str] = &[
+    " old GPU: <hostdev mode='subsystem' type='pci'><source><address bus='0x0a' slot='0' function='0'/></source></hostdev> ",
+    "</devices>",
+    "</domain>",
+    "<devices>",
+    "<![CDATA[",
+    "]]>",
+    "'",
+    "\"",
+    "&amp;",
+    "&",
+    "<",
+    ">",
+    " ",
+    "\n",
+    "\t",
+    "x",
+    "- ",
+    "é",
+];
+
+#[derive(Debug, Clone)]
+enum Line {
+    Comment(String),
+    /// Spaces and tabs only.
+    Blank(String),
+    Pi,
+}
+
+#[derive(Debug, Clone)]
+struct Generated {
+    base: usize,
+    /// 0: none; 1: XML declaration; 2: and a DOCTYPE; 3: and an internal subset and a PI.
+    prolog: u8,
+    /// (which line boundary, indent, line).
+    lines: Vec<(usize, String, Line)>,
+    /// (which line end after '>', comment text or `None` for trailing blanks).
+    trailing: Vec<(usize, Option<String>)>,
+    /// Per `='...'` value in turn: switch to double quotes.
+    requote: Vec<bool>,
+    /// (which space between attributes, the whitespace that replaces it).
+    splits: Vec<(usize, String)>,
+    metadata: bool,
+    description: bool,
+}
+
+fn comment_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(COMMENT_BITS), 0..6).prop_map(|v| v.concat())
+}
+
+fn indent() -> impl Strategy<Value = String> {
+    prop::sample::select(&["", "  ", "    ", "\t", " \t "][..]).prop_map(str::to_string)
+}
+
+fn generated(bases: usize) -> impl Strategy<Value = Generated> {
+    let line = prop_oneof![
+        3 => comment_text().prop_map(Line::Comment),
+        1 => indent().prop_map(Line::Blank),
+        1 => Just(Line::Pi),
+    ];
+    let split = prop::sample::select(&["\n      ", "\n\t\t", "  ", "\t", "\r\n  "][..]);
+    (
+        0..bases,
+        0u8..4,
+        prop::collection::vec((any::<usize>(), indent(), line), 0..6),
+        prop::collection::vec((any::<usize>(), prop::option::of(comment_text())), 0..3),
+        prop::collection::vec(any::<bool>(), 0..40),
+        prop::collection::vec((any::<usize>(), split), 0..4),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(base, prolog, lines, trailing, requote, splits, metadata, description)| Generated {
+                base,
+                prolog,
+                lines,
+                trailing,
+                requote,
+                splits: splits
+                    .into_iter()
+                    .map(|(k, s)| (k, s.to_string()))
+                    .collect(),
+                metadata,
+                description,
+            },
+        )
+}
+
+const METADATA: &str = "  <metadata>
+    <app:vm xmlns:app='urn:example:app' note=\"a &amp; b &lt;/devices>\">
+      <app:hostdev type='pci'><app:source><app:address bus='0x0a' slot='0' function='0'/></app:source></app:hostdev>
+      text <![CDATA[ </devices> ]]> &#x3c;/domain&gt;
+    </app:vm>
+    <x:devices xmlns:x=\"urn:example:x\"/>
+  </metadata>
+";
+
+const DESCRIPTION: &str =
+    "  <description><![CDATA[<devices><hostdev type='pci'/></devices>]]> &amp; more</description>\n";
+
+impl Generated {
+    /// The generated document, and where its `</devices>` end tag starts.
+    fn render(&self, base: &str) -> (String, usize) {
+        // (offset in base, bytes of base replaced, new text); applied in offset order.
+        let mut edits: Vec<(usize, usize, String)> = Vec::new();
+        let b = base.as_bytes();
+        let boundaries: Vec<usize> = std::iter::once(0)
+            .chain((1..b.len()).filter(|&i| b[i - 1] == b'\n' && b[i - 2] == b'>'))
+            .collect();
+        let line_ends: Vec<usize> = (1..b.len())
+            .filter(|&i| b[i] == b'\n' && b[i - 1] == b'>')
+            .collect();
+        for (k, ind, line) in &self.lines {
+            let at = boundaries[k % boundaries.len()];
+            let text = match line {
+                Line::Comment(c) => format!("{ind}<!--{c}-->\n"),
+                Line::Blank(ws) => format!("{ws}\n"),
+                Line::Pi => format!("{ind}<?passthru keep ?>\n"),
+            };
+            edits.push((at, 0, text));
+        }
+        for (k, c) in &self.trailing {
+            let at = line_ends[k % line_ends.len()];
+            let text = match c {
+                Some(c) => format!(" <!--{c}-->"),
+                None => "  \t".to_string(),
+            };
+            edits.push((at, 0, text));
+        }
+        // Attribute values: `='v'` (the corpus quotes with ' and has no " in values).
+        let values: Vec<(usize, usize)> = base
+            .match_indices("='")
+            .map(|(i, _)| {
+                let open = i + 1;
+                let close = open + 1 + base[open + 1..].find('\'').unwrap();
+                (open, close)
+            })
+            .collect();
+        for (n, &(open, close)) in values.iter().enumerate() {
+            if self.requote.get(n).copied().unwrap_or(false) {
+                edits.push((open, 1, "\"".into()));
+                edits.push((close, 1, "\"".into()));
+            }
+        }
+        // The space between two attributes: a closing quote, a space, a name.
+        let gaps: Vec<usize> = values
+            .iter()
+            .map(|&(_, close)| close + 1)
+            .filter(|&i| b[i] == b' ' && b[i + 1].is_ascii_alphabetic())
+            .collect();
+        let mut split_at = BTreeSet::new();
+        for (k, ws) in &self.splits {
+            let at = gaps[k % gaps.len()];
+            if split_at.insert(at) {
+                edits.push((at, 1, ws.clone()));
+            }
+        }
+        let after_name = base.find("</name>\n").unwrap() + "</name>\n".len();
+        if self.metadata && !base.contains("<metadata") {
+            edits.push((after_name, 0, METADATA.into()));
+        }
+        if self.description && !base.contains("<description") {
+            edits.push((after_name, 0, DESCRIPTION.into()));
+        }
+        edits.sort_by_key(|e| e.0);
+
+        let mut prolog = String::new();
+        if self.prolog >= 1 {
+            prolog.push_str("<?xml version='1.0' encoding='UTF-8'?>\n");
+        }
+        match self.prolog {
+            2 => prolog.push_str("<!DOCTYPE domain>\n"),
+            3 => prolog.push_str(
+                "<!DOCTYPE domain [\n  <!-- a ']' and a quote: ' -->\n  <!ENTITY x \"]>\">\n]>\n<?passthru prolog?>\n",
+            ),
+            _ => {}
+        }
+        let devices_end = base.find("</devices>").unwrap();
+        let mut out = prolog.clone();
+        let mut shift = prolog.len() as isize;
+        let mut pos = 0;
+        for (at, del, text) in &edits {
+            out.push_str(&base[pos..*at]);
+            out.push_str(text);
+            pos = at + del;
+            if *at < devices_end {
+                shift += text.len() as isize - *del as isize;
+            }
+        }
+        out.push_str(&base[pos..]);
+        (out, (devices_end as isize + shift) as usize)
+    }
+}
+
+#[test]
+fn generated_domains_edit_only_the_edited_bytes() {
+    let bases: Vec<(String, String)> = corpus_domains()
+        .into_iter()
+        .map(|(name, xml)| {
+            let xml = schema_compatible(&name, &xml);
+            assert_eq!(xml.matches("</devices>").count(), 1, "{name}");
+            (name, xml)
+        })
+        .collect();
+    let cases = AtomicUsize::new(0);
+    let validated = AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        rng_seed: RngSeed::Fixed(0x6c69_6276_6972_7478),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&generated(bases.len()), |g| {
+        let n = cases.fetch_add(1, Ordering::Relaxed);
+        let (name, base) = &bases[g.base];
+        let (input, devices_end) = g.render(base);
+        prop_assert!(
+            input[devices_end..].starts_with("</devices>"),
+            "{name}: the generator lost </devices>\n{input}"
+        );
+        // What the comments, quoting and metadata hide from libvirt stays hidden.
+        prop_assert_eq!(hostdev_sources(&input), hostdev_sources(base), "{}", input);
+        prop_assert_eq!(domain_name(&input), domain_name(base), "{}", input);
+        prop_assert_eq!(
+            used_guest_slots(&input, 0),
+            used_guest_slots(base, 0),
+            "{}",
+            input
+        );
+
+        let specs = pair_at(free_slot(base), Some("/roms/it's & <gpu>.rom"));
+        let out = add_hostdevs(&input, &specs)
+            .map_err(|e| TestCaseError::fail(format!("{name}: {e}\n{input}")))?;
+        // One run of new lines, at the start of the line that holds </devices>; every byte
+        // before and after it is the input's.
+        let at = input[..devices_end].rfind('\n').map_or(0, |k| k + 1);
+        let d = out.len() - input.len();
+        prop_assert_eq!(&out[..at], &input[..at], "{}", out);
+        prop_assert_eq!(&out[at + d..], &input[at..], "{}", out);
+        let run = &out[at..at + d];
+        prop_assert_eq!(run.matches("<hostdev ").count(), 2, "{}", run);
+        let mut expect = hostdev_sources(base);
+        expect.extend([GPU, AUDIO]);
+        prop_assert_eq!(hostdev_sources(&out), expect);
+
+        prop_assert_eq!(remove_hostdevs(&out, &[GPU, AUDIO]).unwrap(), input.clone());
+
+        // The validator costs a process per run: a sample of one case in five, input and
+        // output both (the input shows the generator writes domains libvirt accepts).
+        if n.is_multiple_of(5) {
+            validated.fetch_add(1, Ordering::Relaxed);
+            for (what, doc) in [("input", &input), ("output", &out)] {
+                if let Some((ok, text)) = validate(doc) {
+                    prop_assert!(ok, "{} {}: {}\n{}", name, what, text, doc);
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!(
+        "{} generated domains, {} validated (input and output), in {:.2?}",
+        cases.load(Ordering::Relaxed),
+        validated.load(Ordering::Relaxed),
+        started.elapsed()
+    );
 }

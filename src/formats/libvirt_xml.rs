@@ -1,7 +1,10 @@
 //! libvirt domain XML: read the few facts passthru needs and edit a domain by splicing byte
 //! ranges, so everything outside an edit stays byte-identical (comments, quoting style,
-//! attribute order, blank lines). Nothing here builds or re-serialises a DOM: a small scanner
-//! finds each element's byte offsets, and edits insert or replace text at those offsets.
+//! attribute order, blank lines). Nothing here re-serialises a DOM: roxmltree, a real XML
+//! parser, decides what is an element, a comment, CDATA, an entity or a DOCTYPE and gives
+//! each element's and attribute's byte range; edits insert or replace text at those offsets.
+//! Attribute values and text are read as XML reads them (entities expanded); what is written
+//! is escaped.
 //!
 //! The element and attribute names follow libvirt's domain format (`formatdomain`) and the
 //! RelaxNG schema `domain.rng`. Inside `<hostdev>` the schema accepts children in any order;
@@ -49,8 +52,8 @@ pub struct HostdevSpec {
 /// lines count from 1.
 #[derive(Debug, thiserror::Error)]
 pub enum XmlEditError {
-    /// The text is not well-formed XML where the scanner looked.
-    #[error("line {line} (byte {offset}): expected {expected}")]
+    /// The text is not well-formed XML: `expected` says what the parser expected or found.
+    #[error("line {line} (byte {offset}): {expected}")]
     Syntax {
         offset: usize,
         line: usize,
@@ -80,18 +83,31 @@ pub enum XmlEditError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scanner
+// Reading: roxmltree decides what the document is; this half only records where each element
+// and attribute sits, so the splicer below can edit at those offsets.
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Attr {
-    name: (usize, usize),
-    /// The value between the quotes, raw (entities not expanded).
-    value: (usize, usize),
+struct Attr<'a> {
+    /// Local name; `no_ns` when the attribute is in no namespace (libvirt's are not).
+    local: &'a str,
+    no_ns: bool,
+    /// The value as XML reads it: entities and character references expanded, whitespace
+    /// normalised.
+    value: String,
+    /// Byte range of the raw value between the quotes.
+    raw: (usize, usize),
+    /// Offset just after the closing quote.
+    end: usize,
 }
 
 #[derive(Debug, Clone)]
-struct Elem {
+struct Elem<'a> {
+    node: roxmltree::NodeId,
+    /// Local name; `no_ns` when the element is in no namespace, as all of libvirt's are.
+    local: &'a str,
+    no_ns: bool,
+    /// Byte range of the name as written in the start tag (with its prefix, if any).
     name: (usize, usize),
     /// Offset of `<` of the start tag.
     start: usize,
@@ -102,14 +118,19 @@ struct Elem {
     /// Offset just after the element's last `>`.
     end: usize,
     self_closing: bool,
+    /// False when the element's bytes are not where the parser says (it came from expanding
+    /// an entity declared in the DOCTYPE): its offsets are then not to be edited at.
+    in_place: bool,
     parent: Option<usize>,
     children: Vec<usize>,
-    attrs: Vec<Attr>,
+    attrs: Vec<Attr<'a>>,
 }
 
 struct Doc<'a> {
     src: &'a str,
-    elems: Vec<Elem>,
+    tree: roxmltree::Document<'a>,
+    /// Elements in document order; index 0 is the root element.
+    elems: Vec<Elem<'a>>,
     root: usize,
 }
 
@@ -122,174 +143,282 @@ fn line_of(src: &str, offset: usize) -> usize {
         + 1
 }
 
-fn syntax(src: &str, offset: usize, expected: impl Into<String>) -> XmlEditError {
+/// The byte offset of roxmltree's `row:col` (col counts characters), clamped to the text.
+fn offset_of(src: &str, pos: roxmltree::TextPos) -> usize {
+    let mut line_start = 0;
+    for _ in 1..pos.row {
+        match src[line_start..].find('\n') {
+            Some(k) => line_start += k + 1,
+            None => return src.len(),
+        }
+    }
+    let col = usize::try_from(pos.col)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    src[line_start..]
+        .char_indices()
+        .nth(col)
+        .map_or(src.len(), |(k, _)| line_start + k)
+}
+
+/// An [`XmlEditError::Syntax`] from the parser's error, at the place that explains it.
+fn syntax_error(src: &str, err: &roxmltree::Error) -> XmlEditError {
+    use roxmltree::Error as E;
+    let message = err.to_string();
+    // The line is named in front; roxmltree's own `at row:col` would say it twice.
+    let message = message.replacen(&format!(" at {}", err.pos()), "", 1);
+    let at = offset_of(src, err.pos());
+    let (offset, expected) = match err {
+        // These carry no position (1:1): they are about the end of the document.
+        E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => (
+            src.len(),
+            format!("expected more of the document ({message})"),
+        ),
+        // The parser points at the end tag's name; the tag starts two bytes earlier.
+        E::UnexpectedCloseTag(open, found, _) => (
+            at.checked_sub(2)
+                .filter(|&s| src[s..].starts_with("</"))
+                .unwrap_or(at),
+            format!("expected </{open}>, found </{found}>"),
+        ),
+        // A `<` where the closing quote of an attribute value should be: the value was
+        // opened earlier, often on another line; name the place it was opened.
+        E::InvalidChar(q @ (b'\'' | b'"'), b'<', _) => {
+            let quote = char::from(*q);
+            match src[..at].rfind(quote) {
+                Some(open) => (
+                    open,
+                    format!(
+                        "expected the closing {quote} of this attribute value (found '<' at line {})",
+                        line_of(src, at)
+                    ),
+                ),
+                None => (at, message),
+            }
+        }
+        _ => (at, message),
+    };
     XmlEditError::Syntax {
         offset,
         line: line_of(src, offset),
-        expected: expected.into(),
+        expected,
     }
 }
 
-fn is_name_byte(b: u8) -> bool {
-    !matches!(
-        b,
-        b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>' | b'=' | b'<' | b'"' | b'\''
-    )
+/// Where the tags of a parsed element start and end. The parser has checked the tags, so
+/// what follows `<` is the name up to whitespace, `/` or `>`, quoted values cannot hold their
+/// own quote, and the end tag holds no `<` after its first byte. `None` when `range` does not
+/// hold such an element: it points into an entity's replacement text, not at the element.
+fn locate(src: &str, range: std::ops::Range<usize>, local: &str) -> Option<Located> {
+    let b = src.as_bytes();
+    let tag = src.get(range.clone())?;
+    let rest = tag.strip_prefix('<')?;
+    let name_len = rest
+        .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+        .unwrap_or(rest.len());
+    let qname = &rest[..name_len];
+    if qname.rsplit(':').next() != Some(local) {
+        return None;
+    }
+    let name = (range.start + 1, range.start + 1 + name_len);
+    let mut quote = None;
+    let mut gt = None;
+    for (k, &c) in b[name.1..range.end].iter().enumerate() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'>') => {
+                gt = Some(name.1 + k);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let gt = gt?;
+    let start_end = gt + 1;
+    let self_closing = b[gt - 1] == b'/';
+    let close_start = if self_closing {
+        (start_end == range.end).then_some(start_end)?
+    } else {
+        let k = tag.rfind("</")?;
+        (range.start + k >= start_end).then_some(range.start + k)?
+    };
+    Some(Located {
+        name,
+        start: range.start,
+        start_end,
+        close_start,
+        end: range.end,
+        self_closing,
+    })
 }
 
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+struct Located {
+    name: (usize, usize),
+    start: usize,
+    start_end: usize,
+    close_start: usize,
+    end: usize,
+    self_closing: bool,
 }
 
-fn find_from(src: &str, from: usize, pat: &str) -> Option<usize> {
-    src.get(from..)?.find(pat).map(|i| i + from)
+fn elem_of<'a>(src: &'a str, n: roxmltree::Node<'_, 'a>, parent: Option<&Elem<'a>>) -> Elem<'a> {
+    let local = n.tag_name().name();
+    let located = locate(src, n.range(), local).filter(|l| match parent {
+        // Inside its parent's content, and in place only if the parent is.
+        Some(p) => p.in_place && l.start >= p.start_end && l.end <= p.close_start,
+        None => true,
+    });
+    let in_place = located.is_some();
+    let l = located.unwrap_or(Located {
+        name: (0, 0),
+        start: 0,
+        start_end: 0,
+        close_start: 0,
+        end: 0,
+        self_closing: false,
+    });
+    let attrs = n
+        .attributes()
+        .map(|a| {
+            let raw = a.range_value();
+            Attr {
+                local: a.name(),
+                no_ns: a.namespace().is_none(),
+                value: a.value().to_string(),
+                raw: (raw.start, raw.end),
+                end: a.range().end,
+            }
+        })
+        .collect();
+    Elem {
+        node: n.id(),
+        local,
+        no_ns: n.tag_name().namespace().is_none(),
+        name: l.name,
+        start: l.start,
+        start_end: l.start_end,
+        close_start: l.close_start,
+        end: l.end,
+        self_closing: l.self_closing,
+        in_place,
+        parent: None,
+        children: Vec::new(),
+        attrs,
+    }
 }
 
 impl<'a> Doc<'a> {
     fn parse(src: &'a str) -> Result<Doc<'a>, XmlEditError> {
-        let b = src.as_bytes();
-        let mut elems: Vec<Elem> = Vec::new();
-        let mut stack: Vec<usize> = Vec::new();
-        let mut root: Option<usize> = None;
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] != b'<' {
-                if stack.is_empty() && !is_ws(b[i]) && !(i == 0 && src.starts_with('\u{feff}')) {
-                    return Err(syntax(src, i, "'<' (text outside the root element)"));
-                }
-                i += src[i..].find('<').unwrap_or(b.len() - i);
-                continue;
+        // libvirt reads domains with libxml2, which accepts a DOCTYPE and expands the
+        // entities it declares; roxmltree does the same when allowed (it limits expansion
+        // against entity bombs).
+        let opt = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        let tree =
+            roxmltree::Document::parse_with_options(src, opt).map_err(|e| syntax_error(src, &e))?;
+        let mut elems: Vec<Elem<'a>> = Vec::new();
+        let mut stack = vec![(tree.root_element(), None::<usize>)];
+        while let Some((n, parent)) = stack.pop() {
+            let idx = elems.len();
+            let mut elem = elem_of(src, n, parent.map(|p| &elems[p]));
+            elem.parent = parent;
+            elems.push(elem);
+            if let Some(p) = parent {
+                elems[p].children.push(idx);
             }
-            let rest = &src[i..];
-            if rest.starts_with("<!--") {
-                let end = find_from(src, i + 4, "-->")
-                    .ok_or_else(|| syntax(src, i, "'-->' closing this comment"))?;
-                i = end + 3;
-            } else if rest.starts_with("<![CDATA[") {
-                if stack.is_empty() {
-                    return Err(syntax(src, i, "CDATA only inside an element"));
-                }
-                let end = find_from(src, i + 9, "]]>")
-                    .ok_or_else(|| syntax(src, i, "']]>' closing this CDATA section"))?;
-                i = end + 3;
-            } else if rest.starts_with("<?") {
-                let end = find_from(src, i + 2, "?>")
-                    .ok_or_else(|| syntax(src, i, "'?>' closing this processing instruction"))?;
-                i = end + 2;
-            } else if rest.starts_with("<!") {
-                i = skip_declaration(src, i)?;
-            } else if rest.starts_with("</") {
-                let name_start = i + 2;
-                let mut j = name_start;
-                while j < b.len() && is_name_byte(b[j]) {
-                    j += 1;
-                }
-                let name = &src[name_start..j];
-                while j < b.len() && is_ws(b[j]) {
-                    j += 1;
-                }
-                if j >= b.len() || b[j] != b'>' {
-                    return Err(syntax(src, j, format!("'>' ending </{name}")));
-                }
-                let open = stack.pop().ok_or_else(|| {
-                    syntax(
-                        src,
-                        i,
-                        format!("no end tag here: </{name}> has no start tag"),
-                    )
-                })?;
-                let open_name = &src[elems[open].name.0..elems[open].name.1];
-                if open_name != name {
-                    return Err(syntax(
-                        src,
-                        i,
-                        format!(
-                            "</{open_name}> (opened at line {}), found </{name}>",
-                            line_of(src, elems[open].start)
-                        ),
-                    ));
-                }
-                elems[open].close_start = i;
-                elems[open].end = j + 1;
-                i = j + 1;
-            } else {
-                if stack.is_empty() && root.is_some() {
-                    return Err(syntax(src, i, "end of document after the root element"));
-                }
-                let (elem, next) = scan_start_tag(src, i)?;
-                let idx = elems.len();
-                let mut elem = elem;
-                elem.parent = stack.last().copied();
-                if let Some(&p) = stack.last() {
-                    elems[p].children.push(idx);
-                } else {
-                    root = Some(idx);
-                }
-                let self_closing = elem.self_closing;
-                elems.push(elem);
-                if !self_closing {
-                    stack.push(idx);
-                }
-                i = next;
-            }
+            // Reversed, so that children come off the stack (and get indices) in order.
+            let kids: Vec<_> = n.children().filter(|c| c.is_element()).collect();
+            stack.extend(kids.into_iter().rev().map(|c| (c, Some(idx))));
         }
-        if let Some(&open) = stack.last() {
-            let e = &elems[open];
-            return Err(syntax(
-                src,
-                src.len(),
-                format!(
-                    "</{}> closing the element opened at line {}",
-                    &src[e.name.0..e.name.1],
-                    line_of(src, e.start)
-                ),
-            ));
-        }
-        let root = root.ok_or_else(|| syntax(src, src.len(), "a root element"))?;
-        Ok(Doc { src, elems, root })
+        Ok(Doc {
+            src,
+            tree,
+            elems,
+            root: 0,
+        })
     }
 
-    fn name(&self, e: usize) -> &'a str {
-        let (s, t) = self.elems[e].name;
-        &self.src[s..t]
+    /// The name as written (with its prefix), for messages and end tags.
+    fn qname(&self, e: usize) -> &'a str {
+        let el = &self.elems[e];
+        if el.in_place {
+            &self.src[el.name.0..el.name.1]
+        } else {
+            el.local
+        }
     }
 
-    fn children_named(&self, e: usize, name: &'a str) -> impl Iterator<Item = usize> + '_ {
+    /// Whether `e` is libvirt's element `name`: that local name, in no namespace.
+    fn is(&self, e: usize, name: &str) -> bool {
+        let el = &self.elems[e];
+        el.no_ns && el.local == name
+    }
+
+    fn children_named<'s>(&'s self, e: usize, name: &'s str) -> impl Iterator<Item = usize> + 's {
         self.elems[e]
             .children
             .iter()
             .copied()
-            .filter(move |&c| self.name(c) == name)
+            .filter(move |&c| self.is(c, name))
     }
 
-    fn child(&self, e: usize, name: &'a str) -> Option<usize> {
+    fn child(&self, e: usize, name: &str) -> Option<usize> {
         self.children_named(e, name).next()
     }
 
-    fn attr_range(&self, e: usize, name: &str) -> Option<(usize, usize)> {
+    fn attr_node(&self, e: usize, name: &str) -> Option<&Attr<'a>> {
         self.elems[e]
             .attrs
             .iter()
-            .find(|a| &self.src[a.name.0..a.name.1] == name)
-            .map(|a| a.value)
+            .find(|a| a.no_ns && a.local == name)
     }
 
-    fn attr(&self, e: usize, name: &str) -> Option<String> {
-        self.attr_range(e, name)
-            .map(|(s, t)| unescape(&self.src[s..t]))
+    fn attr(&self, e: usize, name: &str) -> Option<&str> {
+        self.attr_node(e, name).map(|a| a.value.as_str())
     }
 
     /// The `<domain>` root, or why there is none.
     fn domain(&self) -> Result<usize, XmlEditError> {
-        if self.name(self.root) == "domain" {
+        if self.is(self.root, "domain") {
             Ok(self.root)
         } else {
             let start = self.elems[self.root].start;
             Err(XmlEditError::Missing {
                 offset: start,
                 line: line_of(self.src, start),
-                expected: format!("root element <domain>, found <{}>", self.name(self.root)),
+                expected: format!(
+                    "root element <domain> (in no namespace), found <{}>",
+                    self.qname(self.root)
+                ),
             })
+        }
+    }
+
+    /// The document, when every element in it is written out where the parser says: the
+    /// splicer edits at those offsets. An element that an entity reference expands to has
+    /// its bytes in the DOCTYPE, so such a document is refused, naming the element that holds
+    /// the reference.
+    fn editable(&self) -> Result<&Self, XmlEditError> {
+        match self.elems.iter().position(|e| !e.in_place) {
+            None => Ok(self),
+            Some(i) => {
+                let holder = self.elems[i].parent.unwrap_or(self.root);
+                let start = self.elems[holder].start;
+                Err(XmlEditError::Conflict {
+                    offset: start,
+                    line: line_of(self.src, start),
+                    reason: format!(
+                        "<{}> in <{}> comes from an entity declared in the DOCTYPE; passthru \
+                         edits only elements written out in the file",
+                        self.elems[i].local,
+                        self.qname(holder)
+                    ),
+                })
+            }
         }
     }
 
@@ -298,35 +427,20 @@ impl<'a> Doc<'a> {
         XmlEditError::Missing {
             offset: start,
             line: line_of(self.src, start),
-            expected: format!("{expected} in <{}>", self.name(parent)),
+            expected: format!("{expected} in <{}>", self.qname(parent)),
         }
     }
 
-    /// Text content of an element (character data and CDATA; comments dropped).
+    /// Text content of an element as XML reads it: character data, CDATA and expanded
+    /// entities of it and its descendants, comments and processing instructions dropped.
     fn text(&self, e: usize) -> String {
-        let el = &self.elems[e];
-        if el.self_closing {
+        let Some(node) = self.tree.get_node(self.elems[e].node) else {
             return String::new();
-        }
-        let inner = &self.src[el.start_end..el.close_start];
-        let mut out = String::new();
-        let mut rest = inner;
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix("<!--") {
-                rest = r.find("-->").map_or("", |k| &r[k + 3..]);
-            } else if let Some(r) = rest.strip_prefix("<![CDATA[") {
-                let k = r.find("]]>").unwrap_or(r.len());
-                out.push_str(&r[..k]);
-                rest = r.get(k + 3..).unwrap_or("");
-            } else if rest.starts_with('<') {
-                rest = rest.find('>').map_or("", |k| &rest[k + 1..]);
-            } else {
-                let k = rest.find('<').unwrap_or(rest.len());
-                out.push_str(&unescape(&rest[..k]));
-                rest = &rest[k..];
-            }
-        }
-        out
+        };
+        node.descendants()
+            .filter(|n| n.is_text())
+            .filter_map(|n| n.text())
+            .collect()
     }
 
     /// Offset of the start of the line holding `pos`.
@@ -352,169 +466,6 @@ impl<'a> Doc<'a> {
             .all(|b| b == b' ' || b == b'\t' || b == b'\r')
             .then_some(pos + (nl + 1).min(rest.len()))
     }
-}
-
-/// Skips `<!DOCTYPE ...>` (with an internal subset) or another `<!` declaration.
-fn skip_declaration(src: &str, from: usize) -> Result<usize, XmlEditError> {
-    let b = src.as_bytes();
-    let mut depth = 0usize;
-    let mut quote: Option<u8> = None;
-    let mut j = from + 2;
-    while j < b.len() {
-        let c = b[j];
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'"' | b'\'' => quote = Some(c),
-                b'[' => depth += 1,
-                b']' => depth = depth.saturating_sub(1),
-                b'>' if depth == 0 => return Ok(j + 1),
-                _ => {}
-            },
-        }
-        j += 1;
-    }
-    Err(syntax(src, from, "'>' closing this declaration"))
-}
-
-/// Scans a start tag at `from` (which holds `<`); returns the element and the offset after it.
-fn scan_start_tag(src: &str, from: usize) -> Result<(Elem, usize), XmlEditError> {
-    let b = src.as_bytes();
-    let name_start = from + 1;
-    let mut j = name_start;
-    while j < b.len() && is_name_byte(b[j]) {
-        j += 1;
-    }
-    if j == name_start {
-        return Err(syntax(src, from, "an element name after '<'"));
-    }
-    let name = (name_start, j);
-    let mut attrs = Vec::new();
-    loop {
-        let before_ws = j;
-        while j < b.len() && is_ws(b[j]) {
-            j += 1;
-        }
-        if j >= b.len() {
-            return Err(syntax(src, from, "'>' ending this start tag"));
-        }
-        match b[j] {
-            b'>' => {
-                let elem = Elem {
-                    name,
-                    start: from,
-                    start_end: j + 1,
-                    close_start: j + 1,
-                    end: j + 1,
-                    self_closing: false,
-                    parent: None,
-                    children: Vec::new(),
-                    attrs,
-                };
-                return Ok((elem, j + 1));
-            }
-            b'/' => {
-                if b.get(j + 1) != Some(&b'>') {
-                    return Err(syntax(src, j, "'/>'"));
-                }
-                let elem = Elem {
-                    name,
-                    start: from,
-                    start_end: j + 2,
-                    close_start: j + 2,
-                    end: j + 2,
-                    self_closing: true,
-                    parent: None,
-                    children: Vec::new(),
-                    attrs,
-                };
-                return Ok((elem, j + 2));
-            }
-            _ => {}
-        }
-        if j == before_ws {
-            return Err(syntax(src, j, "whitespace before an attribute"));
-        }
-        let an_start = j;
-        while j < b.len() && is_name_byte(b[j]) {
-            j += 1;
-        }
-        if j == an_start {
-            return Err(syntax(src, j, "an attribute name, '>' or '/>'"));
-        }
-        let an = (an_start, j);
-        while j < b.len() && is_ws(b[j]) {
-            j += 1;
-        }
-        if b.get(j) != Some(&b'=') {
-            return Err(syntax(src, j, "'=' after the attribute name"));
-        }
-        j += 1;
-        while j < b.len() && is_ws(b[j]) {
-            j += 1;
-        }
-        let q = match b.get(j) {
-            Some(&q @ (b'"' | b'\'')) => q,
-            _ => return Err(syntax(src, j, "a quoted attribute value")),
-        };
-        let v_start = j + 1;
-        let v_end = src[v_start..]
-            .bytes()
-            .position(|c| c == q)
-            .map(|k| k + v_start)
-            .ok_or_else(|| syntax(src, j, "the closing quote of this attribute value"))?;
-        if src[v_start..v_end].contains('<') {
-            return Err(syntax(src, v_start, "no '<' inside an attribute value"));
-        }
-        attrs.push(Attr {
-            name: an,
-            value: (v_start, v_end),
-        });
-        j = v_end + 1;
-    }
-}
-
-fn unescape(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(k) = rest.find('&') {
-        out.push_str(&rest[..k]);
-        let after = &rest[k + 1..];
-        let Some(semi) = after.find(';') else {
-            out.push_str(&rest[k..]);
-            return out;
-        };
-        let ent = &after[..semi];
-        let ch = match ent {
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "amp" => Some('&'),
-            "apos" => Some('\''),
-            "quot" => Some('"'),
-            _ => ent
-                .strip_prefix("#x")
-                .or_else(|| ent.strip_prefix("#X"))
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .or_else(|| ent.strip_prefix('#').and_then(|d| d.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match ch {
-            Some(c) => {
-                out.push(c);
-                rest = &after[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Escapes text for a single-quoted attribute value.
@@ -543,7 +494,7 @@ fn parse_num(s: &str) -> Option<u32> {
 
 /// Reads a PCI address from an `<address>` element; domain and function default to 0.
 fn pci_addr_of(doc: &Doc<'_>, e: usize) -> Option<PciAddr> {
-    let num = |name: &str| doc.attr(e, name).map(|v| parse_num(&v));
+    let num = |name: &str| doc.attr(e, name).map(parse_num);
     let domain = match num("domain") {
         None => 0,
         Some(v) => v?,
@@ -667,7 +618,7 @@ fn append_children(
         return Splice {
             start: el.end - 2,
             end: el.end,
-            text: format!(">{}{block}{parent_indent}</{}>", lay.nl, doc.name(parent)),
+            text: format!(">{}{block}{parent_indent}</{}>", lay.nl, doc.qname(parent)),
         };
     }
     match doc.lead_ws(el.close_start) {
@@ -713,10 +664,10 @@ fn insert_after(doc: &Doc<'_>, lay: &Layout, e: usize, lines: &[(usize, String)]
 /// Sets attribute `name` of `e` to `value` (escaped here): replaces the value when present,
 /// else adds ` name='value'` at the end of the start tag.
 fn set_attr(doc: &Doc<'_>, e: usize, name: &str, value: &str) -> Option<Splice> {
-    match doc.attr_range(e, name) {
-        Some((s, t)) => (unescape(&doc.src[s..t]) != value).then(|| Splice {
-            start: s,
-            end: t,
+    match doc.attr_node(e, name) {
+        Some(a) => (a.value != value).then(|| Splice {
+            start: a.raw.0,
+            end: a.raw.1,
             text: escape_attr(value),
         }),
         None => {
@@ -727,11 +678,7 @@ fn set_attr(doc: &Doc<'_>, e: usize, name: &str, value: &str) -> Option<Splice> 
                 el.start_end - 1
             };
             // After the last attribute (or the name), before any whitespace and `/>`.
-            let at = el
-                .attrs
-                .last()
-                .map_or(el.name.1, |a| a.value.1 + 1)
-                .min(tag_close);
+            let at = el.attrs.last().map_or(el.name.1, |a| a.end).min(tag_close);
             Some(Splice {
                 start: at,
                 end: at,
@@ -757,7 +704,7 @@ pub fn domain_name(xml: &str) -> Option<String> {
 /// `(hostdev element, host address)` for each `<hostdev type='pci'>` in `<devices>`.
 fn pci_hostdevs(doc: &Doc<'_>, devices: usize) -> Vec<(usize, PciAddr)> {
     doc.children_named(devices, "hostdev")
-        .filter(|&h| doc.attr(h, "type").as_deref() == Some("pci"))
+        .filter(|&h| doc.attr(h, "type") == Some("pci"))
         .filter_map(|h| {
             let source = doc.child(h, "source")?;
             let addr = doc.child(source, "address")?;
@@ -797,10 +744,10 @@ pub fn used_guest_slots(xml: &str, bus: u8) -> Vec<u8> {
     let mut stack = vec![devices];
     while let Some(e) = stack.pop() {
         for &c in &doc.elems[e].children {
-            if doc.name(c) == "source" {
+            if doc.is(c, "source") {
                 continue;
             }
-            if doc.name(c) == "address" && doc.attr(c, "type").as_deref() == Some("pci") {
+            if doc.is(c, "address") && doc.attr(c, "type") == Some("pci") {
                 if let Some(a) = pci_addr_of(&doc, c) {
                     if a.domain == 0 && a.bus == bus {
                         slots.insert(a.slot);
@@ -851,6 +798,7 @@ fn hostdev_lines(spec: &HostdevSpec) -> Vec<(usize, String)> {
 /// back unchanged.
 pub fn add_hostdevs(xml: &str, devs: &[HostdevSpec]) -> Result<String, XmlEditError> {
     let doc = Doc::parse(xml)?;
+    doc.editable()?;
     let dom = doc.domain()?;
     let devices = doc
         .child(dom, "devices")
@@ -889,6 +837,7 @@ pub fn add_hostdevs(xml: &str, devs: &[HostdevSpec]) -> Result<String, XmlEditEr
 /// unchanged.
 pub fn remove_hostdevs(xml: &str, sources: &[PciAddr]) -> Result<String, XmlEditError> {
     let doc = Doc::parse(xml)?;
+    doc.editable()?;
     let dom = doc.domain()?;
     let Some(devices) = doc.child(dom, "devices") else {
         return Ok(xml.to_string());
@@ -951,6 +900,7 @@ pub fn set_hidden_features(xml: &str, vendor_id: Option<&str>) -> Result<String,
         check_vendor_id(v)?;
     }
     let doc = Doc::parse(xml)?;
+    doc.editable()?;
     let dom = doc.domain()?;
     let lay = Layout::of(&doc);
     let hidden_line = "<hidden state='on'/>".to_string();
@@ -980,7 +930,7 @@ pub fn set_hidden_features(xml: &str, vendor_id: Option<&str>) -> Result<String,
     if let Some(v) = vendor_id {
         match doc.child(features, "hyperv") {
             Some(hv) => {
-                if doc.attr(hv, "mode").as_deref() == Some("passthrough") {
+                if doc.attr(hv, "mode") == Some("passthrough") {
                     let start = doc.elems[hv].start;
                     return Err(XmlEditError::Conflict {
                         offset: start,
@@ -1029,14 +979,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scanner_offsets() {
+    fn element_offsets() {
         let x = "<domain a='x>y'><!-- </domain> --><name><![CDATA[v<m]]></name><devices/></domain>";
         let doc = Doc::parse(x).unwrap();
-        assert_eq!(doc.name(doc.root), "domain");
+        assert_eq!(doc.qname(doc.root), "domain");
         assert_eq!(doc.elems.len(), 3);
         assert_eq!(doc.text(1), "v<m");
         assert!(doc.elems[2].self_closing);
         assert_eq!(&x[doc.elems[2].start..doc.elems[2].end], "<devices/>");
+        let name = &doc.elems[1];
+        assert_eq!(&x[name.start..name.start_end], "<name>");
+        assert_eq!(&x[name.close_start..name.end], "</name>");
+        // The start tag ends at the first '>' outside quotes, here after a namespace
+        // declaration (which roxmltree does not list among the attributes).
+        let x = "<domain><x:y xmlns:x='u>v' >t</x:y ></domain>";
+        let doc = Doc::parse(x).unwrap();
+        let y = &doc.elems[1];
+        assert_eq!(&x[y.start..y.start_end], "<x:y xmlns:x='u>v' >");
+        assert_eq!(&x[y.close_start..y.end], "</x:y >");
+        assert_eq!(doc.qname(1), "x:y");
+        assert!(!doc.is(1, "y"), "x:y is not libvirt's <y>");
     }
 
     #[test]
@@ -1048,14 +1010,34 @@ mod tests {
         assert!(msg.starts_with("line 2 (byte 16)"), "{msg}");
         assert!(msg.contains("</name>"), "{msg}");
         let err = Doc::parse("<domain>\n<a b='1>\n</domain>").err().unwrap();
-        assert!(err.to_string().contains("closing quote"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("line 2 (byte 14)"), "{msg}");
+        assert!(msg.contains("closing ' of this attribute value"), "{msg}");
         let err = Doc::parse("<domain>\n<!-- open\n</domain>").err().unwrap();
         assert!(err.to_string().contains("-->"), "{err}");
+        let err = Doc::parse("<domain>\n  <x>").err().unwrap();
+        assert!(err.to_string().starts_with("line 2 (byte 14)"), "{err}");
+        // Columns count characters: the offset is that of the character roxmltree names.
+        let src = "<domain>\n<é f='1' f='2'/>\n</domain>";
+        let err = Doc::parse(src).err().unwrap();
+        let XmlEditError::Syntax { offset, line, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!((line, &src[offset..offset + 5]), (2, "f='2'"));
     }
 
     #[test]
-    fn unescape_entities() {
-        assert_eq!(unescape("a&amp;b&lt;&#x41;&#66;&bogus;"), "a&b<AB&bogus;");
+    fn attribute_values_are_decoded_and_escaped() {
+        let x = "<domain n='a&amp;b&lt;&#x41;&#66;' m =\n \"it's\"/>";
+        let doc = Doc::parse(x).unwrap();
+        assert_eq!(doc.attr(0, "n"), Some("a&b<AB"));
+        assert_eq!(doc.attr(0, "m"), Some("it's"));
+        let a = doc.attr_node(0, "n").unwrap();
+        assert_eq!(&x[a.raw.0..a.raw.1], "a&amp;b&lt;&#x41;&#66;");
+        // Spaces and a newline around '=' are inside the attribute's range, not the value's.
+        let m = doc.attr_node(0, "m").unwrap();
+        assert_eq!(&x[m.raw.0..m.raw.1], "it's");
+        assert_eq!(&x[..m.end], x.trim_end_matches("/>"));
         assert_eq!(escape_attr("a'b&"), "a&apos;b&amp;");
     }
 
