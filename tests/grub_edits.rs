@@ -480,3 +480,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn debians_shipped_files_evaluate_and_edit() {
+    // etc/default/grub as grub-common installs it (backticks in GRUB_DISTRIBUTOR) and the
+    // comments-only grub.d/init-select.cfg every Debian-family host has.
+    let dir = common_fixture("debian12-grub");
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let files = vec![
+        ("etc/default/grub".to_string(), read("etc/default/grub")),
+        (
+            "etc/default/grub.d/init-select.cfg".to_string(),
+            read("etc/default/grub.d/init-select.cfg"),
+        ),
+    ];
+    let out = edit_and_judge(&files, true, &["GRUB_TIMEOUT", "GRUB_DEFAULT"]).unwrap();
+    // Only the drop-in is new; the shipped files keep every byte.
+    for (p, t) in &files {
+        assert!(out.iter().any(|(q, u)| q == p && u == t), "{p} changed");
+    }
+    assert!(out.iter().any(|(q, _)| q == DROPIN));
+}
+
+fn common_fixture(distro: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/distros")
+        .join(distro)
+}
