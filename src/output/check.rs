@@ -25,15 +25,24 @@ fn use_word(u: Use) -> &'static str {
     }
 }
 
-/// Wraps `text` to `WIDTH`, the first line after `first`, the rest indented by `indent`.
+/// Wraps `text` to `WIDTH` at its spaces, the first line after `first`, the rest indented by
+/// `indent`.
 fn wrap(first: &str, indent: usize, text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    wrap_items(first, indent, &words)
+}
+
+/// Lays `items` out after `first`, one space apart, breaking lines only between items, so
+/// that an item (a GPU's name, `IOMMU group 7`) is never split. An item wider than a line
+/// gets a line of its own and runs past `WIDTH`.
+fn wrap_items(first: &str, indent: usize, items: &[&str]) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
-    let mut len = first.chars().count();
-    // A heading counts as a word: the text goes after it with a space.
+    let mut len = visible_width(first);
+    // A heading counts as an item: the text goes after it with a space.
     let mut empty = first.trim().is_empty();
-    for word in text.split_whitespace() {
-        let w = word.chars().count();
+    for item in items {
+        let w = item.chars().count();
         if !empty && len + 1 + w > WIDTH {
             out.push_str(line.trim_end());
             out.push('\n');
@@ -45,13 +54,32 @@ fn wrap(first: &str, indent: usize, text: &str) -> String {
             line.push(' ');
             len += 1;
         }
-        line.push_str(word);
+        line.push_str(item);
         len += w;
         empty = false;
     }
     out.push_str(line.trim_end());
     out.push('\n');
     out
+}
+
+/// The columns `s` takes on a terminal: its characters, less the colour escapes.
+fn visible_width(s: &str) -> usize {
+    let mut n = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // `ESC [ ... m`
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn tag(f: &Finding) -> &'static str {
@@ -82,23 +110,28 @@ pub fn render_check(
         if i > 0 {
             writeln!(out)?;
         }
+        // The name is one item: it moves to the next line whole rather than break.
+        let name = sanitize(&g.name);
         write!(
             out,
             "{}",
-            wrap(&st.bold(&g.address.to_string()), 2, &sanitize(&g.name))
+            wrap_items(&st.bold(&g.address.to_string()), 2, &[name.as_str()])
         )?;
-        let funcs: Vec<String> = g.functions.iter().map(|a| a.to_string()).collect();
         let group = g
             .group
             .as_deref()
             .map_or("no IOMMU group".to_string(), |id| {
                 format!("IOMMU group {}", sanitize(id))
             });
-        write!(
-            out,
-            "{}",
-            wrap("  functions", 4, &format!("{} · {group}", funcs.join(", ")))
-        )?;
+        // Items with their separators: `0000:01:00.0,` … `0000:01:00.1 ·` `IOMMU group 1`.
+        let mut items: Vec<String> = g.functions.iter().map(|a| format!("{a},")).collect();
+        if let Some(last) = items.last_mut() {
+            last.pop();
+            last.push_str(" ·");
+        }
+        items.push(group);
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        write!(out, "{}", wrap_items("  functions", 4, &items))?;
         let shown: Vec<Use> = if uses.is_empty() {
             g.verdicts.keys().copied().collect()
         } else {
@@ -145,6 +178,50 @@ pub fn render_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header breaks between items only: a long name moves down whole, and
+    /// `IOMMU group 1` stays together (it used to end a line with `IOMMU group`).
+    #[test]
+    fn the_header_never_splits_a_name_or_a_group() {
+        use crate::check::{CheckReport, GpuCheck};
+        let addr = |s: &str| s.parse::<crate::model::PciAddress>().unwrap();
+        let name = "Advanced Micro Devices, Inc. [AMD/ATI] Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]";
+        let r = CheckReport {
+            schema_version: 1,
+            gpus: vec![GpuCheck {
+                address: addr("0000:01:00.0"),
+                name: name.into(),
+                functions: ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.3"]
+                    .iter()
+                    .map(|a| addr(a))
+                    .collect(),
+                group: Some("1".into()),
+                verdicts: Default::default(),
+                findings: vec![],
+            }],
+            unmatched: vec![],
+        };
+        let mut out = Vec::new();
+        render_check(&mut out, &r, &[], Style::PLAIN).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "0000:01:00.0", "{text}");
+        assert_eq!(lines[1], format!("  {name}"), "{text}");
+        assert_eq!(
+            lines[2],
+            "  functions 0000:01:00.0, 0000:01:00.1, 0000:01:00.2, 0000:01:00.3 ·",
+            "{text}"
+        );
+        assert_eq!(lines[3], "    IOMMU group 1", "{text}");
+    }
+
+    #[test]
+    fn colour_escapes_take_no_columns() {
+        let bold = Style { color: true }.bold("0000:01:00.0");
+        assert_eq!(visible_width(&bold), 12);
+        let w = wrap_items(&bold, 2, &["x".repeat(67).as_str()]);
+        assert_eq!(w.lines().count(), 1, "12 + 1 + 67 = 80 fits: {w:?}");
+    }
 
     #[test]
     fn wrapping_keeps_lines_within_80_columns() {
