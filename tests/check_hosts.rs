@@ -486,7 +486,10 @@ fn list_names_the_files_setup_edits_for_the_command_line() {
         }
         for p in &from {
             if !p.contains('*') {
-                assert!(t.path().join(p).exists(), "{distro}: list names {p}, which is absent");
+                assert!(
+                    t.path().join(p).exists(),
+                    "{distro}: list names {p}, which is absent"
+                );
             }
         }
     }

@@ -1232,7 +1232,11 @@ fn only_a_gpu_that_can_drive_a_display_keeps_the_host_screen() {
     // ... but not without a driver, nor on vfio-pci.
     let no_driver = with_p40(&|s, a| {
         set_class(s, a, 0x030000);
-        s.devices.iter_mut().find(|d| d.address == a).unwrap().driver = None;
+        s.devices
+            .iter_mut()
+            .find(|d| d.address == a)
+            .unwrap()
+            .driver = None;
     });
     assert!(blocked(&no_driver));
     // A 0380 display controller counts when its DRM card has connectors, not otherwise.
@@ -1306,7 +1310,10 @@ fn a_forced_plan_states_each_block_it_overrides() {
 #[test]
 fn driver_findings_say_how_setup_binds_the_card() {
     use passthru::plan::setup::{MODPROBE_FILE, UDEV_FILE};
-    for (host, addr) in [("tesla-p40", "0000:03:00.0"), ("turing-usbc", "0000:01:00.0")] {
+    for (host, addr) in [
+        ("tesla-p40", "0000:03:00.0"),
+        ("turing-usbc", "0000:01:00.0"),
+    ] {
         let (dir, s) = built(host);
         let plan = setup_plan(dir.path(), &s, forced(addr)).unwrap();
         let modprobe = written(&plan, MODPROBE_FILE);
@@ -1316,15 +1323,25 @@ fn driver_findings_say_how_setup_binds_the_card() {
         let in_modprobe = modprobe
             .lines()
             .find(|l| l.starts_with("options vfio-pci ids="))
-            .map(|l| format!("options vfio-pci {}", l["options vfio-pci ".len()..].split(' ').next().unwrap()));
+            .map(|l| {
+                format!(
+                    "options vfio-pci {}",
+                    l["options vfio-pci ".len()..].split(' ').next().unwrap()
+                )
+            });
         let on_cmdline = plan.edits.iter().find_map(|e| {
             let text = String::from_utf8_lossy(e.after.as_deref().unwrap_or_default()).into_owned();
             let i = text.find("vfio-pci.ids=")?;
-            let word = text[i..].split(|c: char| c.is_whitespace() || c == '"').next()?;
+            let word = text[i..]
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()?;
             Some(word.to_string())
         });
         let ids_line = in_modprobe.or(on_cmdline);
-        assert!(by_address != ids_line.is_some(), "{host}: one way or the other");
+        assert!(
+            by_address != ids_line.is_some(),
+            "{host}: one way or the other"
+        );
         let r = run(&s);
         let g = r
             .gpus
@@ -1382,8 +1399,9 @@ fn fixes_say_what_setup_does_without_flags() {
         .and_then(|f| f.fix.clone())
         .expect("pm.d3cold-risk fires for Navi 21");
     assert!(
-        fix.contains(&format!("passthru setup vm {gpu} adds options vfio-pci disable_idle_d3=1"))
-            && !fix.contains("--disable-idle-d3"),
+        fix.contains(&format!(
+            "passthru setup vm {gpu} adds options vfio-pci disable_idle_d3=1"
+        )) && !fix.contains("--disable-idle-d3"),
         "{fix}"
     );
     let plain = SetupRequest {
@@ -1408,11 +1426,16 @@ fn fixes_say_what_setup_does_without_flags() {
         .and_then(|f| f.fix.clone())
         .unwrap();
     assert!(
-        fix.starts_with(&format!("passthru setup vm {gpu} adds initcall_blacklist=sysfb_init"))
-            && !fix.contains("--boot-gpu"),
+        fix.starts_with(&format!(
+            "passthru setup vm {gpu} adds initcall_blacklist=sysfb_init"
+        )) && !fix.contains("--boot-gpu"),
         "{fix}"
     );
-    assert!(setup_adds_word(dir.path(), &fb, "initcall_blacklist=sysfb_init"));
+    assert!(setup_adds_word(
+        dir.path(),
+        &fb,
+        "initcall_blacklist=sysfb_init"
+    ));
 }
 
 /// Every `passthru setup …` a finding suggests names the GPU's real address (the host-wide
@@ -1455,7 +1478,9 @@ fn every_fix_names_the_gpu_and_every_count_agrees() {
                         if *w == "1" && (i == 0 || words[i - 1] != "group") {
                             let next = &words[i + 1..words.len().min(i + 5)];
                             assert!(
-                                !next.iter().any(|n| matches!(*n, "are" | "functions" | "devices")),
+                                !next
+                                    .iter()
+                                    .any(|n| matches!(*n, "are" | "functions" | "devices")),
                                 "{name} {}: {text}",
                                 f.id
                             );
@@ -1492,7 +1517,10 @@ fn the_intgpu_off_default_needs_intel_iommu_on_for_the_igpu_only() {
             .is_some_and(|x| x == format!("passthru setup vm {igpu} adds intel_iommu=on"))
     });
     assert!(says, "{:#?}", r.gpus[0].findings);
-    assert!(!has(&r, RuleId::IommuIntelDefaultOn), "not 'adds no intel_iommu='");
+    assert!(
+        !has(&r, RuleId::IommuIntelDefaultOn),
+        "not 'adds no intel_iommu='"
+    );
 
     // A Debian-style server: the P40 host on the Fedora files (no intel_iommu= anywhere).
     let t = compose_distro("tesla-p40", "fedora40-grubby-dracut");

@@ -48,8 +48,8 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
                 Effect::None,
                 VM,
                 format!(
-                    "the card has {} more; {} to the VM together with the GPU",
-                    count(others.len(), "function", "functions"),
+                    "the card has {}; {} to the VM together with the GPU",
+                    count(others.len(), "more function", "more functions"),
                     agree(others.len(), "it goes", "they go")
                 ),
             )
@@ -189,8 +189,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
 /// §4: only VGA-class devices get `boot_vga`, so the connectors are the other evidence.
 fn drives_a_display(s: &Snapshot, d: &PciDevice) -> bool {
     d.class.is_some_and(|c| c.is_vga())
-        || s
-            .drm
+        || s.drm
             .iter()
             .any(|card| card.device == Some(d.address) && !card.connectors.is_empty())
 }

@@ -200,9 +200,17 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
         );
     } else if !loaded && sys.loaded_modules.is_some() {
         f.push(
-            Finding::new(RuleId::VfioNotLoaded, Severity::Warning, Effect::NeedsSetup, VM, "the vfio-pci module is not loaded")
-                .evidence("proc/modules: no vfio_pci")
-                .fix(format!("{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)")),
+            Finding::new(
+                RuleId::VfioNotLoaded,
+                Severity::Warning,
+                Effect::NeedsSetup,
+                VM,
+                "the vfio-pci module is not loaded",
+            )
+            .evidence("proc/modules: no vfio_pci")
+            .fix(format!(
+                "{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"
+            )),
         );
     }
     let new_kernel = kernel_version(s).is_some_and(|v| v >= (6, 2));

@@ -33,8 +33,8 @@ fn wrap(first: &str, indent: usize, text: &str) -> String {
 }
 
 /// Lays `items` out after `first`, one space apart, breaking lines only between items, so
-/// that an item (a GPU's name, `IOMMU group 7`) is never split. An item wider than a line
-/// gets a line of its own and runs past `WIDTH`.
+/// that an item (a GPU's name, `IOMMU group 7`) is never split. An item too wide for a line
+/// of its own runs past `WIDTH` where it is.
 fn wrap_items(first: &str, indent: usize, items: &[&str]) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
@@ -43,7 +43,9 @@ fn wrap_items(first: &str, indent: usize, items: &[&str]) -> String {
     let mut empty = first.trim().is_empty();
     for item in items {
         let w = item.chars().count();
-        if !empty && len + 1 + w > WIDTH {
+        // Break before an item only if that makes it fit: an item too wide for any line
+        // stays where it is rather than leave a line with nothing else on it.
+        if !empty && len + 1 + w > WIDTH && indent + w <= WIDTH {
             out.push_str(line.trim_end());
             out.push('\n');
             line = " ".repeat(indent);
@@ -179,22 +181,15 @@ pub fn render_check(
 mod tests {
     use super::*;
 
-    /// The header breaks between items only: a long name moves down whole, and
-    /// `IOMMU group 1` stays together (it used to end a line with `IOMMU group`).
-    #[test]
-    fn the_header_never_splits_a_name_or_a_group() {
+    fn header(name: &str, functions: &[&str]) -> Vec<String> {
         use crate::check::{CheckReport, GpuCheck};
         let addr = |s: &str| s.parse::<crate::model::PciAddress>().unwrap();
-        let name = "Advanced Micro Devices, Inc. [AMD/ATI] Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]";
         let r = CheckReport {
             schema_version: 1,
             gpus: vec![GpuCheck {
-                address: addr("0000:01:00.0"),
+                address: addr(functions[0]),
                 name: name.into(),
-                functions: ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.3"]
-                    .iter()
-                    .map(|a| addr(a))
-                    .collect(),
+                functions: functions.iter().map(|a| addr(a)).collect(),
                 group: Some("1".into()),
                 verdicts: Default::default(),
                 findings: vec![],
@@ -204,15 +199,40 @@ mod tests {
         let mut out = Vec::new();
         render_check(&mut out, &r, &[], Style::PLAIN).unwrap();
         let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "0000:01:00.0", "{text}");
-        assert_eq!(lines[1], format!("  {name}"), "{text}");
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// The header breaks between items only: a name moves down whole, and `IOMMU group 1`
+    /// stays together (it used to end a line with `IOMMU group`, and a name was cut at a
+    /// space: "Radeon RX 6800/6800⏎ XT").
+    #[test]
+    fn the_header_never_splits_a_name_or_a_group() {
+        let four = [
+            "0000:01:00.0",
+            "0000:01:00.1",
+            "0000:01:00.2",
+            "0000:01:00.3",
+        ];
+        // 13 + 70 columns do not fit: the name goes to the next line, whole.
+        let name = format!("Vendor Corporation {} [GeForce RTX 4090]", "X".repeat(32));
+        assert_eq!(name.len(), 70);
+        let lines = header(&name, &four);
+        assert_eq!(lines[0], "0000:01:00.0", "{lines:#?}");
+        assert_eq!(lines[1], format!("  {name}"), "{lines:#?}");
         assert_eq!(
-            lines[2],
-            "  functions 0000:01:00.0, 0000:01:00.1, 0000:01:00.2, 0000:01:00.3 ·",
-            "{text}"
+            lines[2], "  functions 0000:01:00.0, 0000:01:00.1, 0000:01:00.2, 0000:01:00.3 ·",
+            "{lines:#?}"
         );
-        assert_eq!(lines[3], "    IOMMU group 1", "{text}");
+        assert_eq!(lines[3], "    IOMMU group 1", "{lines:#?}");
+        // A name too long for any line stays after the address, unbroken.
+        let navi =
+            "Advanced Micro Devices, Inc. [AMD/ATI] Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]";
+        let lines = header(navi, &four[..2]);
+        assert_eq!(lines[0], format!("0000:01:00.0 {navi}"), "{lines:#?}");
+        assert_eq!(
+            lines[1],
+            "  functions 0000:01:00.0, 0000:01:00.1 · IOMMU group 1"
+        );
     }
 
     #[test]

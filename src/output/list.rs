@@ -14,8 +14,8 @@ use crate::model::{
 
 use super::style::{sanitize, Style};
 use super::words::count;
-use crate::plan::boot::kernel_cmdline::KERNEL_CMDLINE;
 use crate::plan::boot::cmdline_source;
+use crate::plan::boot::kernel_cmdline::KERNEL_CMDLINE;
 
 /// One device as `list --json` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -193,9 +193,12 @@ fn cmdline_files(s: &Snapshot) -> Vec<String> {
         return Vec::new();
     };
     let has_kernel_cmdline = || {
-        Ok::<bool, std::convert::Infallible>(s.boot.bootloaders.iter().any(|b| {
-            b.kind == kind && b.config_files.iter().any(|f| f == KERNEL_CMDLINE)
-        }))
+        Ok::<bool, std::convert::Infallible>(
+            s.boot
+                .bootloaders
+                .iter()
+                .any(|b| b.kind == kind && b.config_files.iter().any(|f| f == KERNEL_CMDLINE)),
+        )
     };
     match cmdline_source(kind, has_kernel_cmdline) {
         Ok(src) => src.files().iter().map(|f| f.to_string()).collect(),
@@ -260,9 +263,11 @@ pub fn render_header(out: &mut dyn Write, r: &ListReport, st: Style) -> io::Resu
         Some(Firmware::Bios) => "BIOS",
         None => "firmware unknown",
     };
-    let boot = h.bootloader.map_or("boot loader not found".to_string(), |k| {
-        bootloader_label(k, &h.cmdline_from)
-    });
+    let boot = h
+        .bootloader
+        .map_or("boot loader not found".to_string(), |k| {
+            bootloader_label(k, &h.cmdline_from)
+        });
     let initramfs = if h.initramfs.is_empty() {
         "initramfs system not found".to_string()
     } else {

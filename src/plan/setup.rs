@@ -237,9 +237,11 @@ pub fn plan_setup_vm(
         BindingMethod::ByAddress { .. } => {
             for d in &functions {
                 if let (Some(v), Some(dv)) = (d.vendor, d.device) {
-                    managed
-                        .rules
-                        .insert((d.address.to_string(), format!("0x{v}"), format!("0x{dv}")));
+                    managed.rules.insert((
+                        d.address.to_string(),
+                        format!("0x{v}"),
+                        format!("0x{dv}"),
+                    ));
                 }
             }
             plan.notes.push("Other devices share this card's ids, so it is bound by address (a udev rule setting driver_override), not by ids=.".into());
