@@ -118,6 +118,10 @@ pub struct CheckRequest {
 pub struct GpuCheck {
     pub address: PciAddress,
     pub name: String,
+    /// The name in the parts a line may break between (vendor, device), for the text
+    /// report; `[name]` when it is not the two joined.
+    #[serde(skip)]
+    pub name_parts: Vec<String>,
     /// Every function of the card (same domain, bus and slot).
     pub functions: Vec<PciAddress>,
     /// The GPU function's IOMMU group.
@@ -342,10 +346,21 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
     GpuCheck {
         address: g.address,
         name: g.names.name.clone(),
+        name_parts: name_parts(g),
         functions: ctx.functions.iter().map(|d| d.address).collect(),
         group: g.iommu_group.clone(),
         verdicts,
         findings,
+    }
+}
+
+/// `["NVIDIA Corporation", "GA102 [GeForce RTX 3080]"]`: the vendor and device names the
+/// full name is made of, or the full name alone when it is not those two joined.
+fn name_parts(g: &PciDevice) -> Vec<String> {
+    let n = &g.names;
+    match (&n.vendor, &n.device) {
+        (Some(v), Some(d)) if n.name == format!("{v} {d}") => vec![v.clone(), d.clone()],
+        _ => vec![n.name.clone()],
     }
 }
 

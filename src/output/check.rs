@@ -33,19 +33,24 @@ fn wrap(first: &str, indent: usize, text: &str) -> String {
 }
 
 /// Lays `items` out after `first`, one space apart, breaking lines only between items, so
-/// that an item (a GPU's name, `IOMMU group 7`) is never split. An item too wide for a line
-/// of its own runs past `WIDTH` where it is.
+/// that an item (a device name, `IOMMU group 7`) is never split. Only an item too wide for
+/// any line is broken, at its spaces: the report keeps to `WIDTH` columns.
 fn wrap_items(first: &str, indent: usize, items: &[&str]) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
     let mut len = visible_width(first);
     // A heading counts as an item: the text goes after it with a space.
     let mut empty = first.trim().is_empty();
-    for item in items {
+    let atoms = items.iter().flat_map(|item| {
+        if indent + item.chars().count() > WIDTH {
+            item.split_whitespace().collect::<Vec<_>>()
+        } else {
+            vec![*item]
+        }
+    });
+    for item in atoms {
         let w = item.chars().count();
-        // Break before an item only if that makes it fit: an item too wide for any line
-        // stays where it is rather than leave a line with nothing else on it.
-        if !empty && len + 1 + w > WIDTH && indent + w <= WIDTH {
+        if !empty && len + 1 + w > WIDTH {
             out.push_str(line.trim_end());
             out.push('\n');
             line = " ".repeat(indent);
@@ -112,12 +117,17 @@ pub fn render_check(
         if i > 0 {
             writeln!(out)?;
         }
-        // The name is one item: it moves to the next line whole rather than break.
-        let name = sanitize(&g.name);
+        // The vendor's and the device's names are items: each moves to the next line whole.
+        let parts: Vec<String> = if g.name_parts.is_empty() {
+            vec![sanitize(&g.name)]
+        } else {
+            g.name_parts.iter().map(|p| sanitize(p)).collect()
+        };
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         write!(
             out,
             "{}",
-            wrap_items(&st.bold(&g.address.to_string()), 2, &[name.as_str()])
+            wrap_items(&st.bold(&g.address.to_string()), 2, &parts)
         )?;
         let group = g
             .group
@@ -181,14 +191,15 @@ pub fn render_check(
 mod tests {
     use super::*;
 
-    fn header(name: &str, functions: &[&str]) -> Vec<String> {
+    fn header(name: &[&str], functions: &[&str]) -> Vec<String> {
         use crate::check::{CheckReport, GpuCheck};
         let addr = |s: &str| s.parse::<crate::model::PciAddress>().unwrap();
         let r = CheckReport {
             schema_version: 1,
             gpus: vec![GpuCheck {
                 address: addr(functions[0]),
-                name: name.into(),
+                name: name.join(" "),
+                name_parts: name.iter().map(|p| p.to_string()).collect(),
                 functions: functions.iter().map(|a| addr(a)).collect(),
                 group: Some("1".into()),
                 verdicts: Default::default(),
@@ -202,9 +213,9 @@ mod tests {
         text.lines().map(str::to_string).collect()
     }
 
-    /// The header breaks between items only: a name moves down whole, and `IOMMU group 1`
-    /// stays together (it used to end a line with `IOMMU group`, and a name was cut at a
-    /// space: "Radeon RX 6800/6800⏎ XT").
+    /// The header breaks between items only: the device's name moves down whole, and
+    /// `IOMMU group 1` stays together (a name was cut at any space, "Radeon RX
+    /// 6800/6800⏎ XT", and a line ended with `IOMMU group`).
     #[test]
     fn the_header_never_splits_a_name_or_a_group() {
         let four = [
@@ -213,25 +224,37 @@ mod tests {
             "0000:01:00.2",
             "0000:01:00.3",
         ];
-        // 13 + 70 columns do not fit: the name goes to the next line, whole.
-        let name = format!("Vendor Corporation {} [GeForce RTX 4090]", "X".repeat(32));
-        assert_eq!(name.len(), 70);
-        let lines = header(&name, &four);
-        assert_eq!(lines[0], "0000:01:00.0", "{lines:#?}");
-        assert_eq!(lines[1], format!("  {name}"), "{lines:#?}");
+        let navi = [
+            "Advanced Micro Devices, Inc. [AMD/ATI]",
+            "Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]",
+        ];
+        let lines = header(&navi, &four);
+        assert_eq!(lines[0], format!("0000:01:00.0 {}", navi[0]), "{lines:#?}");
+        assert_eq!(lines[1], format!("  {}", navi[1]), "{lines:#?}");
         assert_eq!(
             lines[2], "  functions 0000:01:00.0, 0000:01:00.1, 0000:01:00.2, 0000:01:00.3 ·",
             "{lines:#?}"
         );
         assert_eq!(lines[3], "    IOMMU group 1", "{lines:#?}");
-        // A name too long for any line stays after the address, unbroken.
-        let navi =
-            "Advanced Micro Devices, Inc. [AMD/ATI] Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]";
-        let lines = header(navi, &four[..2]);
-        assert_eq!(lines[0], format!("0000:01:00.0 {navi}"), "{lines:#?}");
+        // What fits stays on one line.
+        let lines = header(
+            &["NVIDIA Corporation", "GA102 [GeForce RTX 3080]"],
+            &four[..2],
+        );
+        assert_eq!(
+            lines[0],
+            "0000:01:00.0 NVIDIA Corporation GA102 [GeForce RTX 3080]"
+        );
         assert_eq!(
             lines[1],
             "  functions 0000:01:00.0, 0000:01:00.1 · IOMMU group 1"
+        );
+        // Only a part too wide for any line is broken, and the lines keep to 80 columns.
+        let long = "W".repeat(40) + " " + &"V".repeat(45);
+        let lines = header(&[&long], &four[..1]);
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:#?}"
         );
     }
 
