@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::model::{IommuVendor, IrqRemapping, Snapshot};
+use crate::model::{IommuVendor, IrqRemapping, PciDevice, Snapshot};
 
 /// What the kernel's IOMMU is doing, and why when it is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +15,31 @@ pub struct IommuDiagnosis {
     pub verdict: IommuVerdict,
     /// The IOMMU's maker: from the active units, else from the firmware table.
     pub vendor: Option<IommuVendor>,
-    /// The running kernel turns the Intel IOMMU on by itself
-    /// (`CONFIG_INTEL_IOMMU_DEFAULT_ON` or `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF` is `y`).
-    pub intel_default_on: bool,
+    /// What the running kernel does with the Intel IOMMU when no `intel_iommu=` is given.
+    pub intel_default: IntelDefault,
+}
+
+/// The running kernel's Intel IOMMU default, from `boot/config-<release>`
+/// (docs/domain-facts.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntelDefault {
+    /// Off (upstream `CONFIG_INTEL_IOMMU_DEFAULT_ON` unset, or no config read): only
+    /// `intel_iommu=on` enables DMA remapping.
+    Off,
+    /// On for every device (`CONFIG_INTEL_IOMMU_DEFAULT_ON=y`).
+    On,
+    /// On, except for Intel display devices on the root bus, the integrated GPU, whose DMA
+    /// is left untranslated (identity-mapped): Debian's
+    /// `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y`, the same as `intel_iommu=on,intgpu_off`.
+    /// `intel_iommu=on` maps the integrated GPU again.
+    OnExceptIntegratedGpu,
+}
+
+/// Whether `d` is what Debian's `intgpu_off` leaves out of remapping: `IS_INTGPU_DEVICE` is
+/// a display-class (`0x03`) device of vendor `8086` on a root bus (docs/domain-facts.md §1).
+/// Bus 0 is always a root bus, and Intel integrated GPUs sit at `00:02.0`.
+pub fn is_intel_integrated_gpu(d: &PciDevice) -> bool {
+    d.vendor.map(|v| v.0) == Some(0x8086) && d.is_gpu() && d.address.bus == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +79,14 @@ pub fn diagnose_iommu(s: &Snapshot) -> IommuDiagnosis {
     let iommu = &s.iommu;
     let param = |k: &str| sys.cmdline_value(k).and_then(|p| p.value.as_deref());
     let table = |t: &str| iommu.firmware_tables.iter().any(|x| x == t);
-    let intel_default_on = sys.kernel_config.iter().any(|(k, v)| {
-        (k == "CONFIG_INTEL_IOMMU_DEFAULT_ON" || k == "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
-            && v == "y"
-    });
+    let config_y = |k: &str| sys.kernel_config.iter().any(|(n, v)| n == k && v == "y");
+    let intel_default = if config_y("CONFIG_INTEL_IOMMU_DEFAULT_ON") {
+        IntelDefault::On
+    } else if config_y("CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF") {
+        IntelDefault::OnExceptIntegratedGpu
+    } else {
+        IntelDefault::Off
+    };
     let verdict = if iommu.active() {
         IommuVerdict::On
     } else if s.groups.iter().any(|g| g.is_noiommu()) {
@@ -89,17 +115,32 @@ pub fn diagnose_iommu(s: &Snapshot) -> IommuDiagnosis {
     IommuDiagnosis {
         verdict,
         vendor: iommu.vendor(),
-        intel_default_on,
+        intel_default,
     }
 }
 
 impl IommuDiagnosis {
-    /// Whether the kernel command line needs `intel_iommu=on`: an Intel IOMMU, unless the
-    /// kernel already turns it on by default and it is on. (Off despite the default, the
-    /// parameter rules the default out.)
-    pub fn needs_intel_iommu_on(&self) -> bool {
+    /// The kernel turns the Intel IOMMU on by itself (for every device, or for all but the
+    /// integrated GPU).
+    pub fn intel_default_on(&self) -> bool {
+        self.intel_default != IntelDefault::Off
+    }
+
+    /// Whether the kernel's Intel default leaves `gpu` itself unmapped: an Intel integrated
+    /// GPU on a kernel built with `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF`.
+    pub fn default_skips(&self, gpu: &PciDevice) -> bool {
+        self.intel_default == IntelDefault::OnExceptIntegratedGpu && is_intel_integrated_gpu(gpu)
+    }
+
+    /// Whether passing `gpu` through needs `intel_iommu=on` on the kernel command line: an
+    /// Intel IOMMU, unless the kernel already turns it on by default, it is on, and the
+    /// default covers this GPU. (Off despite the default, the parameter rules the default
+    /// out; an integrated GPU on a Debian `intgpu_off` kernel is mapped only with it.)
+    pub fn needs_intel_iommu_on(&self, gpu: &PciDevice) -> bool {
         self.vendor == Some(IommuVendor::Intel)
-            && !(self.intel_default_on && self.verdict == IommuVerdict::On)
+            && !(self.intel_default_on()
+                && self.verdict == IommuVerdict::On
+                && !self.default_skips(gpu))
     }
 }
 
@@ -199,7 +240,7 @@ fn off_reason(s: &Snapshot, d: &IommuDiagnosis, cause: IommuOffCause) -> (String
             "the firmware has an Intel IOMMU (ACPI DMAR table) but proc/cmdline has intel_iommu=off",
             "replace intel_iommu=off with intel_iommu=on in the kernel parameters (passthru setup does this)",
         ),
-        IntelNotEnabled if d.intel_default_on => (
+        IntelNotEnabled if d.intel_default_on() => (
             "the firmware has an Intel IOMMU (ACPI DMAR table) and the kernel enables it by default, yet no unit is active",
             "check dmesg for DMAR errors; add intel_iommu=on to rule out a kernel default",
         ),
@@ -368,6 +409,14 @@ mod tests {
         }
     }
 
+    /// A GPU at `addr` of `vendor` and `class` (24-bit).
+    fn gpu(addr: &str, vendor: u16, class: u32) -> PciDevice {
+        let mut d = PciDevice::new(addr.parse().unwrap());
+        d.vendor = Some(crate::model::PciId(vendor));
+        d.class = Some(crate::model::ClassCode(class));
+        d
+    }
+
     #[test]
     fn intel_iommu_on_is_needed_unless_the_kernel_default_has_it_on() {
         let unit = IommuUnit {
@@ -375,23 +424,53 @@ mod tests {
             vendor: IommuVendor::Intel,
             ir_capable: Some(true),
         };
+        let dgpu = gpu("0000:03:00.0", 0x10de, 0x030000);
         let default_on = vec![("CONFIG_INTEL_IOMMU_DEFAULT_ON".to_string(), "y".to_string())];
         let mut off = host(&["DMAR"], "");
-        assert!(diagnose_iommu(&off).needs_intel_iommu_on());
+        assert!(diagnose_iommu(&off).needs_intel_iommu_on(&dgpu));
         off.system.kernel_config = default_on.clone();
         assert!(
-            diagnose_iommu(&off).needs_intel_iommu_on(),
+            diagnose_iommu(&off).needs_intel_iommu_on(&dgpu),
             "off despite the default: the parameter rules the default out"
         );
         let mut on = off.clone();
         on.iommu.units.push(unit.clone());
-        assert!(!diagnose_iommu(&on).needs_intel_iommu_on());
+        assert!(!diagnose_iommu(&on).needs_intel_iommu_on(&dgpu));
         on.system.kernel_config.clear();
-        assert!(diagnose_iommu(&on).needs_intel_iommu_on());
+        assert!(diagnose_iommu(&on).needs_intel_iommu_on(&dgpu));
         let mut amd = host(&["IVRS"], "");
         amd.system.kernel_config = default_on;
-        assert!(!diagnose_iommu(&amd).needs_intel_iommu_on());
-        assert!(!diagnose_iommu(&host(&[], "")).needs_intel_iommu_on());
+        assert!(!diagnose_iommu(&amd).needs_intel_iommu_on(&dgpu));
+        assert!(!diagnose_iommu(&host(&[], "")).needs_intel_iommu_on(&dgpu));
+    }
+
+    /// Debian's `intgpu_off` default maps every device but the Intel integrated GPU
+    /// (`IS_INTGPU_DEVICE`: display class, vendor 8086, root bus): only that GPU needs
+    /// `intel_iommu=on`, which sets `dmar_map_intgpu = 1` again.
+    #[test]
+    fn the_debian_intgpu_off_default_leaves_only_the_intel_igpu_unmapped() {
+        let mut s = host(&["DMAR"], "");
+        s.iommu.units.push(IommuUnit {
+            name: "dmar0".into(),
+            vendor: IommuVendor::Intel,
+            ir_capable: Some(true),
+        });
+        s.system.kernel_config = vec![(
+            "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF".into(),
+            "y".into(),
+        )];
+        let d = diagnose_iommu(&s);
+        assert_eq!(d.intel_default, IntelDefault::OnExceptIntegratedGpu);
+        let igpu = gpu("0000:00:02.0", 0x8086, 0x030000);
+        assert!(d.needs_intel_iommu_on(&igpu), "the iGPU is left out");
+        // A 0380 display controller on the root bus is IS_GFX_DEVICE too.
+        assert!(d.needs_intel_iommu_on(&gpu("0000:00:02.0", 0x8086, 0x038000)));
+        // An Intel discrete card (Arc, behind a root port) and any other vendor are mapped.
+        assert!(!d.needs_intel_iommu_on(&gpu("0000:03:00.0", 0x8086, 0x030000)));
+        assert!(!d.needs_intel_iommu_on(&gpu("0000:00:02.0", 0x1002, 0x030000)));
+        // With the upstream default every device is mapped, the iGPU included.
+        s.system.kernel_config = vec![("CONFIG_INTEL_IOMMU_DEFAULT_ON".into(), "y".into())];
+        assert!(!diagnose_iommu(&s).needs_intel_iommu_on(&igpu));
     }
 
     #[test]

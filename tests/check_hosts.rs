@@ -421,3 +421,76 @@ fn the_functions_of_a_card_are_its_slot() {
     let r = run(&s);
     assert_eq!(gpu(&r, "0000:01:00.0").functions, card);
 }
+
+/// Whether `path` is what `pattern` names: the same path, or for `dir/*.ext` a file directly
+/// in a directory ending in `dir` (`loader/entries/*.conf` names `boot/loader/entries/a.conf`).
+fn names(pattern: &str, path: &str) -> bool {
+    let Some((dir, ext)) = pattern.split_once('*') else {
+        return pattern == path;
+    };
+    let Some((parent, file)) = path.rsplit_once('/') else {
+        return false;
+    };
+    file.ends_with(ext) && format!("{parent}/").ends_with(dir)
+}
+
+/// `list` names where the boot loader takes the command line from, and setup edits exactly
+/// there: the Arch fixture's systemd-boot has no etc/kernel/cmdline, so its BLS entry is
+/// the source (the label used to say etc/kernel/cmdline whatever the host had).
+#[test]
+fn list_names_the_files_setup_edits_for_the_command_line() {
+    for (pci, distro, gpu) in [
+        ("nvidia-desktop", "debian12-grub", "07:00.0"),
+        ("amd-navi", "proxmox8-grub", "03:00.0"),
+        ("amd-navi", "proxmox8-zfs-systemd-boot", "03:00.0"),
+        ("intel-n100", "ubuntu2404-grub", "00:02.0"),
+        ("tesla-p40", "fedora40-grubby-dracut", "03:00.0"),
+        ("nvidia-desktop", "arch-mkinitcpio", "07:00.0"),
+        ("turing-usbc", "popos-kernelstub", "01:00.0"),
+    ] {
+        let t = compose_distro(pci, distro);
+        let out = stdout(&passthru_fixed(t.path(), &["list"]));
+        let boot = out
+            .lines()
+            .find(|l| l.starts_with("Boot "))
+            .unwrap_or_else(|| panic!("{distro}: no Boot line in\n{out}"));
+        // `Boot  EFI · systemd-boot (loader/entries/*.conf) · mkinitcpio`
+        let loader = boot.split(" · ").nth(1).unwrap();
+        let from: Vec<&str> = loader
+            .rsplit_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(|files| files.split(", ").collect())
+            .unwrap_or_default();
+        let s = check_snapshot(t.path());
+        let host = passthru::host::HostRoot::new(t.path()).unwrap();
+        let req = passthru::plan::setup::SetupRequest {
+            gpu: gpu.into(),
+            force: true,
+            ..Default::default()
+        };
+        let plan =
+            passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles(&host), &req)
+                .unwrap();
+        let edited: Vec<&str> = plan
+            .edits
+            .iter()
+            .filter(|e| e.reason.contains("kernel parameters"))
+            .map(|e| e.path.as_str())
+            .collect();
+        assert!(!edited.is_empty(), "{distro}: no kernel-parameter edit");
+        for path in edited {
+            assert!(
+                from.iter().any(|p| names(p, path)),
+                "{distro}: setup edits {path}, list says '{loader}'"
+            );
+        }
+        for p in &from {
+            if !p.contains('*') {
+                assert!(
+                    t.path().join(p).exists(),
+                    "{distro}: list names {p}, which is absent"
+                );
+            }
+        }
+    }
+}

@@ -606,6 +606,14 @@ fn rule_cases() -> Vec<Case> {
     let simpledrm = edit(&desktop, &|s| {
         s.host_usage.framebuffer_names = vec!["simpledrm".into()]
     });
+    let intgpu_off = |s: &Snapshot| {
+        edit(s, &|s| {
+            s.system.kernel_config = vec![(
+                "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF".into(),
+                "y".into(),
+            )]
+        })
+    };
     let second_twin = Some("0000:0c:00.0"); // already on vfio-pci
     let p40_card = Some("0000:03:00.0"); // a 3D controller, not the console
     let case = |rule, fires, silent| Case {
@@ -663,6 +671,13 @@ fn rule_cases() -> Vec<Case> {
                 None,
             ),
             (qemu.clone(), None),
+        ),
+        // Debian's intgpu_off default on the N100's kernel (its iGPU is 00:02.0); the
+        // upstream default (the N100 as it is) maps the iGPU.
+        case(
+            IommuIntgpuOff,
+            (intgpu_off(&n100), None),
+            (n100.clone(), None),
         ),
         case(
             IommuInvalidParam,
@@ -1146,4 +1161,377 @@ fn the_intel_default_finding_says_what_setup_does() {
     no_default.system.kernel_config.clear();
     assert!(finding(&run(&no_default), RuleId::IommuIntelDefaultOn).is_none());
     assert!(setup_adds_word(dir.path(), &no_default, "intel_iommu=on"));
+}
+
+/// The plan `setup vm GPU` makes for the GPU at `addr` on the host at `root`, judged from
+/// `s` (the snapshot, possibly with one fact changed).
+fn setup_plan(
+    root: &std::path::Path,
+    s: &Snapshot,
+    req: passthru::plan::setup::SetupRequest,
+) -> Result<passthru::plan::Plan, passthru::plan::setup::SetupError> {
+    let host = passthru::host::HostRoot::new(root).unwrap();
+    passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles(&host), &req)
+}
+
+fn forced(addr: &str) -> passthru::plan::setup::SetupRequest {
+    passthru::plan::setup::SetupRequest {
+        gpu: addr.into(),
+        force: true,
+        ..Default::default()
+    }
+}
+
+/// The text a plan's edit of `path` leaves, or "" when the plan does not write it.
+fn written(plan: &passthru::plan::Plan, path: &str) -> String {
+    plan.edits
+        .iter()
+        .find(|e| e.path == path)
+        .and_then(|e| e.after.as_deref())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn built(name: &str) -> (tempfile::TempDir, Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named(name, dir.path()).unwrap();
+    let s = check_snapshot(dir.path());
+    (dir, s)
+}
+
+/// The Tesla server's boot display is the BMC's ASPEED VGA; the two P40s are 3D controllers
+/// (class 0302) with no outputs. Giving the ASPEED to a VM leaves the host without a screen,
+/// so it blocks; `other_display` used to count every GPU not on vfio-pci as a display.
+#[test]
+fn only_a_gpu_that_can_drive_a_display_keeps_the_host_screen() {
+    let p40 = check_snapshot_of("tesla-p40");
+    let aspeed = "0000:02:00.0";
+    let blocked = |s: &Snapshot| {
+        let r = run(s);
+        let g = r
+            .gpus
+            .iter()
+            .find(|g| g.address.to_string() == aspeed)
+            .unwrap();
+        g.fired(RuleId::SafetyOnlyDisplay) && g.verdicts[&Use::Vm] == Verdict::Blocked
+    };
+    assert!(blocked(&p40), "the P40s cannot show the host's console");
+    let with_p40 = |f: &dyn Fn(&mut Snapshot, PciAddress)| {
+        let mut s = p40.clone();
+        let a: PciAddress = "0000:03:00.0".parse().unwrap();
+        f(&mut s, a);
+        s
+    };
+    let set_class = |s: &mut Snapshot, a: PciAddress, class: u32| {
+        s.devices.iter_mut().find(|d| d.address == a).unwrap().class =
+            Some(passthru::model::ClassCode(class));
+    };
+    // A VGA-class card on its host driver is another display.
+    let vga = with_p40(&|s, a| set_class(s, a, 0x030000));
+    assert!(!blocked(&vga));
+    // ... but not without a driver, nor on vfio-pci.
+    let no_driver = with_p40(&|s, a| {
+        set_class(s, a, 0x030000);
+        s.devices
+            .iter_mut()
+            .find(|d| d.address == a)
+            .unwrap()
+            .driver = None;
+    });
+    assert!(blocked(&no_driver));
+    // A 0380 display controller counts when its DRM card has connectors, not otherwise.
+    let other = with_p40(&|s, a| set_class(s, a, 0x038000));
+    assert!(blocked(&other));
+    let with_outputs = with_p40(&|s, a| {
+        set_class(s, a, 0x038000);
+        s.drm.push(passthru::model::DrmCard {
+            name: "card9".into(),
+            device: Some(a),
+            render_node: None,
+            connectors: vec![passthru::model::DrmConnector {
+                name: "DP-1".into(),
+                status: Some("disconnected".into()),
+            }],
+            by_path: vec![],
+        });
+    });
+    assert!(!blocked(&with_outputs));
+}
+
+/// `setup vm --force` and `bind --force` state, before anything else, each block that
+/// `--force` overrides; without a block there is nothing to state.
+#[test]
+fn a_forced_plan_states_each_block_it_overrides() {
+    let (dir, s) = built("nvidia-desktop"); // its only GPU is the boot display
+    let gpu = s.gpus().next().unwrap().address.to_string();
+    let refused = setup_plan(
+        dir.path(),
+        &s,
+        passthru::plan::setup::SetupRequest {
+            gpu: gpu.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("(safety.only-display)"), "{refused}");
+    let plan = setup_plan(dir.path(), &s, forced(&gpu)).unwrap();
+    let mut out = Vec::new();
+    passthru::plan::diff::render_plan(&mut out, &plan, false).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let second = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        second.starts_with("Warning: --force: this is the host's only display GPU")
+            && second.ends_with("(safety.only-display)"),
+        "{text}"
+    );
+    // The same words as the refusal it replaces.
+    let reason = refused.split_once(": ").unwrap().1;
+    assert_eq!(second, format!("Warning: --force: {reason}"));
+
+    let bind = passthru::plan::runtime::plan_bind(&s, &gpu, true).unwrap();
+    let mut out = Vec::new();
+    passthru::plan::diff::render_runtime_plan(&mut out, &bind, false).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().nth(1), Some(second), "{text}");
+
+    // Nothing overridden, nothing stated: the P40 is not the console.
+    let (dir, s) = built("tesla-p40");
+    let plan = setup_plan(dir.path(), &s, forced("0000:03:00.0")).unwrap();
+    let mut out = Vec::new();
+    passthru::plan::diff::render_plan(&mut out, &plan, false).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("Warning:"), "{text}");
+}
+
+/// driver.shared and ids.capture say how setup binds the card, and setup binds it that
+/// way: by address for a P40 (its twin has the same ids), with ids= for the Turing card
+/// (whose ids are its own). The softdep the fix names is the one setup writes.
+#[test]
+fn driver_findings_say_how_setup_binds_the_card() {
+    use passthru::plan::setup::{MODPROBE_FILE, UDEV_FILE};
+    for (host, addr) in [
+        ("tesla-p40", "0000:03:00.0"),
+        ("turing-usbc", "0000:01:00.0"),
+    ] {
+        let (dir, s) = built(host);
+        let plan = setup_plan(dir.path(), &s, forced(addr)).unwrap();
+        let modprobe = written(&plan, MODPROBE_FILE);
+        let by_address = written(&plan, UDEV_FILE).contains("driver_override");
+        // ids= in passthru's modprobe file, or vfio-pci.ids= on the command line when
+        // vfio-pci is built in (the Turing host's kernel has it built in).
+        let in_modprobe = modprobe
+            .lines()
+            .find(|l| l.starts_with("options vfio-pci ids="))
+            .map(|l| {
+                format!(
+                    "options vfio-pci {}",
+                    l["options vfio-pci ".len()..].split(' ').next().unwrap()
+                )
+            });
+        let on_cmdline = plan.edits.iter().find_map(|e| {
+            let text = String::from_utf8_lossy(e.after.as_deref().unwrap_or_default()).into_owned();
+            let i = text.find("vfio-pci.ids=")?;
+            let word = text[i..]
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()?;
+            Some(word.to_string())
+        });
+        let ids_line = in_modprobe.or(on_cmdline);
+        assert!(
+            by_address != ids_line.is_some(),
+            "{host}: one way or the other"
+        );
+        let r = run(&s);
+        let g = r
+            .gpus
+            .iter()
+            .find(|g| g.address.to_string() == addr)
+            .unwrap();
+        let shared: Vec<&passthru::check::Finding> = g
+            .findings
+            .iter()
+            .filter(|f| f.id == RuleId::DriverShared)
+            .collect();
+        assert!(!shared.is_empty(), "{host}");
+        for f in shared {
+            match &ids_line {
+                None => assert!(
+                    f.message.contains("binds this card by address") && !f.message.contains("ids="),
+                    "{host}: {}",
+                    f.message
+                ),
+                Some(ids) => assert!(
+                    f.message.contains(ids.as_str()) && !f.message.contains("by address"),
+                    "{host}: {} / {ids}",
+                    f.message
+                ),
+            }
+            let fix = f.fix.as_deref().unwrap();
+            let softdep = fix
+                .split("writes ")
+                .nth(1)
+                .and_then(|t| t.split(',').next())
+                .unwrap_or_default();
+            assert!(
+                softdep.starts_with("softdep ") && modprobe.lines().any(|l| l == softdep),
+                "{host}: the fix names '{softdep}', setup writes:\n{modprobe}"
+            );
+        }
+        assert_eq!(
+            g.fired(RuleId::IdsCapture),
+            by_address,
+            "{host}: ids.capture fires exactly when setup binds by address"
+        );
+    }
+}
+
+/// Fixes that setup applies by itself say so, without a flag setup does not need:
+/// `disable_idle_d3=1` for a D3cold-risk family, `initcall_blacklist=sysfb_init` for a
+/// framebuffer on the boot GPU.
+#[test]
+fn fixes_say_what_setup_does_without_flags() {
+    use passthru::plan::setup::SetupRequest;
+    let (dir, navi) = built("amd-navi");
+    let gpu = navi.gpus().next().unwrap().address.to_string();
+    let r = run(&navi);
+    let fix = finding(&r, RuleId::PmD3coldRisk)
+        .and_then(|f| f.fix.clone())
+        .expect("pm.d3cold-risk fires for Navi 21");
+    assert!(
+        fix.contains(&format!(
+            "passthru setup vm {gpu} adds options vfio-pci disable_idle_d3=1"
+        )) && !fix.contains("--disable-idle-d3"),
+        "{fix}"
+    );
+    let plain = SetupRequest {
+        gpu: gpu.clone(),
+        force: true,
+        ..Default::default()
+    };
+    let plan = setup_plan(dir.path(), &navi, plain).unwrap();
+    let modprobe = written(&plan, passthru::plan::setup::MODPROBE_FILE);
+    assert!(modprobe.contains("disable_idle_d3=1"), "{modprobe}");
+    // Where it does not fire, setup adds nothing.
+    let (dir, desktop) = built("nvidia-desktop");
+    let gpu = desktop.gpus().next().unwrap().address.to_string();
+    assert!(finding(&run(&desktop), RuleId::PmD3coldRisk).is_none());
+    let plan = setup_plan(dir.path(), &desktop, forced(&gpu)).unwrap();
+    assert!(!written(&plan, passthru::plan::setup::MODPROBE_FILE).contains("disable_idle_d3"));
+
+    // A firmware framebuffer on the desktop's boot GPU: setup adds the parameter unasked.
+    let mut fb = desktop.clone();
+    fb.host_usage.framebuffer_names = vec!["simpledrm".into()];
+    let fix = finding(&run(&fb), RuleId::ConsoleFramebuffer)
+        .and_then(|f| f.fix.clone())
+        .unwrap();
+    assert!(
+        fix.starts_with(&format!(
+            "passthru setup vm {gpu} adds initcall_blacklist=sysfb_init"
+        )) && !fix.contains("--boot-gpu"),
+        "{fix}"
+    );
+    assert!(setup_adds_word(
+        dir.path(),
+        &fb,
+        "initcall_blacklist=sysfb_init"
+    ));
+}
+
+/// Every `passthru setup …` a finding suggests names the GPU's real address (the host-wide
+/// rules printed a literal `GPU`), and counted nouns agree with their numbers ("1 of the
+/// card's functions are", "1 more function(s)").
+#[test]
+fn every_fix_names_the_gpu_and_every_count_agrees() {
+    let mut checked = 0;
+    for name in [
+        "amd-navi",
+        "apu-in-use",
+        "apu-shared-group",
+        "intel-n100",
+        "no-iommu",
+        "nvidia-desktop",
+        "sriov-nic",
+        "tesla-p40",
+        "turing-usbc",
+        "twin-gpus",
+    ] {
+        let mut s = check_snapshot_of(name);
+        // Unload vfio-pci so vfio.not-loaded fires wherever it can.
+        s.system.loaded_modules = Some(vec![]);
+        let r = run(&s);
+        for g in &r.gpus {
+            let addr = g.address.to_string();
+            for f in &g.findings {
+                for text in [Some(&f.message), f.fix.as_ref()].into_iter().flatten() {
+                    for cmd in ["passthru setup vm ", "passthru setup host "] {
+                        for (i, _) in text.match_indices(cmd) {
+                            let word = text[i + cmd.len()..].split([' ', ',', ')']).next();
+                            assert_eq!(word, Some(addr.as_str()), "{name} {}: {text}", f.id);
+                            checked += 1;
+                        }
+                    }
+                    assert!(!text.contains("(s)"), "{name} {}: {text}", f.id);
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    for (i, w) in words.iter().enumerate() {
+                        // `1` as a count, not the name of group 1.
+                        if *w == "1" && (i == 0 || words[i - 1] != "group") {
+                            let next = &words[i + 1..words.len().min(i + 5)];
+                            assert!(
+                                !next
+                                    .iter()
+                                    .any(|n| matches!(*n, "are" | "functions" | "devices")),
+                                "{name} {}: {text}",
+                                f.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} commands seen");
+}
+
+/// Debian's `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF` (`intel_iommu=on,intgpu_off`) leaves
+/// the Intel integrated GPU, and only it, unmapped; `intel_iommu=on` maps it again
+/// (docs/domain-facts.md §1). For the N100's iGPU setup adds intel_iommu=on and check says
+/// so; for a P40 on such a kernel the default holds and setup adds none.
+#[test]
+fn the_intgpu_off_default_needs_intel_iommu_on_for_the_igpu_only() {
+    let intgpu_off = |s: &mut Snapshot| {
+        s.system.kernel_config = vec![(
+            "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF".into(),
+            "y".into(),
+        )]
+    };
+    let (dir, mut n100) = built("intel-n100");
+    intgpu_off(&mut n100);
+    let igpu = n100.gpus().next().unwrap().address.to_string();
+    assert_eq!(igpu, "0000:00:02.0");
+    assert!(setup_adds_word(dir.path(), &n100, "intel_iommu=on"));
+    let r = run(&n100);
+    let says = r.gpus[0].findings.iter().any(|f| {
+        f.fix
+            .as_deref()
+            .is_some_and(|x| x == format!("passthru setup vm {igpu} adds intel_iommu=on"))
+    });
+    assert!(says, "{:#?}", r.gpus[0].findings);
+    assert!(
+        !has(&r, RuleId::IommuIntelDefaultOn),
+        "not 'adds no intel_iommu='"
+    );
+
+    // A Debian-style server: the P40 host on the Fedora files (no intel_iommu= anywhere).
+    let t = compose_distro("tesla-p40", "fedora40-grubby-dracut");
+    let mut p40 = check_snapshot(t.path());
+    intgpu_off(&mut p40);
+    let card = "0000:03:00.0";
+    let plan = setup_plan(t.path(), &p40, forced(card)).unwrap();
+    let adds = plan.edits.iter().any(|e| {
+        String::from_utf8_lossy(e.after.as_deref().unwrap_or_default()).contains("intel_iommu=on")
+    });
+    assert!(!adds, "the default maps the P40");
+    assert!(fired(&run(&p40), Some(card)).contains(&RuleId::IommuIntelDefaultOn));
+    assert!(!fired(&run(&p40), Some(card)).contains(&RuleId::IommuIntgpuOff));
 }

@@ -49,7 +49,8 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::ConsoleFramebuffer, Severity::Warning, Effect::NeedsSetup, VM, "the firmware framebuffer holds this boot GPU's memory: vfio-pci cannot reserve it (\"BAR 0: can't reserve\") and the guest fails")
                     .evidence(evidence)
-                    .fix("passthru setup vm GPU --boot-gpu adds initcall_blacklist=sysfb_init (video=efifb:off does not fix it on 5.15+ kernels and removes the host console)"),
+                    // Setup adds the parameter whenever this finding fires, no --boot-gpu needed.
+                    .fix(format!("passthru setup vm {} adds initcall_blacklist=sysfb_init (video=efifb:off does not fix it on 5.15+ kernels and removes the host console)", g.address)),
             );
         } else {
             f.push(
@@ -104,7 +105,7 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::ConsoleInUse, Severity::Warning, Effect::None, VM, "processes are using this GPU: it cannot be unbound while they run (passthru never stops them)")
                     .evidence(holding.join("; "))
-                    .fix("stop those programs (display manager, media server, ...) or bind at boot with passthru setup"),
+                    .fix(format!("stop those programs (display manager, media server, ...), or bind it at boot: passthru setup vm {}", g.address)),
             );
         }
     }

@@ -2,6 +2,8 @@
 //! a blacklist or an `ids=` line would also hit, and what host and container use need.
 
 use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
+use crate::output::words::{agree, count};
+use crate::plan::setup::{binding_method, module_of, BindingMethod, MODPROBE_FILE};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -63,15 +65,16 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
                 Severity::Warning,
                 Effect::NeedsSetup,
                 VM,
-                format!(
-                    "{} of the card's functions are not bound to vfio-pci yet",
-                    not_vfio.len()
-                ),
+                not_bound_message(not_vfio.len(), c.functions.len()),
             )
             .evidence(bound.join("; "))
             .fix(format!("passthru setup vm {}", c.gpu.address)),
         );
     }
+
+    // How setup binds this card: the words below say what it really does.
+    let binding = binding_method(s, &c.gpu.address);
+    let gpu = c.gpu.address;
 
     // The GPU's host driver also serves devices outside this card: a blacklist would take it
     // from them too.
@@ -86,33 +89,30 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             .map(|d| describe(s, &d.address))
             .collect();
         if !others.is_empty() {
+            let n = others.len();
+            let module = module_of(func).unwrap_or_else(|| drv.replace('-', "_"));
             f.push(
-                Finding::new(RuleId::DriverShared, Severity::Warning, Effect::None, VM, format!("{drv} also drives {} other device(s): blacklisting {drv} would take it from them; passthru binds this card by address instead", others.len()))
+                Finding::new(RuleId::DriverShared, Severity::Warning, Effect::None, VM, format!(
+                    "{drv} also drives {}: blacklisting {drv} would take it from {} too; passthru setup binds this card {} instead",
+                    count(n, "other device", "other devices"),
+                    agree(n, "that device", "them"),
+                    binding.describe()
+                ))
                     .evidence(others.join("; "))
-                    .fix(format!("never blacklist {drv}; passthru setup uses softdep {drv} pre: vfio-pci with per-device binding")),
+                    .fix(format!("never blacklist {drv}; passthru setup vm {gpu} writes softdep {module} pre: vfio-pci, so vfio-pci claims the card first")),
             );
         }
     }
 
-    // What an ids= line for this card would also capture (identical cards, shared audio ids).
-    let mut captured = Vec::new();
-    for func in &c.functions {
-        let Some(vd) = func.vendor_device() else {
-            continue;
-        };
-        for d in s
-            .devices
+    // What an ids= line for this card would also capture (identical cards, shared audio ids):
+    // exactly when setup binds by address.
+    if let BindingMethod::ByAddress { shared } = &binding {
+        let captured: Vec<String> = shared
             .iter()
-            .filter(|d| !d.address.same_slot(&c.gpu.address))
-        {
-            if d.vendor_device().as_deref() == Some(vd.as_str()) {
-                captured.push(format!("{vd}: {}", describe(s, &d.address)));
-            }
-        }
-    }
-    if !captured.is_empty() {
+            .map(|(vd, a)| format!("{vd}: {}", describe(s, a)))
+            .collect();
         f.push(
-            Finding::new(RuleId::IdsCapture, Severity::Warning, Effect::None, VM, "vfio-pci ids= for this card would also capture other devices with the same ids; passthru binds by address (driver_override) instead")
+            Finding::new(RuleId::IdsCapture, Severity::Warning, Effect::None, VM, format!("vfio-pci ids= for this card would also capture other devices with the same ids; passthru setup binds it {} instead", binding.describe()))
                 .evidence(captured.join("; ")),
         );
     }
@@ -137,7 +137,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
                     .evidence(format!("{}; {}", files.join(", "), extra.join("; ")))
-                    .fix("replace the ids= line with per-device binding (passthru setup vm GPU does)"),
+                    .fix(format!("remove those ids from the ids= line by hand (passthru setup edits only its own {MODPROBE_FILE}); passthru setup vm {gpu} binds this card {}", binding.describe())),
             );
         }
     }
@@ -155,10 +155,10 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             Finding::new(RuleId::HostNoDriver, Severity::Warning, Effect::Blocks, host_uses, "no driver is bound to the GPU: the host cannot use it until its driver is installed and loaded")
                 .evidence(format!("sys/bus/pci/devices/{}/driver: absent", c.gpu.address))
                 .fix(match c.gpu.vendor.map(|v| v.0) {
-                    Some(0x10de) => "install the NVIDIA driver (or nouveau), then passthru setup host GPU",
-                    Some(0x1002) => "load amdgpu (firmware-amd-graphics on Debian), then passthru setup host GPU",
-                    Some(0x8086) => "load i915 or xe, then passthru setup host GPU",
-                    _ => "install and load the GPU's driver",
+                    Some(0x10de) => format!("install the NVIDIA driver (or nouveau), then passthru setup host {gpu}"),
+                    Some(0x1002) => format!("load amdgpu (firmware-amd-graphics on Debian), then passthru setup host {gpu}"),
+                    Some(0x8086) => format!("load i915 or xe, then passthru setup host {gpu}"),
+                    _ => "install and load the GPU's driver".to_string(),
                 }),
         ),
         Some(d) => f.push(
@@ -167,4 +167,18 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
         ),
     }
     f
+}
+
+/// "1 of the card's 2 functions is not bound …", in the words the counts need.
+fn not_bound_message(not_bound: usize, functions: usize) -> String {
+    if functions == 1 {
+        "the card's only function is not bound to vfio-pci yet".into()
+    } else if not_bound == functions {
+        format!("none of the card's {functions} functions is bound to vfio-pci yet")
+    } else {
+        format!(
+            "{not_bound} of the card's {functions} functions {} not bound to vfio-pci yet",
+            agree(not_bound, "is", "are")
+        )
+    }
 }

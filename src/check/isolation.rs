@@ -5,6 +5,8 @@
 //! are never obstacles (flagging them is a known false positive of other tools).
 
 use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
+use crate::model::{PciDevice, Snapshot};
+use crate::output::words::{agree, count};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -46,8 +48,9 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
                 Effect::None,
                 VM,
                 format!(
-                    "the card has {} more function(s); they go to the VM together with the GPU",
-                    others.len()
+                    "the card has {}; {} to the VM together with the GPU",
+                    count(others.len(), "more function", "more functions"),
+                    agree(others.len(), "it goes", "they go")
                 ),
             )
             .evidence(others.join("; ")),
@@ -102,7 +105,11 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
             .map(|(g, a)| format!("group {g}: {}", describe(s, a)))
             .collect();
         f.push(
-            Finding::new(RuleId::GroupShared, Severity::Error, Effect::Blocks, VM, format!("the card shares its IOMMU group with {} other device(s): all of them would have to go to the VM too", intruders.len()))
+            Finding::new(RuleId::GroupShared, Severity::Error, Effect::Blocks, VM, format!(
+                "the card shares its IOMMU group with {}: {} would have to go to the VM too",
+                count(intruders.len(), "other device", "other devices"),
+                agree(intruders.len(), "it", "all of them")
+            ))
                 .evidence(list.join("; "))
                 .fix("put the card in a slot wired to the CPU (one whose root port forms its own group), or give the VM every listed device as well. The ACS override (pcie_acs_override=, an out-of-tree patch carried by Proxmox kernels) only pretends the devices are isolated: it weakens the isolation between the VM and them"),
         );
@@ -112,6 +119,7 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
     let members = c.group_members();
     let u = &s.host_usage;
     let safety = |id: RuleId, msg: String, evidence: String, force: bool| {
+        debug_assert!(id.forceable());
         let (sev, eff) = if force {
             (Severity::Warning, Effect::None)
         } else {
@@ -151,20 +159,37 @@ pub(super) fn check_isolation(c: &Ctx) -> Vec<Finding> {
             f.push(safety(rule, msg.into(), evidence, c.force).fix(fix));
         }
     }
-    let other_display = s
-        .gpus()
-        .any(|g| !g.address.same_slot(&c.gpu.address) && g.driver.as_deref() != Some("vfio-pci"));
+    // Another GPU keeps the host's screen only if it can drive one and has a host driver: a
+    // 3D controller (class 0302, a Tesla P40) has no outputs, and a GPU on vfio-pci or with
+    // no driver shows nothing.
+    let other_display = s.gpus().any(|g| {
+        !g.address.same_slot(&c.gpu.address)
+            && g.driver
+                .as_deref()
+                .is_some_and(|d| d != "vfio-pci" && d != "pci-stub")
+            && drives_a_display(s, g)
+    });
     let is_console = c.gpu.boot_vga == Some(true);
     if is_console && !other_display {
         f.push(
             safety(
                 RuleId::SafetyOnlyDisplay,
                 "this is the host's only display GPU and its boot console: passing it through leaves the host without a screen".into(),
-                format!("sys/bus/pci/devices/{}/boot_vga: 1; no other GPU with a host driver", c.gpu.address),
+                format!("sys/bus/pci/devices/{}/boot_vga: 1; no other GPU that can drive a display (VGA class, or a DRM card with connectors) has a host driver", c.gpu.address),
                 c.force,
             )
             .fix("add a second GPU (or enable the CPU's iGPU) for the host; or, for single-GPU passthrough, use --force and manage the host over the network"),
         );
     }
     f
+}
+
+/// Whether the host can show a screen on `d`: a VGA-class device (0300), or any other GPU
+/// whose DRM card has connectors (a 0380 display controller with outputs). docs/domain-facts.md
+/// §4: only VGA-class devices get `boot_vga`, so the connectors are the other evidence.
+fn drives_a_display(s: &Snapshot, d: &PciDevice) -> bool {
+    d.class.is_some_and(|c| c.is_vga())
+        || s.drm
+            .iter()
+            .any(|card| card.device == Some(d.address) && !card.connectors.is_empty())
 }

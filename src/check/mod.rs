@@ -118,6 +118,10 @@ pub struct CheckRequest {
 pub struct GpuCheck {
     pub address: PciAddress,
     pub name: String,
+    /// The name in the parts a line may break between (vendor, device), for the text
+    /// report; `[name]` when it is not the two joined.
+    #[serde(skip)]
+    pub name_parts: Vec<String>,
     /// Every function of the card (same domain, bus and slot).
     pub functions: Vec<PciAddress>,
     /// The GPU function's IOMMU group.
@@ -277,10 +281,9 @@ pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
     // select_gpus), so a report is never made for a GPU the user did not name.
     let (gpus, unmatched) =
         select_gpus(s, &req.gpus).unwrap_or_else(|_| (Vec::new(), req.gpus.clone()));
-    let host_findings = platform::check_platform(s);
     let gpus = gpus
         .into_iter()
-        .map(|g| check_one(s, g, req.force, &host_findings))
+        .map(|g| check_one(s, g, req.force))
         .collect();
     CheckReport {
         schema_version: crate::model::SCHEMA_VERSION,
@@ -291,13 +294,14 @@ pub fn check_host(s: &Snapshot, req: &CheckRequest) -> CheckReport {
 
 /// Runs every rule for one GPU already chosen (what a writing command does before it plans).
 pub fn check_gpu(s: &Snapshot, gpu: &PciDevice, force: bool) -> GpuCheck {
-    check_one(s, gpu, force, &platform::check_platform(s))
+    check_one(s, gpu, force)
 }
 
-fn check_one(s: &Snapshot, g: &PciDevice, force: bool, host_findings: &[Finding]) -> GpuCheck {
+fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
     let ctx = Ctx::new(s, g, force);
     let mut findings = Vec::new();
-    findings.extend(host_findings.iter().cloned());
+    // Host-wide rules, run per GPU so that every fix names the GPU it is for.
+    findings.extend(platform::check_platform(s, g));
     findings.extend(isolation::check_isolation(&ctx));
     findings.extend(reset::check_reset(&ctx));
     findings.extend(driver::check_driver(&ctx));
@@ -342,10 +346,21 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool, host_findings: &[Finding]
     GpuCheck {
         address: g.address,
         name: g.names.name.clone(),
+        name_parts: name_parts(g),
         functions: ctx.functions.iter().map(|d| d.address).collect(),
         group: g.iommu_group.clone(),
         verdicts,
         findings,
+    }
+}
+
+/// `["NVIDIA Corporation", "GA102 [GeForce RTX 3080]"]`: the vendor and device names the
+/// full name is made of, or the full name alone when it is not those two joined.
+fn name_parts(g: &PciDevice) -> Vec<String> {
+    let n = &g.names;
+    match (&n.vendor, &n.device) {
+        (Some(v), Some(d)) if n.name == format!("{v} {d}") => vec![v.clone(), d.clone()],
+        _ => vec![n.name.clone()],
     }
 }
 
@@ -363,6 +378,17 @@ impl GpuCheck {
             .iter()
             .filter(|f| f.uses.contains(&u) && (f.effect == Effect::Blocks || also.contains(&f.id)))
             .map(|f| format!("{} ({})", f.message, f.id))
+            .collect()
+    }
+
+    /// What `--force` lets through for `u`: every safety finding that fired (it blocks
+    /// without `--force`), each as `--force: message (rule id)`, for the plan to state
+    /// before anything else. Empty when the check was not forced or nothing was overridden.
+    pub fn forced(&self, u: Use) -> Vec<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.id.forceable() && f.uses.contains(&u) && f.effect != Effect::Blocks)
+            .map(|f| format!("--force: {} ({})", f.message, f.id))
             .collect()
     }
 }

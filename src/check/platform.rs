@@ -1,15 +1,20 @@
 //! Host-wide rules: CPU virtualisation, IOMMU (firmware vs kernel, the parameter actually
-//! needed), interrupt remapping, and the vfio modules. They bear on VM use only.
+//! needed), interrupt remapping, and the vfio modules. They bear on VM use only. They are run
+//! for one GPU at a time, so that each fix names the `passthru setup vm` command for it (and
+//! the Intel default can be judged for that GPU).
 
-use crate::assess::{diagnose_iommu, firmware_iommu_setting, IommuOffCause, IommuVerdict};
-use crate::model::{IommuVendor, IrqRemapping, Snapshot};
+use crate::assess::{
+    diagnose_iommu, firmware_iommu_setting, IntelDefault, IommuOffCause, IommuVerdict,
+};
+use crate::model::{IommuVendor, IrqRemapping, PciDevice, Snapshot};
 
 use super::{kernel_version, Effect, Finding, RuleId, Severity, Use};
 
 const VM: &[Use] = &[Use::Vm];
 
-pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
+pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
     let mut f = Vec::new();
+    let setup = format!("passthru setup vm {}", gpu.address);
     let sys = &s.system;
     let cpu = &sys.cpu;
 
@@ -93,20 +98,20 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
             let fix = match cause {
                 IommuOffCause::IommuParamOff => {
                     why.push_str(": proc/cmdline has iommu=off");
-                    "passthru setup vm GPU (removes iommu=off)"
+                    format!("{setup} (removes iommu=off)")
                 }
                 IommuOffCause::IntelParamOff => {
                     why.push_str(": proc/cmdline has intel_iommu=off");
-                    "passthru setup vm GPU (adds intel_iommu=on)"
+                    format!("{setup} (adds intel_iommu=on)")
                 }
-                IommuOffCause::IntelNotEnabled => "passthru setup vm GPU (adds intel_iommu=on)",
+                IommuOffCause::IntelNotEnabled => format!("{setup} (adds intel_iommu=on)"),
                 IommuOffCause::AmdParamOff => {
                     why.push_str(": proc/cmdline has amd_iommu=off");
-                    "passthru setup vm GPU (removes amd_iommu=off; the AMD IOMMU needs no parameter)"
+                    format!("{setup} (removes amd_iommu=off; the AMD IOMMU needs no parameter)")
                 }
                 _ => {
                     effect = Effect::Unknown;
-                    "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter, so setup cannot turn it on"
+                    "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter, so setup cannot turn it on".to_string()
                 }
             };
             f.push(
@@ -129,17 +134,28 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::IommuPtRecommended, Severity::Info, Effect::None, VM, "iommu=pt is not set: the host's own devices use translated DMA, which costs some I/O speed; pass-through mode is the usual choice on a VM host")
                     .evidence(format!("proc/cmdline: {}", sys.cmdline.as_deref().unwrap_or("?")))
-                    .fix("passthru setup vm GPU adds iommu=pt"),
+                    .fix(format!("{setup} adds iommu=pt")),
             );
         }
-        if vendor == Some(IommuVendor::Intel)
-            && param("intel_iommu").is_none()
-            && diagnosis.intel_default_on
-        {
-            f.push(
-                Finding::new(RuleId::IommuIntelDefaultOn, Severity::Info, Effect::None, VM, "the Intel IOMMU is on by the kernel's default, without intel_iommu=on (setup adds no intel_iommu= parameter)")
-                    .evidence("boot/config: CONFIG_INTEL_IOMMU_DEFAULT_ON(_INTGPU_OFF)=y"),
-            );
+        if vendor == Some(IommuVendor::Intel) && param("intel_iommu").is_none() {
+            // One decision (assess::IommuDiagnosis::needs_intel_iommu_on) for what setup adds
+            // and what these findings say it adds.
+            if diagnosis.default_skips(gpu) {
+                f.push(
+                    Finding::new(RuleId::IommuIntgpuOff, Severity::Info, Effect::None, VM, "this kernel turns the Intel IOMMU on by default except for Intel integrated GPUs (CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF, a Debian kernel patch): this GPU's DMA is not translated (identity-mapped) until intel_iommu=on, which setup adds")
+                        .evidence(format!("boot/config: CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y; {} is an Intel display device on bus 0", gpu.address))
+                        .fix(format!("{setup} adds intel_iommu=on")),
+                );
+            } else if diagnosis.intel_default_on() {
+                let option = match diagnosis.intel_default {
+                    IntelDefault::OnExceptIntegratedGpu => "CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y (only Intel integrated GPUs are left out; this GPU is not one)",
+                    _ => "CONFIG_INTEL_IOMMU_DEFAULT_ON=y",
+                };
+                f.push(
+                    Finding::new(RuleId::IommuIntelDefaultOn, Severity::Info, Effect::None, VM, "the Intel IOMMU is on by the kernel's default, without intel_iommu=on (setup adds no intel_iommu= parameter)")
+                        .evidence(format!("boot/config: {option}")),
+                );
+            }
         }
         // Interrupt remapping.
         match iommu.irq_remapping {
@@ -184,9 +200,17 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
         );
     } else if !loaded && sys.loaded_modules.is_some() {
         f.push(
-            Finding::new(RuleId::VfioNotLoaded, Severity::Warning, Effect::NeedsSetup, VM, "the vfio-pci module is not loaded")
-                .evidence("proc/modules: no vfio_pci")
-                .fix("passthru setup vm GPU (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"),
+            Finding::new(
+                RuleId::VfioNotLoaded,
+                Severity::Warning,
+                Effect::NeedsSetup,
+                VM,
+                "the vfio-pci module is not loaded",
+            )
+            .evidence("proc/modules: no vfio_pci")
+            .fix(format!(
+                "{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"
+            )),
         );
     }
     let new_kernel = kernel_version(s).is_some_and(|v| v >= (6, 2));
@@ -195,14 +219,14 @@ pub(super) fn check_platform(s: &Snapshot) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::VfioVirqfdStale, Severity::Warning, Effect::NeedsSetup, VM, "vfio_virqfd is listed, but it was folded into vfio in kernel 6.2: dracut fails to build or boot with it (\"Failed to find module 'vfio_virqfd'\")")
                     .evidence(format!("{}: vfio_virqfd; kernel {}", list.file, sys.kernel_release.as_deref().unwrap_or("?")))
-                    .fix(format!("remove vfio_virqfd from {} (passthru setup vm GPU rewrites the list)", list.file)),
+                    .fix(format!("remove vfio_virqfd from {} ({setup} rewrites the list)", list.file)),
             );
         }
         if list.ignored_by_tool && list.modules.iter().any(|m| m.starts_with("vfio")) {
             f.push(
                 Finding::new(RuleId::VfioDracutIgnored, Severity::Warning, Effect::NeedsSetup, VM, "this dracut file names vfio modules but dracut reads only *.conf files in dracut.conf.d: it is ignored")
                     .evidence(list.file.clone())
-                    .fix(format!("rename {} to end in .conf (passthru setup vm GPU writes a .conf file)", list.file)),
+                    .fix(format!("rename {} to end in .conf ({setup} writes a .conf file)", list.file)),
             );
         }
     }

@@ -129,7 +129,9 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
         f.push(
             Finding::new(RuleId::PmD3coldRisk, Severity::Warning, Effect::None, VM, "GPUs of this family are reported not to return from D3cold once vfio-pci idles them")
                 .evidence(format!("{path}/d3cold_allowed: 1"))
-                .fix("options vfio-pci disable_idle_d3=1 (passthru setup vm GPU --disable-idle-d3)"),
+                // Setup adds the option whenever this finding fires (plan/setup.rs asks
+                // `fired(PmD3coldRisk)`), so the fix needs no flag.
+                .fix(format!("passthru setup vm {} adds options vfio-pci disable_idle_d3=1 (to {})", g.address, crate::plan::setup::MODPROBE_FILE)),
         );
     }
     f

@@ -51,6 +51,10 @@ rules! {
     IommuPtRecommended => "iommu.pt-recommended",
     /// The Intel IOMMU is on by the kernel's build default, without `intel_iommu=on`.
     IommuIntelDefaultOn => "iommu.intel-default-on",
+    /// The kernel's Intel default leaves Intel integrated GPUs unmapped (Debian's
+    /// `CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF`) and this GPU is one: setup adds
+    /// `intel_iommu=on`.
+    IommuIntgpuOff => "iommu.intgpu-off",
     /// `amd_iommu=on` is on the command line: not a valid value, the kernel ignores it.
     IommuInvalidParam => "iommu.invalid-param",
 
@@ -160,6 +164,17 @@ rules! {
     LxcNoDrm => "lxc.no-drm",
     /// An Intel GPU with SR-IOV: it can serve VMs and containers at once.
     LxcSriov => "lxc.sriov",
+}
+
+impl RuleId {
+    /// The safety rules: they block a use unless the user gives `--force`, which turns them
+    /// into warnings that the plan then states.
+    pub const fn forceable(self) -> bool {
+        matches!(
+            self,
+            RuleId::SafetyBootDisk | RuleId::SafetyNetwork | RuleId::SafetyOnlyDisplay
+        )
+    }
 }
 
 impl std::fmt::Display for RuleId {

@@ -25,15 +25,31 @@ fn use_word(u: Use) -> &'static str {
     }
 }
 
-/// Wraps `text` to `WIDTH`, the first line after `first`, the rest indented by `indent`.
+/// Wraps `text` to `WIDTH` at its spaces, the first line after `first`, the rest indented by
+/// `indent`.
 fn wrap(first: &str, indent: usize, text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    wrap_items(first, indent, &words)
+}
+
+/// Lays `items` out after `first`, one space apart, breaking lines only between items, so
+/// that an item (a device name, `IOMMU group 7`) is never split. Only an item too wide for
+/// any line is broken, at its spaces: the report keeps to `WIDTH` columns.
+fn wrap_items(first: &str, indent: usize, items: &[&str]) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
-    let mut len = first.chars().count();
-    // A heading counts as a word: the text goes after it with a space.
+    let mut len = visible_width(first);
+    // A heading counts as an item: the text goes after it with a space.
     let mut empty = first.trim().is_empty();
-    for word in text.split_whitespace() {
-        let w = word.chars().count();
+    let atoms = items.iter().flat_map(|item| {
+        if indent + item.chars().count() > WIDTH {
+            item.split_whitespace().collect::<Vec<_>>()
+        } else {
+            vec![*item]
+        }
+    });
+    for item in atoms {
+        let w = item.chars().count();
         if !empty && len + 1 + w > WIDTH {
             out.push_str(line.trim_end());
             out.push('\n');
@@ -45,13 +61,32 @@ fn wrap(first: &str, indent: usize, text: &str) -> String {
             line.push(' ');
             len += 1;
         }
-        line.push_str(word);
+        line.push_str(item);
         len += w;
         empty = false;
     }
     out.push_str(line.trim_end());
     out.push('\n');
     out
+}
+
+/// The columns `s` takes on a terminal: its characters, less the colour escapes.
+fn visible_width(s: &str) -> usize {
+    let mut n = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // `ESC [ ... m`
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn tag(f: &Finding) -> &'static str {
@@ -82,23 +117,33 @@ pub fn render_check(
         if i > 0 {
             writeln!(out)?;
         }
+        // The vendor's and the device's names are items: each moves to the next line whole.
+        let parts: Vec<String> = if g.name_parts.is_empty() {
+            vec![sanitize(&g.name)]
+        } else {
+            g.name_parts.iter().map(|p| sanitize(p)).collect()
+        };
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         write!(
             out,
             "{}",
-            wrap(&st.bold(&g.address.to_string()), 2, &sanitize(&g.name))
+            wrap_items(&st.bold(&g.address.to_string()), 2, &parts)
         )?;
-        let funcs: Vec<String> = g.functions.iter().map(|a| a.to_string()).collect();
         let group = g
             .group
             .as_deref()
             .map_or("no IOMMU group".to_string(), |id| {
                 format!("IOMMU group {}", sanitize(id))
             });
-        write!(
-            out,
-            "{}",
-            wrap("  functions", 4, &format!("{} · {group}", funcs.join(", ")))
-        )?;
+        // Items with their separators: `0000:01:00.0,` … `0000:01:00.1 ·` `IOMMU group 1`.
+        let mut items: Vec<String> = g.functions.iter().map(|a| format!("{a},")).collect();
+        if let Some(last) = items.last_mut() {
+            last.pop();
+            last.push_str(" ·");
+        }
+        items.push(group);
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        write!(out, "{}", wrap_items("  functions", 4, &items))?;
         let shown: Vec<Use> = if uses.is_empty() {
             g.verdicts.keys().copied().collect()
         } else {
@@ -145,6 +190,81 @@ pub fn render_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(name: &[&str], functions: &[&str]) -> Vec<String> {
+        use crate::check::{CheckReport, GpuCheck};
+        let addr = |s: &str| s.parse::<crate::model::PciAddress>().unwrap();
+        let r = CheckReport {
+            schema_version: 1,
+            gpus: vec![GpuCheck {
+                address: addr(functions[0]),
+                name: name.join(" "),
+                name_parts: name.iter().map(|p| p.to_string()).collect(),
+                functions: functions.iter().map(|a| addr(a)).collect(),
+                group: Some("1".into()),
+                verdicts: Default::default(),
+                findings: vec![],
+            }],
+            unmatched: vec![],
+        };
+        let mut out = Vec::new();
+        render_check(&mut out, &r, &[], Style::PLAIN).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// The header breaks between items only: the device's name moves down whole, and
+    /// `IOMMU group 1` stays together (a name was cut at any space, "Radeon RX
+    /// 6800/6800⏎ XT", and a line ended with `IOMMU group`).
+    #[test]
+    fn the_header_never_splits_a_name_or_a_group() {
+        let four = [
+            "0000:01:00.0",
+            "0000:01:00.1",
+            "0000:01:00.2",
+            "0000:01:00.3",
+        ];
+        let navi = [
+            "Advanced Micro Devices, Inc. [AMD/ATI]",
+            "Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]",
+        ];
+        let lines = header(&navi, &four);
+        assert_eq!(lines[0], format!("0000:01:00.0 {}", navi[0]), "{lines:#?}");
+        assert_eq!(lines[1], format!("  {}", navi[1]), "{lines:#?}");
+        assert_eq!(
+            lines[2], "  functions 0000:01:00.0, 0000:01:00.1, 0000:01:00.2, 0000:01:00.3 ·",
+            "{lines:#?}"
+        );
+        assert_eq!(lines[3], "    IOMMU group 1", "{lines:#?}");
+        // What fits stays on one line.
+        let lines = header(
+            &["NVIDIA Corporation", "GA102 [GeForce RTX 3080]"],
+            &four[..2],
+        );
+        assert_eq!(
+            lines[0],
+            "0000:01:00.0 NVIDIA Corporation GA102 [GeForce RTX 3080]"
+        );
+        assert_eq!(
+            lines[1],
+            "  functions 0000:01:00.0, 0000:01:00.1 · IOMMU group 1"
+        );
+        // Only a part too wide for any line is broken, and the lines keep to 80 columns.
+        let long = "W".repeat(40) + " " + &"V".repeat(45);
+        let lines = header(&[&long], &four[..1]);
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn colour_escapes_take_no_columns() {
+        let bold = Style { color: true }.bold("0000:01:00.0");
+        assert_eq!(visible_width(&bold), 12);
+        let w = wrap_items(&bold, 2, &["x".repeat(67).as_str()]);
+        assert_eq!(w.lines().count(), 1, "12 + 1 + 67 = 80 fits: {w:?}");
+    }
 
     #[test]
     fn wrapping_keeps_lines_within_80_columns() {

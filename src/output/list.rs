@@ -13,6 +13,9 @@ use crate::model::{
 };
 
 use super::style::{sanitize, Style};
+use super::words::count;
+use crate::plan::boot::cmdline_source;
+use crate::plan::boot::kernel_cmdline::KERNEL_CMDLINE;
 
 /// One device as `list --json` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +105,9 @@ pub struct HostHeader {
     pub proxmox: Option<String>,
     pub firmware: Option<Firmware>,
     pub bootloader: Option<BootloaderKind>,
+    /// Where that boot loader takes the kernel command line from, the files setup edits
+    /// (`etc/kernel/cmdline`, `loader/entries/*.conf`, ...).
+    pub cmdline_from: Vec<String>,
     pub initramfs: Vec<InitramfsKind>,
 }
 
@@ -173,17 +179,51 @@ fn build_header(s: &Snapshot) -> HostHeader {
         }),
         firmware: s.boot.firmware,
         bootloader: s.boot.in_use,
+        cmdline_from: cmdline_files(s),
         initramfs: s.boot.initramfs.iter().map(|i| i.kind).collect(),
+    }
+}
+
+/// The files the boot loader in use takes the command line from, decided as setup decides
+/// which file to edit (`plan::boot::cmdline_source`). Whether `etc/kernel/cmdline` exists is
+/// read from the snapshot: the boot reader lists it among the in-use setup's config files
+/// exactly when it is there.
+fn cmdline_files(s: &Snapshot) -> Vec<String> {
+    let Some(kind) = s.boot.in_use else {
+        return Vec::new();
+    };
+    let has_kernel_cmdline = || {
+        Ok::<bool, std::convert::Infallible>(
+            s.boot
+                .bootloaders
+                .iter()
+                .any(|b| b.kind == kind && b.config_files.iter().any(|f| f == KERNEL_CMDLINE)),
+        )
+    };
+    match cmdline_source(kind, has_kernel_cmdline) {
+        Ok(src) => src.files().iter().map(|f| f.to_string()).collect(),
+        Err(never) => match never {},
     }
 }
 
 fn bootloader_name(k: BootloaderKind) -> &'static str {
     match k {
         BootloaderKind::Grub => "GRUB",
-        BootloaderKind::GrubBls => "GRUB with BLS entries (grubby)",
-        BootloaderKind::ProxmoxBootTool => "proxmox-boot-tool (etc/kernel/cmdline)",
-        BootloaderKind::SystemdBoot => "systemd-boot (etc/kernel/cmdline)",
+        BootloaderKind::GrubBls => "GRUB with BLS entries",
+        BootloaderKind::ProxmoxBootTool => "proxmox-boot-tool",
+        BootloaderKind::SystemdBoot => "systemd-boot",
         BootloaderKind::Kernelstub => "kernelstub",
+    }
+}
+
+/// `systemd-boot (loader/entries/*.conf)`: the boot loader and where its command line is.
+fn bootloader_label(k: BootloaderKind, from: &[String]) -> String {
+    let name = bootloader_name(k);
+    if from.is_empty() {
+        name.to_string()
+    } else {
+        let files: Vec<String> = from.iter().map(|f| sanitize(f)).collect();
+        format!("{name} ({})", files.join(", "))
     }
 }
 
@@ -225,7 +265,9 @@ pub fn render_header(out: &mut dyn Write, r: &ListReport, st: Style) -> io::Resu
     };
     let boot = h
         .bootloader
-        .map_or("boot loader not found", bootloader_name);
+        .map_or("boot loader not found".to_string(), |k| {
+            bootloader_label(k, &h.cmdline_from)
+        });
     let initramfs = if h.initramfs.is_empty() {
         "initramfs system not found".to_string()
     } else {
@@ -312,7 +354,10 @@ fn render_issues(out: &mut dyn Write, issues: &[Issue], st: Style) -> io::Result
     writeln!(
         out,
         "{}",
-        st.warn(&format!("Could not read {} host file(s):", issues.len()))
+        st.warn(&format!(
+            "Could not read {}:",
+            count(issues.len(), "host file", "host files")
+        ))
     )?;
     for i in issues {
         writeln!(out, "  {}: {}", sanitize(&i.path), sanitize(&i.problem))?;

@@ -6,3 +6,4 @@ pub mod check;
 pub mod list;
 pub mod power;
 pub mod style;
+pub mod words;

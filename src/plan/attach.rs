@@ -204,6 +204,7 @@ fn vm_precheck(
     if !blocking.is_empty() {
         return Err(AttachError::Refused(blocking.join("; ")));
     }
+    plan.warnings.extend(g.forced(Use::Vm));
     if g.verdicts[&Use::Vm] != Verdict::Ready {
         plan.notes.push(format!(
             "The host is not ready for this GPU yet: run `passthru setup vm {}` (check says {:?}).",

@@ -9,6 +9,7 @@ use super::Plan;
 
 pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::Result<()> {
     writeln!(out, "{}", plan.title)?;
+    render_warnings(out, &plan.warnings)?;
     if plan.is_empty() {
         writeln!(
             out,
@@ -71,6 +72,7 @@ pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::
 /// the modprobe runs (only on this machine's own `/`).
 pub fn render_runtime_plan(out: &mut dyn Write, plan: &RuntimePlan, live: bool) -> io::Result<()> {
     writeln!(out, "{}", plan.title)?;
+    render_warnings(out, &plan.warnings)?;
     if plan.is_empty() {
         writeln!(out, "Nothing to change.")?;
         return Ok(());
@@ -99,4 +101,12 @@ pub fn render_runtime_plan(out: &mut dyn Write, plan: &RuntimePlan, live: bool) 
         out,
         "This lasts until the next reboot; `passthru setup` makes it permanent."
     )
+}
+
+/// The warnings a plan states before its changes, one per line.
+fn render_warnings(out: &mut dyn Write, warnings: &[String]) -> io::Result<()> {
+    for w in warnings {
+        writeln!(out, "Warning: {w}")?;
+    }
+    Ok(())
 }

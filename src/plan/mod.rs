@@ -43,6 +43,10 @@ pub struct PlannedCommand {
 pub struct Plan {
     /// What the plan does (`prepare 0000:01:00.0 for VM passthrough`).
     pub title: String,
+    /// What the user must know before the changes: each safety block `--force` overrode.
+    /// Shown right under the title.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub edits: Vec<FileEdit>,
     pub commands: Vec<PlannedCommand>,
     /// What the user should know (a reboot is needed, what to check after it).

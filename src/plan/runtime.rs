@@ -48,6 +48,9 @@ pub struct DeviceState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimePlan {
     pub title: String,
+    /// Each safety block `--force` overrode, shown right under the title.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub writes: Vec<SysfsWrite>,
     /// Modules to load first (`modprobe vfio-pci`).
     pub modprobe: Vec<String>,
@@ -165,6 +168,7 @@ pub fn plan_bind(s: &Snapshot, sel: &str, force: bool) -> Result<RuntimePlan, St
     }
     let mut plan = RuntimePlan {
         title: format!("Bind {} ({}) to vfio-pci now", gpu.address, gpu.names.name),
+        warnings: g.forced(Use::Vm),
         ..RuntimePlan::default()
     };
     if s.system.module_loaded("vfio_pci") != Some(true)

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use crate::check::{check_gpu, select_one, RuleId, Use};
 use crate::formats::cmdline::parse_cmdline;
-use crate::model::{CmdlineParam, InitramfsKind, PciDevice, Snapshot};
+use crate::model::{CmdlineParam, InitramfsKind, PciAddress, PciDevice, Snapshot};
 
 use super::files::{EditError, ParamChange};
 use super::modprobe_file::{read_vfio_binding, render_vfio_binding, VfioBinding};
@@ -120,8 +120,63 @@ fn render_udev(m: &Managed) -> Option<Vec<u8>> {
     Some(t.into_bytes())
 }
 
+/// How setup binds a card's functions to vfio-pci. Decided once, by [`binding_method`]:
+/// setup acts on it and check's `driver.shared` and `ids.capture` word it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingMethod {
+    /// Other devices have ids of this card (a twin card, a shared audio id): a udev rule sets
+    /// `driver_override` for each of the card's functions by address. `shared` is each such
+    /// id with the device outside the card that has it.
+    ByAddress { shared: Vec<(String, PciAddress)> },
+    /// `options vfio-pci ids=…` in passthru's modprobe file; the ids match only this card.
+    ModprobeIds(Vec<String>),
+    /// vfio-pci is built into the kernel, which never reads modprobe.d for it
+    /// (docs/domain-facts.md §1): `vfio-pci.ids=…` on the kernel command line.
+    CmdlineIds(Vec<String>),
+}
+
+/// How setup binds the card of `gpu` (every function of its slot).
+pub fn binding_method(s: &Snapshot, gpu: &PciAddress) -> BindingMethod {
+    let functions = s.card_functions(gpu);
+    let mut shared = Vec::new();
+    for vd in functions.iter().filter_map(|d| d.vendor_device()) {
+        for d in s.devices.iter().filter(|d| !d.address.same_slot(gpu)) {
+            if d.vendor_device().as_deref() == Some(vd.as_str()) {
+                shared.push((vd.clone(), d.address));
+            }
+        }
+    }
+    let card_ids: BTreeSet<String> = functions.iter().filter_map(|d| d.vendor_device()).collect();
+    if !shared.is_empty() {
+        BindingMethod::ByAddress { shared }
+    } else if s.system.module_builtin("vfio_pci") == Some(true) {
+        BindingMethod::CmdlineIds(card_ids.into_iter().collect())
+    } else {
+        BindingMethod::ModprobeIds(card_ids.into_iter().collect())
+    }
+}
+
+impl BindingMethod {
+    /// What setup writes, in words: "by address (a udev rule setting driver_override)".
+    pub fn describe(&self) -> String {
+        match self {
+            BindingMethod::ByAddress { .. } => {
+                "by address (a udev rule setting driver_override)".into()
+            }
+            BindingMethod::ModprobeIds(ids) => format!(
+                "with options vfio-pci ids={} (ids that match only this card)",
+                ids.join(",")
+            ),
+            BindingMethod::CmdlineIds(ids) => format!(
+                "with vfio-pci.ids={} on the kernel command line (vfio-pci is built into the kernel)",
+                ids.join(",")
+            ),
+        }
+    }
+}
+
 /// The module behind a driver, for softdep (driver names are not module names).
-fn module_of(d: &PciDevice) -> Option<String> {
+pub fn module_of(d: &PciDevice) -> Option<String> {
     if let Some(m) = &d.driver_module {
         return Some(m.replace('-', "_"));
     }
@@ -169,32 +224,30 @@ pub fn plan_setup_vm(
             "Prepare {} ({}) for VM passthrough",
             gpu.address, gpu.names.name
         ),
+        // What --force let through, stated before the changes it leads to.
+        warnings: g.forced(Use::Vm),
         ..Plan::default()
     };
 
     // Binding.
     let builtin = s.system.module_builtin("vfio_pci") == Some(true);
     let mut managed = read_managed(src)?;
-    let card_ids: BTreeSet<String> = functions.iter().filter_map(|d| d.vendor_device()).collect();
-    let captures_others = s
-        .devices
-        .iter()
-        .filter(|d| !d.address.same_slot(&gpu.address))
-        .any(|d| d.vendor_device().is_some_and(|vd| card_ids.contains(&vd)));
     let mut cmdline_ids = Vec::new();
-    if captures_others {
-        for d in &functions {
-            if let (Some(v), Some(dv)) = (d.vendor, d.device) {
-                managed
-                    .rules
-                    .insert((d.address.to_string(), format!("0x{v}"), format!("0x{dv}")));
+    match binding_method(s, &gpu.address) {
+        BindingMethod::ByAddress { .. } => {
+            for d in &functions {
+                if let (Some(v), Some(dv)) = (d.vendor, d.device) {
+                    managed.rules.insert((
+                        d.address.to_string(),
+                        format!("0x{v}"),
+                        format!("0x{dv}"),
+                    ));
+                }
             }
+            plan.notes.push("Other devices share this card's ids, so it is bound by address (a udev rule setting driver_override), not by ids=.".into());
         }
-        plan.notes.push("Other devices share this card's ids, so it is bound by address (a udev rule setting driver_override), not by ids=.".into());
-    } else if builtin {
-        cmdline_ids = card_ids.iter().cloned().collect();
-    } else {
-        managed.ids.extend(card_ids.iter().cloned());
+        BindingMethod::CmdlineIds(ids) => cmdline_ids = ids,
+        BindingMethod::ModprobeIds(ids) => managed.ids.extend(ids),
     }
     for d in &functions {
         if let Some(m) = module_of(d) {
@@ -223,7 +276,7 @@ pub fn plan_setup_vm(
 
     // Kernel command line.
     let mut change = ParamChange::default();
-    if crate::assess::diagnose_iommu(s).needs_intel_iommu_on() {
+    if crate::assess::diagnose_iommu(s).needs_intel_iommu_on(gpu) {
         change.add.push(p("intel_iommu=on"));
     }
     change.add.push(p("iommu=pt"));
@@ -261,6 +314,7 @@ pub fn plan_setup_vm(
     if plan.edits.is_empty() {
         plan.commands.clear();
         plan.notes.clear();
+        plan.warnings.clear();
     }
     Ok(plan)
 }

@@ -5,7 +5,7 @@
 mod bls;
 mod grub;
 pub mod grub_defaults;
-mod kernel_cmdline;
+pub mod kernel_cmdline;
 pub mod kernelstub;
 
 use crate::model::{BootloaderKind, Snapshot};
@@ -26,25 +26,77 @@ pub trait KernelParamTarget {
     ) -> Result<Steps, SetupError>;
 }
 
+/// Where the next boot's command line comes from: the one decision behind both the file
+/// setup edits ([`target_for`]) and what `list` names (docs/domain-facts.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineSource {
+    /// `etc/default/grub` and its `grub.d/*.cfg` drop-ins, through update-grub/grub-mkconfig.
+    GrubDefaults,
+    /// `etc/kernel/cmdline`, refreshed by proxmox-boot-tool.
+    ProxmoxKernelCmdline,
+    /// `etc/kernel/cmdline`, refreshed by kernel-install.
+    KernelInstallCmdline,
+    /// The `options` line of every BLS entry (`loader/entries/*.conf`): systemd-boot without
+    /// `etc/kernel/cmdline`.
+    BlsEntries,
+    /// BLS entries, and `GRUB_CMDLINE_LINUX` for kernels installed later (Fedora/RHEL GRUB).
+    GrubBls,
+    /// `user.kernel_options` in `etc/kernelstub/configuration`.
+    Kernelstub,
+}
+
+/// Where `kind` takes the command line from. `has_kernel_cmdline` says whether
+/// `etc/kernel/cmdline` exists; it is asked only for the two setups that read that file
+/// when it is there and their BLS entries otherwise.
+pub fn cmdline_source<E>(
+    kind: BootloaderKind,
+    has_kernel_cmdline: impl FnOnce() -> Result<bool, E>,
+) -> Result<CmdlineSource, E> {
+    Ok(match kind {
+        BootloaderKind::Grub => CmdlineSource::GrubDefaults,
+        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot => {
+            match (kind, has_kernel_cmdline()?) {
+                (BootloaderKind::ProxmoxBootTool, true) => CmdlineSource::ProxmoxKernelCmdline,
+                (_, true) => CmdlineSource::KernelInstallCmdline,
+                (_, false) => CmdlineSource::BlsEntries,
+            }
+        }
+        BootloaderKind::GrubBls => CmdlineSource::GrubBls,
+        BootloaderKind::Kernelstub => CmdlineSource::Kernelstub,
+    })
+}
+
+impl CmdlineSource {
+    /// The files the command line is taken from, as a user would look for them.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            CmdlineSource::GrubDefaults => &["etc/default/grub", "etc/default/grub.d/*.cfg"],
+            CmdlineSource::ProxmoxKernelCmdline | CmdlineSource::KernelInstallCmdline => {
+                &[kernel_cmdline::KERNEL_CMDLINE]
+            }
+            CmdlineSource::BlsEntries => &["loader/entries/*.conf"],
+            CmdlineSource::GrubBls => &["loader/entries/*.conf", "etc/default/grub"],
+            CmdlineSource::Kernelstub => &["etc/kernelstub/configuration"],
+        }
+    }
+}
+
 /// The target for the boot loader the snapshot found in use.
 fn target_for(
     kind: BootloaderKind,
     src: &dyn FileSource,
 ) -> Result<&'static dyn KernelParamTarget, SetupError> {
-    Ok(match kind {
-        BootloaderKind::Grub => &grub::Grub,
-        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot
-            if src.read(kernel_cmdline::KERNEL_CMDLINE)?.is_some() =>
-        {
-            if kind == BootloaderKind::ProxmoxBootTool {
-                &kernel_cmdline::PROXMOX_BOOT_TOOL
-            } else {
-                &kernel_cmdline::KERNEL_INSTALL
-            }
-        }
-        BootloaderKind::SystemdBoot | BootloaderKind::ProxmoxBootTool => &bls::BlsEntries,
-        BootloaderKind::GrubBls => &bls::GrubBls,
-        BootloaderKind::Kernelstub => &kernelstub::Kernelstub,
+    let has_kernel_cmdline = || {
+        src.read(kernel_cmdline::KERNEL_CMDLINE)
+            .map(|b| b.is_some())
+    };
+    Ok(match cmdline_source(kind, has_kernel_cmdline)? {
+        CmdlineSource::GrubDefaults => &grub::Grub,
+        CmdlineSource::ProxmoxKernelCmdline => &kernel_cmdline::PROXMOX_BOOT_TOOL,
+        CmdlineSource::KernelInstallCmdline => &kernel_cmdline::KERNEL_INSTALL,
+        CmdlineSource::BlsEntries => &bls::BlsEntries,
+        CmdlineSource::GrubBls => &bls::GrubBls,
+        CmdlineSource::Kernelstub => &kernelstub::Kernelstub,
     })
 }
 
