@@ -148,3 +148,41 @@ fn kernelstub_review_shows_only_the_change() {
         .iter()
         .any(|o| o == "iommu=pt"));
 }
+
+#[test]
+fn built_in_vfio_pci_takes_its_options_on_the_command_line() {
+    // modprobe.d is never read for a module built into the kernel: `disable_idle_d3=1` there
+    // would be silently ignored.
+    let t = compose_distro("amd-navi", "proxmox8-grub");
+    let host = passthru::host::HostRoot::new(t.path()).unwrap();
+    let mut s = common::snapshot(t.path());
+    let req = passthru::plan::setup::SetupRequest {
+        gpu: "03:00.0".into(),
+        disable_idle_d3: true,
+        force: true,
+        ..Default::default()
+    };
+    let text = |plan: &passthru::plan::Plan, path: &str| {
+        plan.edits
+            .iter()
+            .find(|e| e.path == path)
+            .and_then(|e| e.after.clone())
+            .map(|b| String::from_utf8(b).unwrap())
+            .unwrap_or_default()
+    };
+    let files = passthru::host::RootFiles(&host);
+    let modular = passthru::plan::setup::plan_setup_vm(&s, &files, &req).unwrap();
+    assert!(text(&modular, "etc/modprobe.d/passthru-vfio.conf").contains("disable_idle_d3=1"));
+    s.system.builtin_modules = Some(
+        ["vfio", "vfio_pci", "vfio_iommu_type1"]
+            .map(String::from)
+            .into_iter()
+            .collect(),
+    );
+    let builtin = passthru::plan::setup::plan_setup_vm(&s, &files, &req).unwrap();
+    assert!(!text(&builtin, "etc/modprobe.d/passthru-vfio.conf").contains("disable_idle_d3"));
+    assert!(
+        text(&builtin, "etc/default/grub.d/90-passthru.cfg").contains("vfio-pci.disable_idle_d3=1"),
+        "{builtin:#?}"
+    );
+}

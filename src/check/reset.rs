@@ -131,7 +131,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
                 .evidence(format!("{path}/d3cold_allowed: 1"))
                 // Setup adds the option whenever this finding fires (plan/setup.rs asks
                 // `fired(PmD3coldRisk)`), so the fix needs no flag.
-                .fix(format!("passthru setup vm {} adds options vfio-pci disable_idle_d3=1 (to {})", g.address, crate::plan::setup::MODPROBE_FILE)),
+                .fix(format!("passthru setup vm {} adds {}", g.address, crate::plan::setup::describe_vfio_option(c.s, "disable_idle_d3=1"))),
         );
     }
     f

@@ -203,6 +203,34 @@ fn p(s: &str) -> CmdlineParam {
     parse_cmdline(s).remove(0)
 }
 
+/// Where vfio-pci's module options take effect on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VfioOptionPlace {
+    /// `options vfio-pci …` in passthru's modprobe file.
+    Modprobe,
+    /// `vfio-pci.OPTION` on the kernel command line: vfio-pci is built into the kernel, and
+    /// modprobe.d is never read for it.
+    Cmdline,
+}
+
+pub fn vfio_option_place(s: &Snapshot) -> VfioOptionPlace {
+    if s.system.module_builtin("vfio_pci") == Some(true) {
+        VfioOptionPlace::Cmdline
+    } else {
+        VfioOptionPlace::Modprobe
+    }
+}
+
+/// How setup writes a vfio-pci option here, in words for a finding's fix.
+pub fn describe_vfio_option(s: &Snapshot, option: &str) -> String {
+    match vfio_option_place(s) {
+        VfioOptionPlace::Modprobe => format!("options vfio-pci {option} (to {MODPROBE_FILE})"),
+        VfioOptionPlace::Cmdline => format!(
+            "vfio-pci.{option} to the kernel command line (vfio-pci is built into this kernel, so modprobe.d is not read for it)"
+        ),
+    }
+}
+
 /// Prepares a GPU for VM passthrough.
 pub fn plan_setup_vm(
     s: &Snapshot,
@@ -255,11 +283,21 @@ pub fn plan_setup_vm(
         }
     }
     // A secondary VGA card opts out of VGA arbitration, so the host's console stays put.
+    let mut options = Vec::new();
     if gpu.class.is_some_and(|c| c.is_vga()) && gpu.boot_vga != Some(true) {
-        managed.options.insert("disable_vga=1".into());
+        options.push("disable_vga=1");
     }
     if req.disable_idle_d3 || g.fired(RuleId::PmD3coldRisk) {
-        managed.options.insert("disable_idle_d3=1".into());
+        options.push("disable_idle_d3=1");
+    }
+    let mut cmdline_options = Vec::new();
+    for o in options {
+        match vfio_option_place(s) {
+            VfioOptionPlace::Modprobe => {
+                managed.options.insert(o.into());
+            }
+            VfioOptionPlace::Cmdline => cmdline_options.push(p(&format!("vfio-pci.{o}"))),
+        }
     }
     plan.edits.extend(edit(
         src,
@@ -288,6 +326,7 @@ pub fn plan_setup_vm(
             .add
             .push(p(&format!("vfio-pci.ids={}", cmdline_ids.join(","))));
     }
+    change.add.extend(cmdline_options);
     for off in ["iommu=off", "intel_iommu=off", "amd_iommu=off"] {
         change.remove.push(p(off));
     }
