@@ -172,7 +172,9 @@ impl SavedFile {
         let now = path::read_file(root, rel)?;
         if now.as_ref().map(|s| &s.bytes) != current.as_ref() {
             let show = |b: Option<&Vec<u8>>| {
-                b.map_or("absent".to_string(), |b| format!("sha256 {}", &digest(b)[..12]))
+                b.map_or("absent".to_string(), |b| {
+                    format!("sha256 {}", &digest(b)[..12])
+                })
             };
             return Err(ApplyError::DigestChanged {
                 path: rel.to_string(),
@@ -245,7 +247,12 @@ pub fn utc_now() -> (String, String) {
 
 /// A new transaction's directory, 0700 and fsynced into its parent: `(id, dir, created)`.
 fn allocate(root: &Path) -> Result<(String, Dir, String), ApplyError> {
-    let base = path::ensure_dir(root, &journal_rel(), 0o755, Some(path::state_private_from()))?;
+    let base = path::ensure_dir(
+        root,
+        &journal_rel(),
+        0o755,
+        Some(path::state_private_from()),
+    )?;
     let (created, stamp) = utc_now();
     let mut n = 1;
     loop {
@@ -395,14 +402,12 @@ impl Journal {
 
     /// This transaction's directory, opened afresh through the confined path and checked.
     fn open(&self) -> Result<Dir, ApplyError> {
-        path::open_dir(&self.root, &self.rel, Some(path::state_private_from()))?.ok_or_else(
-            || {
-                ApplyError::Refused(format!(
-                    "the journal directory {} is gone",
-                    self.dir.display()
-                ))
-            },
-        )
+        path::open_dir(&self.root, &self.rel, Some(path::state_private_from()))?.ok_or_else(|| {
+            ApplyError::Refused(format!(
+                "the journal directory {} is gone",
+                self.dir.display()
+            ))
+        })
     }
 
     fn save(&self) -> Result<(), ApplyError> {
@@ -466,7 +471,8 @@ impl Journal {
 
     pub fn saved_bytes(&self, i: usize) -> Result<Vec<u8>, ApplyError> {
         let p = self.dir.join("files").join(i.to_string());
-        let missing = || ApplyError::Refused(format!("the journal's copy {} is missing", p.display()));
+        let missing =
+            || ApplyError::Refused(format!("the journal's copy {} is missing", p.display()));
         let files = self.open()?.subdir("files", true)?.ok_or_else(missing)?;
         let bytes = files.read_private(&i.to_string())?.ok_or_else(missing)?;
         let want = self.manifest.files[i]
@@ -533,11 +539,14 @@ fn private_file() -> NewMeta {
     }
 }
 
-/// Completes rollbacks a crash interrupted after the rollback transaction committed but
+/// Removes the directories of transactions a crash interrupted before their manifest was
+/// written (they hold saved copies and temporary files, nothing of the host was touched),
+/// and completes rollbacks a crash interrupted after the rollback transaction committed but
 /// before the transaction it undid was marked rolled back: without this, the next
 /// `rollback` would pick that one again and report its (restored) files as changed by hand.
 /// Call with the lock held.
-pub fn finish_interrupted_rollbacks(root: &Path) -> Result<Vec<String>, ApplyError> {
+pub fn tidy_journal(root: &Path) -> Result<Vec<String>, ApplyError> {
+    remove_unstarted(root)?;
     let mut journals = Journal::open_all(root)?;
     let done: Vec<String> = journals
         .iter()
@@ -564,4 +573,31 @@ pub fn list_transactions(root: &Path) -> Result<Vec<Manifest>, ApplyError> {
         .into_iter()
         .map(|j| j.manifest)
         .collect())
+}
+
+/// Removes every transaction directory without a manifest (see [`tidy_journal`]).
+fn remove_unstarted(root: &Path) -> Result<(), ApplyError> {
+    let Some(base) = path::open_dir(root, &journal_rel(), Some(path::state_private_from()))? else {
+        return Ok(());
+    };
+    for name in base.names()? {
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(dir) = base.subdir(&name, true)? else {
+            continue;
+        };
+        if dir.names()?.iter().any(|n| n == "manifest.json") {
+            continue;
+        }
+        if let Some(files) = dir.subdir("files", true)? {
+            for n in files.names()? {
+                files.remove(&n, Expect::Any)?;
+            }
+            dir.remove_dir_if_empty("files")?;
+        }
+        dir.remove_temporaries(None);
+        base.remove_dir_if_empty(&name)?;
+    }
+    Ok(())
 }

@@ -58,11 +58,12 @@ pub enum ApplyError {
         expected: String,
         found: String,
     },
-    #[error("{op} {path}")]
+    /// The OS error's text is part of the message: it travels into `RolledBack` and
+    /// `RestoreFailed` as text, where a `source()` chain would be lost.
+    #[error("{op} {path}: {source}", path = .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
         source: io::Error,
     },
     #[error("{failure}; every file was restored to its previous contents")]
@@ -140,7 +141,7 @@ pub fn read_current(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, ApplyErro
 
 /// Undoes every transaction a crash left unfinished. Call with the lock held.
 pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
-    let mut messages = journal::finish_interrupted_rollbacks(root)?;
+    let mut messages = journal::tidy_journal(root)?;
     for mut j in Journal::open_all(root)? {
         let interrupted = matches!(j.manifest.state, TxState::Applying | TxState::Written);
         if interrupted && j.manifest.is_runtime() {
@@ -322,7 +323,13 @@ fn write_all(
                         ..Default::default()
                     },
                 };
-                atomic_write(root, &e.path, bytes, &meta, Expect::Bytes(e.before.as_deref()))?;
+                atomic_write(
+                    root,
+                    &e.path,
+                    bytes,
+                    &meta,
+                    Expect::Bytes(e.before.as_deref()),
+                )?;
             }
             None => remove_file_synced(root, &e.path, Expect::Bytes(e.before.as_deref()))?,
         }
@@ -377,17 +384,27 @@ fn run_commands(
     Ok(())
 }
 
-/// Puts back every file of a transaction as it was before it, and removes any temporary
-/// file a crash left beside them.
+/// Puts back every file of a transaction as it was before it, removes any temporary file a
+/// crash left beside them and the directories it created (when empty).
+///
+/// Only a file that holds what the transaction wrote is put back: one that still holds its
+/// old bytes was never written, and one that holds neither was changed by someone else
+/// (an edit that landed before passthru's rename, which was then refused): restoring the
+/// old bytes over it would lose that edit.
 fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
     for (i, f) in j.manifest.files.iter().enumerate().rev() {
         write::remove_stray_temporaries(root, &f.path);
+        let now = read_current(root, &f.path)?;
+        if now.as_deref().map(digest) != f.after_digest {
+            continue;
+        }
+        let expect = Expect::Bytes(now.as_deref());
         match &f.original {
             Some(o) => {
                 let bytes = j.saved_bytes(i)?;
-                atomic_write(root, &f.path, &bytes, &o.meta(), Expect::Any)?;
+                atomic_write(root, &f.path, &bytes, &o.meta(), expect)?;
             }
-            None => remove_file_synced(root, &f.path, Expect::Any)?,
+            None => remove_file_synced(root, &f.path, expect)?,
         }
     }
     write::remove_created_dirs(root, &j.manifest.created_dirs)

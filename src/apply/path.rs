@@ -133,7 +133,10 @@ pub struct Dir {
 enum Walked {
     Found(Dir),
     /// `dir` is the deepest existing directory; `missing` the components below it, in order.
-    Missing { dir: Dir, missing: Vec<String> },
+    Missing {
+        dir: Dir,
+        missing: Vec<String>,
+    },
 }
 
 fn join_rel(a: &str, b: &str) -> String {
@@ -441,7 +444,6 @@ impl Dir {
             Err(Errno::EXIST) => false,
             Err(e) => return Err(oserr("creating directory", real)(e)),
         };
-        crash_point("directory made");
         let fd = rfs::openat(
             self.fd.as_fd(),
             name,
@@ -707,7 +709,8 @@ impl Dir {
         let real = self.real(name);
         let (tmp, mut f) = self.create_temporary(name)?;
         let fill = |f: &mut File| -> Result<(), (&'static str, io::Error)> {
-            f.write_all(bytes).map_err(|e| ("writing the new contents of", e))?;
+            f.write_all(bytes)
+                .map_err(|e| ("writing the new contents of", e))?;
             if let Some((uid, gid)) = meta.owner {
                 // Only root may give a file away; an unprivileged run under a fixture root
                 // owns everything it writes anyway.
@@ -730,7 +733,8 @@ impl Dir {
             }
             rfs::fchmod(f.as_fd(), Mode::from_raw_mode(meta.mode & 0o7777))
                 .map_err(|e| ("setting the mode of the new", e.into()))?;
-            f.sync_all().map_err(|e| ("syncing the new contents of", e))?;
+            f.sync_all()
+                .map_err(|e| ("syncing the new contents of", e))?;
             Ok(())
         };
         let filled = fill(&mut f);

@@ -71,9 +71,7 @@ pub fn write_plain(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), Apply
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            ApplyError::Refused(format!("{} names no file", path.display()))
-        })?;
+        .ok_or_else(|| ApplyError::Refused(format!("{} names no file", path.display())))?;
     let meta = match dir.read(&name)? {
         Some(s) => NewMeta {
             mode: s.mode,
