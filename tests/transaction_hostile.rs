@@ -113,12 +113,12 @@ fn states(root: &Path) -> Vec<(String, TxState)> {
         .collect()
 }
 
-/// Runs `passthru debug-apply-plan PLAN --yes --root ROOT` (or other arguments) through
-/// `sh`, so a test can set the umask.
+/// Runs passthru with `args` through `sh -c "PREFIX passthru ARGS"`, so a test can set the
+/// umask or run it under strace (`prefix` ends with `exec` or a wrapper command).
 fn passthru_sh(prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new("sh");
     c.arg("-c")
-        .arg(format!("{prefix} exec \"$0\" \"$@\""))
+        .arg(format!("{prefix} \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_passthru"))
         .args(args)
         .env_remove("PASSTHRU_ROOT")
@@ -510,7 +510,7 @@ fn an_edit_landing_right_before_the_rename_is_kept_and_nothing_is_written() {
     let o = apply_with_binary(
         &root,
         &p,
-        "",
+        "exec",
         &[(
             "PASSTHRU_TEST_BEFORE_REPLACE",
             r#"case "$1" in */grub) printf 'GRUB_DEFAULT=saved\n' >> "$1";; esac"#,
@@ -725,7 +725,7 @@ fn extended_attributes_and_acls_are_carried_over_and_restored() {
         let o = apply_with_binary(
             &root,
             &two,
-            "",
+            "exec",
             &[("PASSTHRU_TEST_CRASH_AT", &n.to_string())],
         );
         if o.status.success() {
@@ -733,7 +733,7 @@ fn extended_attributes_and_acls_are_carried_over_and_restored() {
         }
         let written = std::fs::read(&p).unwrap() != b"options snd_hda_intel power_save=0\n";
         undone += usize::from(written);
-        passthru_sh("", &["rollback", "--yes", "--root", &root_s], &[]);
+        passthru_sh("exec", &["rollback", "--yes", "--root", &root_s], &[]);
         assert_eq!(
             std::fs::read(&p).unwrap(),
             b"options snd_hda_intel power_save=0\n",
@@ -784,7 +784,7 @@ fn a_crash_during_rollback_ends_in_one_consistent_state() {
         apply_plan(&root, &p, &opts()).unwrap();
         let applied = host_tree(&root);
         let o = passthru_sh(
-            "",
+            "exec",
             &["rollback", "--yes", "--root", &root_s],
             &[("PASSTHRU_TEST_CRASH_AT", &n.to_string())],
         );
@@ -795,7 +795,7 @@ fn a_crash_during_rollback_ends_in_one_consistent_state() {
         crashes += 1;
         // The next run finds what the crash left and ends it: the rollback undone (the
         // transaction still in effect) or finished (it is rolled back), never both.
-        let next = passthru_sh("", &["rollback", "--yes", "--root", &root_s], &[]);
+        let next = passthru_sh("exec", &["rollback", "--yes", "--root", &root_s], &[]);
         let t = text(&next);
         assert!(
             !t.contains("by hand"),
@@ -840,12 +840,17 @@ fn temporary_copies_a_crash_left_are_removed_when_the_transaction_ends() {
     let root_s = root.to_str().unwrap().to_string();
     let mut left = 0;
     for n in 1..60 {
-        let o = apply_with_binary(&root, &p, "", &[("PASSTHRU_TEST_CRASH_AT", &n.to_string())]);
+        let o = apply_with_binary(
+            &root,
+            &p,
+            "exec",
+            &[("PASSTHRU_TEST_CRASH_AT", &n.to_string())],
+        );
         if o.status.success() {
             break;
         }
         left += usize::from(!temporaries(&root).is_empty());
-        let next = passthru_sh("", &["rollback", "--yes", "--root", &root_s], &[]);
+        let next = passthru_sh("exec", &["rollback", "--yes", "--root", &root_s], &[]);
         assert_eq!(
             host_tree(&root),
             original,
@@ -1036,7 +1041,7 @@ fn umask_000_changes_no_mode() {
         None,
         Some(b"ACTION==\"add\"\n"),
     )]);
-    let o = apply_with_binary(&root, &p, "umask 000;", &[]);
+    let o = apply_with_binary(&root, &p, "umask 000; exec", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let m = |rel: &str| mode(&root.join(rel));
     assert_eq!(m("etc/udev"), 0o755);
@@ -1058,10 +1063,56 @@ fn umask_000_changes_no_mode() {
             Some(b"ACTION==\"add\"\n"),
             Some(b"ACTION==\"change\"\n"),
         )]),
-        "umask 000;",
+        "umask 000; exec",
         &[],
     );
     assert!(o.status.success(), "{}", text(&o));
     let id = &list_transactions(&root).unwrap()[1].id;
     assert_eq!(m(&format!("var/lib/passthru/journal/{id}/files/0")), 0o600);
+}
+
+#[test]
+fn a_new_journal_directory_is_fsynced_into_its_parent_before_it_is_used() {
+    let h = Host::new();
+    let root = h.root();
+    h.put("etc/modules", b"vfio\n");
+    let p = plan(vec![edit(
+        "etc/modules",
+        Some(b"vfio\n"),
+        Some(b"vfio\nvfio_pci\n"),
+    )]);
+    let log = h.base.join("strace.log");
+    let prefix = format!(
+        "strace -f -o {} -e trace=mkdirat,fsync,openat",
+        log.display()
+    );
+    let o = apply_with_binary(&root, &p, &format!("exec {prefix}"), &[]);
+    if !o.status.success() {
+        eprintln!("SKIP: strace cannot trace here: {}", text(&o));
+        return;
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let id = &list_transactions(&root).unwrap()[0].id;
+    let made = calls
+        .iter()
+        .position(|l| {
+            l.contains(&format!("mkdirat(")) && l.contains(&format!("\"{id}\", 0700) = 0"))
+        })
+        .unwrap_or_else(|| panic!("no mkdirat of {id}:\n{log}"));
+    let parent = calls[made]
+        .split_once("mkdirat(")
+        .and_then(|(_, r)| r.split_once(','))
+        .map(|(fd, _)| fd.trim().to_string())
+        .unwrap();
+    let first_use = calls[made..]
+        .iter()
+        .position(|l| l.contains("manifest.json") || l.contains("\"files\""))
+        .unwrap_or_else(|| panic!("the directory is never used:\n{log}"));
+    assert!(
+        calls[made..made + first_use]
+            .iter()
+            .any(|l| l.contains(&format!("fsync({parent})"))),
+        "the journal directory {id} is used before its parent is fsynced:\n{log}"
+    );
 }

@@ -165,7 +165,7 @@ fn open_root(root: &Path) -> Result<Dir, ApplyError> {
 pub fn check_private(fd: BorrowedFd<'_>, real: &Path) -> Result<(), ApplyError> {
     let st = rfs::fstat(fd).map_err(oserr("reading metadata of", real.to_path_buf()))?;
     let euid = rustix::process::geteuid().as_raw();
-    let mode = st.st_mode as u32;
+    let mode = st.st_mode;
     if st.st_uid != euid {
         return Err(ApplyError::Refused(format!(
             "{} is owned by uid {}, not by the user running passthru (uid {euid}): anyone who owns it could plant a transaction that passthru would write back; check it, then `chown {euid}` it",
@@ -622,7 +622,7 @@ impl Dir {
         })?;
         Ok(Some(FileState {
             bytes,
-            mode: st.st_mode as u32 & 0o7777,
+            mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             xattrs,
