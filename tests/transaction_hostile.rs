@@ -1096,9 +1096,7 @@ fn a_new_journal_directory_is_fsynced_into_its_parent_before_it_is_used() {
     let id = &list_transactions(&root).unwrap()[0].id;
     let made = calls
         .iter()
-        .position(|l| {
-            l.contains(&format!("mkdirat(")) && l.contains(&format!("\"{id}\", 0700) = 0"))
-        })
+        .position(|l| l.contains("mkdirat(") && l.contains(&format!("\"{id}\", 0700) = 0")))
         .unwrap_or_else(|| panic!("no mkdirat of {id}:\n{log}"));
     let parent = calls[made]
         .split_once("mkdirat(")
