@@ -265,7 +265,12 @@ fn the_prometheus_textfile_is_written_atomically_and_keeps_its_mode() {
     let tmp_fd = calls[..rename]
         .iter()
         .rev()
-        .find(|l| l.contains("openat(") && l.contains("O_CREAT") && l.contains("textfile/"))
+        .find(|l| {
+            l.contains("openat(")
+                && l.contains("O_CREAT|O_EXCL")
+                && l.contains("O_NOFOLLOW")
+                && l.contains(".passthru.prom.passthru-")
+        })
         .and_then(|l| fd_of(l))
         .unwrap_or_else(|| panic!("no temporary file opened:\n{log}"));
     assert!(
@@ -274,11 +279,14 @@ fn the_prometheus_textfile_is_written_atomically_and_keeps_its_mode() {
             .any(|l| l.contains(&format!("fsync({tmp_fd})"))),
         "the temporary file is fsynced before the rename:\n{log}"
     );
-    let dir_fd = calls[rename..]
-        .iter()
-        .find(|l| l.contains("openat(") && l.contains("textfile\""))
-        .and_then(|l| fd_of(l))
-        .unwrap_or_else(|| panic!("the directory is not opened after the rename:\n{log}"));
+    // The temporary file is created and renamed relative to the directory's descriptor
+    // (`renameat(DIRFD, ".passthru.prom.passthru-PID", DIRFD, "passthru.prom")`): that
+    // descriptor is the one to fsync.
+    let dir_fd = calls[rename]
+        .split_once("renameat(")
+        .and_then(|(_, rest)| rest.split_once(','))
+        .map(|(fd, _)| fd.trim().to_string())
+        .unwrap_or_else(|| panic!("the rename is not relative to a directory:\n{log}"));
     assert!(
         calls[rename..]
             .iter()

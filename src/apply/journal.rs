@@ -7,15 +7,19 @@
 //! no saved files; its manifest lists the writes in order with what each setting held
 //! before, the functions' drivers and overrides before, and the boot it was made in. The
 //! fields are optional in the JSON, so manifests written before they existed still load.
+//!
+//! The journal is written back by root, so it is trusted only as far as it is passthru's:
+//! its directories are created 0700 (the mode set explicitly, whatever the umask), every
+//! directory and manifest of it must be owned by the effective user and writable by no one
+//! else, no link is followed in it, and every path a manifest names is checked
+//! ([`super::path::check_rel`]) before the manifest is used at all.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::write::atomic_write;
-use super::{crash_point, io_err, ApplyError, STATE_DIR};
+use super::path::{self, Dir, Expect, NewMeta};
+use super::{crash_point, ApplyError, STATE_DIR};
 use crate::plan::runtime::{DeviceState, Restore};
 use crate::plan::{digest, Plan, PlannedCommand};
 
@@ -43,6 +47,47 @@ pub struct Original {
     pub uid: u32,
     pub gid: u32,
     pub digest: String,
+    /// Extended attributes (ACLs, SELinux labels, `user.*`), carried to the new file and
+    /// restored with the old one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<SavedXattr>,
+}
+
+/// One extended attribute; the value in hex (attributes are binary: ACLs, capabilities).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedXattr {
+    pub name: String,
+    pub value: String,
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+impl Original {
+    /// What the file gets back when it is restored (and what its replacement keeps).
+    pub fn meta(&self) -> NewMeta {
+        NewMeta {
+            mode: self.mode,
+            owner: Some((self.uid, self.gid)),
+            // Checked when the manifest was loaded ([`check_manifest`]).
+            xattrs: self
+                .xattrs
+                .iter()
+                .filter_map(|x| Some((x.name.clone(), from_hex(&x.value)?)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +141,14 @@ pub struct Manifest {
     /// has undone it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Directories the transaction creates (outermost first), recorded before they are made:
+    /// undoing it removes them again when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_dirs: Vec<String>,
+    /// For a rollback, the transaction it undoes: a crash between committing the rollback
+    /// and marking that one rolled back is completed by the next recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolls_back: Option<String>,
 }
 
 impl Manifest {
@@ -112,27 +165,42 @@ pub struct SavedFile {
 }
 
 impl SavedFile {
+    /// The file's bytes, mode, owner and extended attributes, read through a confined path
+    /// (a symbolic link at `rel` is refused there). `current` is what the caller read just
+    /// before: a difference means someone changed the file meanwhile.
     pub fn capture(root: &Path, rel: &str, current: Option<Vec<u8>>) -> Result<Self, ApplyError> {
-        let path = root.join(rel);
-        let original = match current {
-            None => None,
-            Some(bytes) => {
-                let meta =
-                    fs::symlink_metadata(&path).map_err(io_err("reading metadata of", &path))?;
-                if meta.file_type().is_symlink() {
-                    return Err(ApplyError::Refused(format!("{rel} is a symbolic link; passthru does not replace links (edit its target instead)")));
-                }
-                Some((
-                    Original {
-                        mode: meta.mode() & 0o7777,
-                        uid: meta.uid(),
-                        gid: meta.gid(),
-                        digest: digest(&bytes),
-                    },
-                    bytes,
-                ))
-            }
-        };
+        let now = path::read_file(root, rel)?;
+        if now.as_ref().map(|s| &s.bytes) != current.as_ref() {
+            let show = |b: Option<&Vec<u8>>| {
+                b.map_or("absent".to_string(), |b| {
+                    format!("sha256 {}", &digest(b)[..12])
+                })
+            };
+            return Err(ApplyError::DigestChanged {
+                path: rel.to_string(),
+                expected: show(current.as_ref()),
+                found: show(now.as_ref().map(|s| &s.bytes)),
+            });
+        }
+        let original = now.map(|s| {
+            (
+                Original {
+                    mode: s.mode,
+                    uid: s.uid,
+                    gid: s.gid,
+                    digest: digest(&s.bytes),
+                    xattrs: s
+                        .xattrs
+                        .iter()
+                        .map(|(name, v)| SavedXattr {
+                            name: name.clone(),
+                            value: to_hex(v),
+                        })
+                        .collect(),
+                },
+                s.bytes,
+            )
+        });
         Ok(SavedFile {
             path: rel.to_string(),
             original,
@@ -141,12 +209,17 @@ impl SavedFile {
 }
 
 pub struct Journal {
+    /// The real directory, for messages.
     pub dir: PathBuf,
+    /// The host root and the directory's path below it, through which it is written.
+    root: PathBuf,
+    rel: String,
     pub manifest: Manifest,
 }
 
-fn journal_root(root: &Path) -> PathBuf {
-    root.join(STATE_DIR).join("journal")
+/// The journal's directory, relative to the host root.
+fn journal_rel() -> String {
+    format!("{STATE_DIR}/journal")
 }
 
 /// `2026-11-29T19:45:12Z` from the system clock (days-to-civil, proleptic Gregorian).
@@ -172,27 +245,62 @@ pub fn utc_now() -> (String, String) {
     )
 }
 
-/// A new transaction's directory: `(id, dir, created)`.
-fn allocate(root: &Path) -> Result<(String, PathBuf, String), ApplyError> {
-    let base = journal_root(root);
-    fs::create_dir_all(&base).map_err(io_err("creating", &base))?;
+/// A new transaction's directory, 0700 and fsynced into its parent: `(id, dir, created)`.
+fn allocate(root: &Path) -> Result<(String, Dir, String), ApplyError> {
+    let base = path::ensure_dir(
+        root,
+        &journal_rel(),
+        0o755,
+        Some(path::state_private_from()),
+    )?;
     let (created, stamp) = utc_now();
     let mut n = 1;
     loop {
         let id = format!("{stamp}-{n}");
-        let dir = base.join(&id);
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok((id, dir, created)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-            Err(e) => {
-                return Err(ApplyError::Io {
-                    op: "creating",
-                    path: dir,
-                    source: e,
-                })
+        if let Some(dir) = base.make_new_subdir(&id, 0o700)? {
+            return Ok((id, dir, created));
+        }
+        n += 1;
+    }
+}
+
+/// Checks every path a manifest names before anything of it is used: a manifest is data
+/// that root writes back, and one that names `../../outside` or `/etc/cron.d/x` was not
+/// written by passthru.
+fn check_manifest(m: &Manifest, file: &Path) -> Result<(), ApplyError> {
+    let refuse = |what: &str, p: &str, why: String| {
+        ApplyError::Refused(format!(
+            "the journal manifest {} names the {what} {p:?}, which passthru never writes ({why}); nothing was changed. Look at it (passthru did not write it) and move it away before running passthru again",
+            file.display()
+        ))
+    };
+    for f in &m.files {
+        path::check_rel(&f.path).map_err(|why| refuse("file", &f.path, why))?;
+        if let Some(o) = &f.original {
+            for x in &o.xattrs {
+                if from_hex(&x.value).is_none() || x.name.contains('\0') || x.name.is_empty() {
+                    return Err(refuse(
+                        "extended attribute",
+                        &x.name,
+                        "its value is not hex".into(),
+                    ));
+                }
             }
         }
     }
+    for d in &m.created_dirs {
+        path::check_rel(d).map_err(|why| refuse("directory", d, why))?;
+    }
+    for r in &m.runtime {
+        path::check_rel(&r.path).map_err(|why| refuse("setting", &r.path, why))?;
+    }
+    for d in &m.devices {
+        if d.address.contains('/') {
+            return Err(refuse("device", &d.address, "it contains a `/`".into()));
+        }
+        path::check_rel(&d.address).map_err(|why| refuse("device", &d.address, why))?;
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -200,16 +308,26 @@ impl Journal {
         root: &Path,
         plan: &Plan,
         kind: &str,
+        rolls_back: Option<&str>,
         saved: Vec<SavedFile>,
     ) -> Result<Self, ApplyError> {
+        // The directories writing the plan will create, recorded before any is made.
+        let mut created_dirs: Vec<String> = Vec::new();
+        for e in plan.edits.iter().filter(|e| e.after.is_some()) {
+            let (dir, _) = path::split_file(&e.path)?;
+            for d in path::missing_dirs(root, dir)? {
+                if !created_dirs.contains(&d) {
+                    created_dirs.push(d);
+                }
+            }
+        }
         let (id, dir, created) = allocate(root)?;
-        let files_dir = dir.join("files");
-        fs::create_dir(&files_dir).map_err(io_err("creating", &files_dir))?;
+        let files_dir = dir.make_subdir("files", 0o700, true)?;
         let mut files = Vec::new();
         for (i, (s, edit)) in saved.into_iter().zip(&plan.edits).enumerate() {
             let original = match s.original {
                 Some((meta, bytes)) => {
-                    atomic_write(&files_dir.join(i.to_string()), &bytes, 0o600, None)?;
+                    files_dir.write_atomic(&i.to_string(), &bytes, &private_file(), Expect::Any)?;
                     Some(meta)
                 }
                 None => None,
@@ -222,7 +340,9 @@ impl Journal {
         }
         crash_point("pre-images saved");
         let j = Journal {
-            dir,
+            dir: dir.real.clone(),
+            root: root.to_path_buf(),
+            rel: dir.rel.clone(),
             manifest: Manifest {
                 id,
                 kind: kind.to_string(),
@@ -236,6 +356,8 @@ impl Journal {
                 runtime: Vec::new(),
                 devices: Vec::new(),
                 boot_id: None,
+                created_dirs,
+                rolls_back: rolls_back.map(str::to_string),
             },
         };
         j.save()?;
@@ -254,7 +376,9 @@ impl Journal {
     ) -> Result<Self, ApplyError> {
         let (id, dir, created) = allocate(root)?;
         let j = Journal {
-            dir,
+            dir: dir.real.clone(),
+            root: root.to_path_buf(),
+            rel: dir.rel.clone(),
             manifest: Manifest {
                 id,
                 kind: kind.to_string(),
@@ -268,21 +392,52 @@ impl Journal {
                 runtime,
                 devices,
                 boot_id,
+                created_dirs: Vec::new(),
+                rolls_back: None,
             },
         };
         j.save()?;
         Ok(j)
     }
 
+    /// This transaction's directory, opened afresh through the confined path and checked.
+    fn open(&self) -> Result<Dir, ApplyError> {
+        path::open_dir(&self.root, &self.rel, Some(path::state_private_from()))?.ok_or_else(|| {
+            ApplyError::Refused(format!(
+                "the journal directory {} is gone",
+                self.dir.display()
+            ))
+        })
+    }
+
     fn save(&self) -> Result<(), ApplyError> {
-        let text = serde_json::to_vec_pretty(&self.manifest).expect("a manifest always serialises");
-        atomic_write(&self.dir.join("manifest.json"), &text, 0o600, None)
+        let text = serde_json::to_vec_pretty(&self.manifest).map_err(|e| {
+            ApplyError::Refused(format!(
+                "cannot encode the manifest of {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        self.open()?
+            .write_atomic("manifest.json", &text, &private_file(), Expect::Any)
     }
 
     pub fn set_state(&mut self, state: TxState) -> Result<(), ApplyError> {
         self.manifest.state = state;
         self.manifest.steps.push(format!("state {state:?}"));
-        self.save()
+        self.save()?;
+        if !matches!(
+            state,
+            TxState::Preparing | TxState::Applying | TxState::Written
+        ) {
+            // Over: temporary copies an interrupted save left are of no use any more.
+            if let Ok(d) = self.open() {
+                d.remove_temporaries(None);
+                if let Ok(Some(files)) = d.subdir("files", true) {
+                    files.remove_temporaries(None);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn record_step(&mut self, step: &str) -> Result<(), ApplyError> {
@@ -316,7 +471,10 @@ impl Journal {
 
     pub fn saved_bytes(&self, i: usize) -> Result<Vec<u8>, ApplyError> {
         let p = self.dir.join("files").join(i.to_string());
-        let bytes = fs::read(&p).map_err(io_err("reading saved copy", &p))?;
+        let missing =
+            || ApplyError::Refused(format!("the journal's copy {} is missing", p.display()));
+        let files = self.open()?.subdir("files", true)?.ok_or_else(missing)?;
+        let bytes = files.read_private(&i.to_string())?.ok_or_else(missing)?;
         let want = self.manifest.files[i]
             .original
             .as_ref()
@@ -332,34 +490,81 @@ impl Journal {
 
     /// Every transaction, oldest first. A directory without a readable manifest was never
     /// started (a crash before the manifest was written): nothing of the host was touched.
+    ///
+    /// Every directory and manifest must be passthru's own (owned by the effective user,
+    /// writable by no one else, no links) and name only paths inside the root; anything
+    /// else stops everything with a message naming it.
     pub fn open_all(root: &Path) -> Result<Vec<Journal>, ApplyError> {
-        let base = journal_root(root);
         let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&base) else {
+        let Some(base) = path::open_dir(root, &journal_rel(), Some(path::state_private_from()))?
+        else {
             return Ok(out);
         };
-        let mut dirs: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
-        for dir in dirs {
-            let Ok(text) = fs::read(dir.join("manifest.json")) else {
+        for name in base.names()? {
+            // An interrupted write's temporary file, never a transaction.
+            if name.starts_with('.') {
+                continue;
+            }
+            let Some(dir) = base.subdir(&name, true)? else {
                 continue;
             };
-            match serde_json::from_slice::<Manifest>(&text) {
-                Ok(manifest) => out.push(Journal { dir, manifest }),
-                Err(e) => {
-                    return Err(ApplyError::Refused(format!(
-                        "the journal manifest {} cannot be read ({e}); look at it before running passthru again",
-                        dir.join("manifest.json").display()
-                    )))
-                }
-            }
+            let file = dir.real("manifest.json");
+            let Some(text) = dir.read_private("manifest.json")? else {
+                continue;
+            };
+            let manifest = serde_json::from_slice::<Manifest>(&text).map_err(|e| {
+                ApplyError::Refused(format!(
+                    "the journal manifest {} cannot be read ({e}); look at it before running passthru again",
+                    file.display()
+                ))
+            })?;
+            check_manifest(&manifest, &file)?;
+            out.push(Journal {
+                dir: dir.real.clone(),
+                root: root.to_path_buf(),
+                rel: dir.rel.clone(),
+                manifest,
+            });
         }
         Ok(out)
     }
+}
+
+/// Mode and owner of passthru's own files: the writer's, 0600.
+fn private_file() -> NewMeta {
+    NewMeta {
+        mode: 0o600,
+        owner: None,
+        xattrs: Vec::new(),
+    }
+}
+
+/// Removes the directories of transactions a crash interrupted before their manifest was
+/// written (they hold saved copies and temporary files, nothing of the host was touched),
+/// and completes rollbacks a crash interrupted after the rollback transaction committed but
+/// before the transaction it undid was marked rolled back: without this, the next
+/// `rollback` would pick that one again and report its (restored) files as changed by hand.
+/// Call with the lock held.
+pub fn tidy_journal(root: &Path) -> Result<Vec<String>, ApplyError> {
+    remove_unstarted(root)?;
+    let mut journals = Journal::open_all(root)?;
+    let done: Vec<String> = journals
+        .iter()
+        .filter(|j| j.manifest.state == TxState::Committed)
+        .filter_map(|j| j.manifest.rolls_back.clone())
+        .collect();
+    let mut messages = Vec::new();
+    for j in journals.iter_mut() {
+        if j.manifest.state == TxState::Committed && done.contains(&j.manifest.id) {
+            super::write::remove_created_dirs(root, &j.manifest.created_dirs)?;
+            j.set_state(TxState::RolledBack)?;
+            messages.push(format!(
+                "transaction {} ({}) had been rolled back when passthru was interrupted; it is now marked so",
+                j.manifest.id, j.manifest.title
+            ));
+        }
+    }
+    Ok(messages)
 }
 
 /// The transactions in a root's journal, oldest first.
@@ -368,4 +573,31 @@ pub fn list_transactions(root: &Path) -> Result<Vec<Manifest>, ApplyError> {
         .into_iter()
         .map(|j| j.manifest)
         .collect())
+}
+
+/// Removes every transaction directory without a manifest (see [`tidy_journal`]).
+fn remove_unstarted(root: &Path) -> Result<(), ApplyError> {
+    let Some(base) = path::open_dir(root, &journal_rel(), Some(path::state_private_from()))? else {
+        return Ok(());
+    };
+    for name in base.names()? {
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(dir) = base.subdir(&name, true)? else {
+            continue;
+        };
+        if dir.names()?.iter().any(|n| n == "manifest.json") {
+            continue;
+        }
+        if let Some(files) = dir.subdir("files", true)? {
+            for n in files.names()? {
+                files.remove(&n, Expect::Any)?;
+            }
+            dir.remove_dir_if_empty("files")?;
+        }
+        dir.remove_temporaries(None);
+        base.remove_dir_if_empty(&name)?;
+    }
+    Ok(())
 }

@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{io_err, ApplyError, STATE_DIR};
+use super::path;
+use super::{ApplyError, STATE_DIR};
 
 /// What a lock protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +69,21 @@ pub struct Lock {
 }
 
 /// Takes the lock, waiting as long as its target's owner would.
+///
+/// The lock file is reached through a confined path (nothing outside the root is opened or
+/// created), never through a link at its own name, created 0600 whatever the umask, and
+/// refused when another user owns it or could write it. passthru's own lock lives in its
+/// state directory (0700, no links, see [`super::path`]); a guest's lock directory is
+/// Proxmox's and is created 0755 when missing, as Proxmox does.
 pub fn take_lock(root: &Path, target: LockTarget) -> Result<Lock, ApplyError> {
-    let path = root.join(target.path());
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err("creating lock directory", dir))?;
-    }
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("opening lock", &path))?;
+    let rel = target.path();
+    let (dir, name) = path::split_file(&rel)?;
+    let dir = match target {
+        LockTarget::Host => path::ensure_dir(root, dir, 0o755, Some(path::state_private_from()))?,
+        _ => path::ensure_dir(root, dir, 0o755, None)?,
+    };
+    let path = dir.real(name);
+    let file = dir.open_lock_file(name, 0o600)?;
     let deadline = Instant::now() + target.wait();
     loop {
         match file.try_lock() {

@@ -22,10 +22,10 @@
 
 mod journal;
 pub mod lock;
+pub(crate) mod path;
 pub mod runtime;
 mod write;
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +36,7 @@ pub use runtime::apply_runtime;
 
 use crate::plan::{digest, FileEdit, Plan};
 use journal::{Journal, SavedFile};
+use path::Expect;
 use write::{atomic_write, remove_file_synced};
 
 /// Where passthru keeps its journal and lock, below the host root.
@@ -57,11 +58,12 @@ pub enum ApplyError {
         expected: String,
         found: String,
     },
-    #[error("{op} {path}")]
+    /// The OS error's text is part of the message: it travels into `RolledBack` and
+    /// `RestoreFailed` as text, where a `source()` chain would be lost.
+    #[error("{op} {path}: {source}", path = .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
         source: io::Error,
     },
     #[error("{failure}; every file was restored to its previous contents")]
@@ -78,11 +80,6 @@ pub enum ApplyError {
     NoSuchTransaction(String),
     #[error("{0}")]
     Refused(String),
-}
-
-pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ApplyError {
-    let path = path.to_path_buf();
-    move |source| ApplyError::Io { op, path, source }
 }
 
 /// How to apply.
@@ -134,38 +131,17 @@ pub fn lock_host(root: &Path) -> Result<Lock, ApplyError> {
 /// directory), so the reader sees the old file or the new one, never a torn one. An existing
 /// file keeps its mode and owner; a new one gets `new_mode`.
 pub fn write_textfile(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), ApplyError> {
-    use std::os::unix::fs::MetadataExt;
-    let (mode, owner) = match fs::metadata(path) {
-        Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (new_mode, None),
-        Err(e) => {
-            return Err(ApplyError::Io {
-                op: "reading metadata of",
-                path: path.to_path_buf(),
-                source: e,
-            })
-        }
-    };
-    atomic_write(path, bytes, mode, owner)
+    write::write_plain(path, bytes, new_mode)
 }
 
-/// Reads a file's bytes, `None` when absent.
+/// Reads a file's bytes through a confined path (see [`path`]), `None` when absent.
 pub fn read_current(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, ApplyError> {
-    let path = root.join(rel);
-    match fs::read(&path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ApplyError::Io {
-            op: "reading",
-            path,
-            source: e,
-        }),
-    }
+    Ok(path::read_file(root, rel)?.map(|s| s.bytes))
 }
 
 /// Undoes every transaction a crash left unfinished. Call with the lock held.
 pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
-    let mut messages = Vec::new();
+    let mut messages = journal::tidy_journal(root)?;
     for mut j in Journal::open_all(root)? {
         let interrupted = matches!(j.manifest.state, TxState::Applying | TxState::Written);
         if interrupted && j.manifest.is_runtime() {
@@ -222,7 +198,7 @@ pub fn apply_plan(
     let _lock = lock_host(root)?;
     crash_point("locked");
     let recovered = recover_interrupted(root)?;
-    apply_locked(root, plan, opts, recovered, "apply")
+    apply_locked(root, plan, opts, recovered, "apply", None)
 }
 
 /// Applies a plan that edits a Proxmox guest's config, holding that guest's own lock (as `qm`
@@ -245,6 +221,7 @@ fn apply_locked(
     opts: &ApplyOptions,
     recovered: Vec<String>,
     kind: &str,
+    rolls_back: Option<&str>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let mut outcome = ApplyOutcome {
         id: None,
@@ -274,7 +251,7 @@ fn apply_locked(
     if plan.edits.is_empty() {
         return Ok(outcome);
     }
-    let mut j = Journal::create(root, plan, kind, saved)?;
+    let mut j = Journal::create(root, plan, kind, rolls_back, saved)?;
     crash_point("journal saved");
     j.set_state(TxState::Applying)?;
     crash_point("marked applying");
@@ -339,13 +316,22 @@ fn write_all(
         crash_point("before write");
         match &e.after {
             Some(bytes) => {
-                let (mode, owner) = match &saved.original {
-                    Some(o) => (o.mode, Some((o.uid, o.gid))),
-                    None => (e.new_mode, None),
+                let meta = match &saved.original {
+                    Some(o) => o.meta(),
+                    None => path::NewMeta {
+                        mode: e.new_mode,
+                        ..Default::default()
+                    },
                 };
-                atomic_write(&root.join(&e.path), bytes, mode, owner)?;
+                atomic_write(
+                    root,
+                    &e.path,
+                    bytes,
+                    &meta,
+                    Expect::Bytes(e.before.as_deref()),
+                )?;
             }
-            None => remove_file_synced(&root.join(&e.path))?,
+            None => remove_file_synced(root, &e.path, Expect::Bytes(e.before.as_deref()))?,
         }
         crash_point("after write");
         outcome.written.push(e.path.clone());
@@ -398,21 +384,30 @@ fn run_commands(
     Ok(())
 }
 
-/// Puts back every file of a transaction as it was before it, and removes any temporary
-/// file a crash left beside them.
+/// Puts back every file of a transaction as it was before it, removes any temporary file a
+/// crash left beside them and the directories it created (when empty).
+///
+/// Only a file that holds what the transaction wrote is put back: one that still holds its
+/// old bytes was never written, and one that holds neither was changed by someone else
+/// (an edit that landed before passthru's rename, which was then refused): restoring the
+/// old bytes over it would lose that edit.
 fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
     for (i, f) in j.manifest.files.iter().enumerate().rev() {
-        let path = root.join(&f.path);
-        write::remove_stray_temporaries(&path);
+        write::remove_stray_temporaries(root, &f.path);
+        let now = read_current(root, &f.path)?;
+        if now.as_deref().map(digest) != f.after_digest {
+            continue;
+        }
+        let expect = Expect::Bytes(now.as_deref());
         match &f.original {
             Some(o) => {
                 let bytes = j.saved_bytes(i)?;
-                atomic_write(&path, &bytes, o.mode, Some((o.uid, o.gid)))?;
+                atomic_write(root, &f.path, &bytes, &o.meta(), expect)?;
             }
-            None => remove_file_synced(&path)?,
+            None => remove_file_synced(root, &f.path, expect)?,
         }
     }
-    Ok(())
+    write::remove_created_dirs(root, &j.manifest.created_dirs)
 }
 
 /// What `rollback` with no id undoes: the last committed `apply` (setup, attach...) or
@@ -496,7 +491,16 @@ pub fn rollback(
     }
     plan.commands = target.manifest.commands.clone();
     let mut target = target;
-    let outcome = apply_locked(root, &plan, opts, recovered, "rollback")?;
+    let outcome = apply_locked(
+        root,
+        &plan,
+        opts,
+        recovered,
+        "rollback",
+        Some(&target.manifest.id),
+    )?;
+    crash_point("rollback committed");
+    write::remove_created_dirs(root, &target.manifest.created_dirs)?;
     target.set_state(TxState::RolledBack)?;
     Ok(outcome)
 }

@@ -1,104 +1,88 @@
-//! Atomic file replacement: a temporary file in the same directory, fsync, mode and owner,
-//! rename, fsync of the directory. A crash leaves either the old file or the new one, never a
-//! torn one (at worst a stray temporary file, which is never read).
+//! Atomic file replacement below the host root: a fresh temporary file in the target's own
+//! directory (`O_CREAT|O_EXCL|O_NOFOLLOW`), fsync, owner, extended attributes, mode, a last
+//! check that the file still holds what the plan was made from, rename, fsync of the
+//! directory. A crash leaves either the old file or the new one, never a torn one (at worst a
+//! stray temporary file, which is never read and is removed by the next recovery). Every path
+//! is reached through [`super::path`], so nothing is written outside the root.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use super::{crash_point, io_err, ApplyError};
+use super::path::{self, Dir, Expect, NewMeta};
+use super::ApplyError;
 
-fn sync_dir(dir: &Path) -> Result<(), ApplyError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing directory", dir))
+/// The directory of a root-relative file, created (mode 0755) when missing.
+fn target_dir(root: &Path, rel: &str) -> Result<(Dir, String), ApplyError> {
+    let (dir, name) = path::split_file(rel)?;
+    Ok((path::ensure_dir(root, dir, 0o755, None)?, name.to_string()))
 }
 
-/// Replaces `path` with `bytes`, giving it `mode` and, when given, `owner` (uid, gid).
+/// Replaces the root-relative file `rel` with `bytes` and `meta`, after checking it still
+/// holds `expect`.
 pub fn atomic_write(
-    path: &Path,
+    root: &Path,
+    rel: &str,
     bytes: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
+    meta: &NewMeta,
+    expect: Expect<'_>,
 ) -> Result<(), ApplyError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_err("creating directory", dir))?;
+    let (dir, name) = target_dir(root, rel)?;
+    dir.write_atomic(&name, bytes, meta, expect)
+}
+
+/// Removes the root-relative file `rel` (absent is fine) after checking it still holds
+/// `expect`, and syncs its directory.
+pub fn remove_file_synced(root: &Path, rel: &str, expect: Expect<'_>) -> Result<(), ApplyError> {
+    let (dir, name) = path::split_file(rel)?;
+    match path::open_dir(root, dir, None)? {
+        Some(d) => d.remove(name, expect),
+        None => Ok(()),
     }
+}
+
+/// Removes temporary files an interrupted `atomic_write` of `rel` may have left.
+pub fn remove_stray_temporaries(root: &Path, rel: &str) {
+    let Ok((dir, name)) = path::split_file(rel) else {
+        return;
+    };
+    if let Ok(Some(d)) = path::open_dir(root, dir, None) {
+        d.remove_temporaries(Some(name));
+    }
+}
+
+/// Removes the directories a transaction created (given outermost first), innermost first,
+/// each only when empty: what someone else put there since is kept, and so is its directory.
+pub fn remove_created_dirs(root: &Path, dirs: &[String]) -> Result<(), ApplyError> {
+    for rel in dirs.iter().rev() {
+        let (parent, name) = path::split_file(rel)?;
+        if let Some(d) = path::open_dir(root, parent, None)? {
+            if let Some(sub) = d.subdir(name, false)? {
+                sub.remove_temporaries(None);
+            }
+            d.remove_dir_if_empty(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a file outside any host root (a path the user named, links followed there),
+/// keeping its mode, owner and extended attributes; a new one gets `new_mode`.
+pub fn write_plain(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), ApplyError> {
+    let dir = Dir::open_plain(path.parent().unwrap_or(Path::new(".")))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.passthru-{}", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
-        if let Some((uid, gid)) = owner {
-            // Only root may give a file away; an unprivileged run under a fixture root owns
-            // everything it writes anyway.
-            match std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        .ok_or_else(|| ApplyError::Refused(format!("{} names no file", path.display())))?;
+    let meta = match dir.read(&name)? {
+        Some(s) => NewMeta {
+            mode: s.mode,
+            owner: Some((s.uid, s.gid)),
+            xattrs: s.xattrs,
+        },
+        None => NewMeta {
+            mode: new_mode,
+            owner: None,
+            xattrs: Vec::new(),
+        },
     };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(ApplyError::Io {
-            op: "writing",
-            path: tmp,
-            source: e,
-        });
-    }
-    crash_point("temporary written");
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        ApplyError::Io {
-            op: "renaming into place",
-            path: path.to_path_buf(),
-            source: e,
-        }
-    })?;
-    sync_dir(dir)
-}
-
-/// Removes a file (absent is fine) and syncs its directory.
-pub fn remove_file_synced(path: &Path) -> Result<(), ApplyError> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(ApplyError::Io {
-                op: "removing",
-                path: path.to_path_buf(),
-                source: e,
-            })
-        }
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Removes temporary files an interrupted `atomic_write` of `path` may have left.
-pub fn remove_stray_temporaries(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.passthru-", name.to_string_lossy());
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
+    dir.write_atomic(&name, bytes, &meta, Expect::Any)
 }
