@@ -186,3 +186,38 @@ fn built_in_vfio_pci_takes_its_options_on_the_command_line() {
         "{builtin:#?}"
     );
 }
+
+#[test]
+fn a_plan_is_never_made_from_a_file_outside_the_root() {
+    // etc/default is a link that climbs out of the root: the GRUB file behind it is not the
+    // host's, so setup refuses to read it (before, its bytes showed in the diff).
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("grub"),
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"outside-secret\"\n",
+    )
+    .unwrap();
+    let t = compose_distro("nvidia-desktop", "debian12-grub");
+    let default = t.path().join("etc/default");
+    std::fs::remove_dir_all(&default).unwrap();
+    let depth = t.path().components().count();
+    let climb = "../".repeat(depth) + outside.path().to_str().unwrap().trim_start_matches('/');
+    std::os::unix::fs::symlink(&climb, &default).unwrap();
+    assert!(
+        default.join("grub").exists(),
+        "the link reaches the outside file"
+    );
+    let o = passthru(&[
+        "setup",
+        "vm",
+        "07:00.0",
+        "--force",
+        "--dry-run",
+        "--root",
+        t.path().to_str().unwrap(),
+    ]);
+    let out = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(!out.contains("outside-secret"), "{out}");
+    assert!(out.contains("etc/default"), "{out}");
+}

@@ -32,6 +32,7 @@ use std::process::Command;
 
 pub use journal::{list_transactions, Manifest, RuntimeRecord, TxState};
 pub use lock::{take_lock, Lock, LockTarget};
+pub use path::read_file as read_confined;
 pub use runtime::apply_runtime;
 
 use crate::plan::{digest, FileEdit, Plan};

@@ -277,14 +277,15 @@ pub struct RootFiles<'a>(pub &'a HostRoot);
 impl crate::plan::source::FileSource for RootFiles<'_> {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, crate::plan::source::ReadError> {
         self.0.note(rel, root::Access::Read);
-        match std::fs::read(self.0.join(rel)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::plan::source::ReadError {
+        // The same confined resolution apply/ writes through: a plan is never made from a
+        // file outside the root (a planted link in `etc/default` would otherwise show an
+        // outside file's bytes in the diff).
+        crate::apply::read_confined(self.0.path(), rel)
+            .map(|f| f.map(|f| f.bytes))
+            .map_err(|e| crate::plan::source::ReadError {
                 file: rel.to_string(),
                 why: e.to_string(),
-            }),
-        }
+            })
     }
     fn list(&self, rel: &str) -> Vec<String> {
         let mut ignored = Vec::new();
