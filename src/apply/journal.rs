@@ -35,6 +35,9 @@ pub enum TxState {
     Abandoned,
     /// Committed, then rolled back.
     RolledBack,
+    /// Undone in part: a file could not be restored (the manifest's steps say which and
+    /// why). The next run tries the undo again before anything else.
+    UndoIncomplete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +99,40 @@ pub struct Manifest {
     /// has undone it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Files whose write was started, each recorded (fsynced) before its write: what an undo
+    /// restores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touched: Vec<String>,
+    /// Whether `touched` is kept. Manifests written before it was have no record: every file
+    /// of theirs past `preparing` may have been written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records_touched: bool,
+    /// For a `rollback` transaction: the id of the transaction it rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolls_back: Option<String>,
 }
 
 impl Manifest {
     /// Sysfs writes rather than files.
     pub fn is_runtime(&self) -> bool {
         !self.runtime.is_empty()
+    }
+
+    /// Whether a write of `path` may have happened: recorded as started, or (a manifest from
+    /// before the record existed) past `preparing`.
+    pub fn may_have_written(&self, path: &str) -> bool {
+        if !self.records_touched {
+            return self.state != TxState::Preparing;
+        }
+        self.touched.iter().any(|t| t == path)
+    }
+
+    /// Whether the transaction still has to be undone (interrupted, or undone in part).
+    pub fn is_unfinished(&self) -> bool {
+        matches!(
+            self.state,
+            TxState::Preparing | TxState::Applying | TxState::Written | TxState::UndoIncomplete
+        )
     }
 }
 
@@ -236,6 +267,9 @@ impl Journal {
                 runtime: Vec::new(),
                 devices: Vec::new(),
                 boot_id: None,
+                touched: Vec::new(),
+                records_touched: true,
+                rolls_back: None,
             },
         };
         j.save()?;
@@ -268,6 +302,9 @@ impl Journal {
                 runtime,
                 devices,
                 boot_id,
+                touched: Vec::new(),
+                records_touched: false,
+                rolls_back: None,
             },
         };
         j.save()?;
@@ -282,6 +319,20 @@ impl Journal {
     pub fn set_state(&mut self, state: TxState) -> Result<(), ApplyError> {
         self.manifest.state = state;
         self.manifest.steps.push(format!("state {state:?}"));
+        self.save()
+    }
+
+    /// Records, fsynced, that the write of `path` starts now.
+    pub fn record_touched(&mut self, path: &str) -> Result<(), ApplyError> {
+        if !self.manifest.touched.iter().any(|t| t == path) {
+            self.manifest.touched.push(path.to_string());
+        }
+        self.save()
+    }
+
+    /// Records which transaction this one rolls back.
+    pub fn record_rolls_back(&mut self, id: &str) -> Result<(), ApplyError> {
+        self.manifest.rolls_back = Some(id.to_string());
         self.save()
     }
 
