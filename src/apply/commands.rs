@@ -53,7 +53,10 @@ pub fn regenerates(argv: &[String]) -> String {
     match prog {
         "update-grub" => "boot/grub/grub.cfg (the boot menu and its kernel command lines)".into(),
         "grub-mkconfig" | "grub2-mkconfig" => match output_flag {
-            Some(p) => format!("{} (the boot menu and its kernel command lines)", p.trim_start_matches('/')),
+            Some(p) => format!(
+                "{} (the boot menu and its kernel command lines)",
+                p.trim_start_matches('/')
+            ),
             None => "the GRUB configuration (grub.cfg)".into(),
         },
         "update-initramfs" => "the initramfs images (boot/initrd.img-*)".into(),
@@ -81,8 +84,12 @@ mod tests {
         assert!(regenerates(&argv("grub2-mkconfig -o /boot/grub2/grub.cfg"))
             .starts_with("boot/grub2/grub.cfg"));
         assert!(regenerates(&argv("update-initramfs -u -k all")).contains("boot/initrd.img-*"));
-        assert!(regenerates(&argv("/usr/bin/dracut --regenerate-all --force"))
-            .contains("initramfs"));
-        assert_eq!(regenerates(&argv("frobnicate")), "what frobnicate generates");
+        assert!(
+            regenerates(&argv("/usr/bin/dracut --regenerate-all --force")).contains("initramfs")
+        );
+        assert_eq!(
+            regenerates(&argv("frobnicate")),
+            "what frobnicate generates"
+        );
     }
 }

@@ -153,20 +153,23 @@ pub struct ApplyOutcome {
 }
 
 /// A test hook, in debug builds only: `PASSTHRU_TEST_CRASH_AT=N` aborts the process at the
-/// N-th crash point, as a power cut would, so tests can prove every step is recoverable.
-pub(crate) fn crash_point(_what: &str) {
+/// N-th crash point, as a power cut would, so tests can prove every step is recoverable;
+/// `PASSTHRU_TEST_CRASH_AT=@NAME` aborts at the first crash point called NAME.
+pub(crate) fn crash_point(what: &str) {
     if !cfg!(debug_assertions) {
         return;
     }
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNT: AtomicU32 = AtomicU32::new(0);
-    let Some(at) = std::env::var("PASSTHRU_TEST_CRASH_AT")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
+    let Ok(at) = std::env::var("PASSTHRU_TEST_CRASH_AT") else {
         return;
     };
-    if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == at {
+    let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    let hit = match at.strip_prefix('@') {
+        Some(name) => name == what,
+        None => at.parse::<u32>().is_ok_and(|at| at == n),
+    };
+    if hit {
         std::process::abort();
     }
 }
@@ -259,8 +262,13 @@ fn how_to_resolve(j: &Journal, report: &UndoReport) -> String {
             });
             let fix = if why.contains("changed since this transaction wrote it") {
                 match &copy {
-                    Some(c) => format!("put {path} back by hand (`cp {} /{path}`) or decide to keep it", c.display()),
-                    None => format!("remove {path} by hand (it did not exist before) or decide to keep it"),
+                    Some(c) => format!(
+                        "put {path} back by hand (`cp {} /{path}`) or decide to keep it",
+                        c.display()
+                    ),
+                    None => format!(
+                        "remove {path} by hand (it did not exist before) or decide to keep it"
+                    ),
                 }
             } else {
                 format!("fix what stops writing {path} (a read-only mount: `mount -o remount,rw`; an immutable file: `chattr -i`; a full disk: free space)")
@@ -715,4 +723,56 @@ fn rollback_locked(
     crash_point("rollback committed");
     target.set_state(TxState::RolledBack)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_configs_are_known_by_their_paths() {
+        assert_eq!(
+            guest_of("etc/pve/qemu-server/100.conf"),
+            Some(LockTarget::QemuGuest(100))
+        );
+        assert_eq!(
+            guest_of("etc/pve/lxc/200.conf"),
+            Some(LockTarget::LxcGuest(200))
+        );
+        assert_eq!(
+            guest_of("etc/pve/nodes/pve1/lxc/7.conf"),
+            Some(LockTarget::LxcGuest(7))
+        );
+        for not in [
+            "etc/pve/mapping/pci.cfg",
+            "etc/pve/qemu-server/100.conf.tmp",
+            "etc/pve/lxc/x.conf",
+            "var/lib/passthru/proxmox/qemu-server/100.settings",
+            "etc/libvirt/qemu/win11.xml",
+        ] {
+            assert_eq!(guest_of(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn guest_locks_come_in_one_order_whatever_the_plan_order() {
+        let want = vec![
+            LockTarget::QemuGuest(100),
+            LockTarget::QemuGuest(101),
+            LockTarget::LxcGuest(5),
+            LockTarget::LxcGuest(200),
+        ];
+        let paths = [
+            "etc/pve/lxc/200.conf",
+            "etc/pve/qemu-server/101.conf",
+            "etc/modprobe.d/passthru-vfio.conf",
+            "etc/pve/lxc/5.conf",
+            "etc/pve/qemu-server/100.conf",
+            "etc/pve/lxc/200.conf",
+        ];
+        assert_eq!(guest_locks_for(&paths), want);
+        let mut reversed = paths;
+        reversed.reverse();
+        assert_eq!(guest_locks_for(&reversed), want);
+    }
 }

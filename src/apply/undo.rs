@@ -25,8 +25,11 @@ use crate::plan::digest;
 pub enum FileUndo {
     /// Put back as it was before the transaction.
     Restored,
-    /// Already as before: never written, or put back by an earlier undo.
+    /// Never written by this transaction: as before.
     Untouched,
+    /// Written, and already as before (put back by an earlier, interrupted undo; or the write
+    /// had not happened yet).
+    AlreadyBack,
     /// Not this transaction's to restore: it never wrote it, and something else changed it.
     Kept(String),
     /// Could not be restored: why (the OS error, or a change made since by something else).
@@ -38,6 +41,7 @@ impl fmt::Display for FileUndo {
         match self {
             FileUndo::Restored => f.write_str("restored"),
             FileUndo::Untouched => f.write_str("untouched"),
+            FileUndo::AlreadyBack => f.write_str("already as before"),
             FileUndo::Kept(why) => write!(f, "left as it is ({why})"),
             FileUndo::Failed(why) => write!(f, "could not restore: {why}"),
         }
@@ -104,7 +108,9 @@ impl fmt::Display for UndoReport {
         f.write_str(&files.join("; "))?;
         for r in &self.refresh {
             match r {
-                Refresh::Ran(argv, code) => write!(f, "; ran {} again (exit {code})", argv.join(" "))?,
+                Refresh::Ran(argv, code) => {
+                    write!(f, "; ran {} again (exit {code})", argv.join(" "))?
+                }
                 Refresh::Skipped(argv) => {
                     write!(f, "; skipped (not the live host): {}", argv.join(" "))?
                 }
@@ -129,7 +135,11 @@ fn judge(m: &Manifest, i: usize, current: &Option<Vec<u8>>) -> Option<FileUndo> 
     let now = current.as_deref().map(digest);
     let before = f.original.as_ref().map(|o| o.digest.clone());
     if now == before {
-        return Some(FileUndo::Untouched);
+        return Some(if m.may_have_written(&f.path) {
+            FileUndo::AlreadyBack
+        } else {
+            FileUndo::Untouched
+        });
     }
     let ours = now == f.after_digest;
     match (m.may_have_written(&f.path), ours) {

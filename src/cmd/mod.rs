@@ -228,14 +228,20 @@ fn show_pending(root: &HostRoot, out: &mut dyn Write) -> Result<bool> {
         for (path, state) in &p.files {
             let what = match state {
                 apply::FileUndo::Restored => "put back as it was".to_string(),
-                apply::FileUndo::Untouched => "already as it was".to_string(),
+                apply::FileUndo::Untouched | apply::FileUndo::AlreadyBack => {
+                    "already as it was".to_string()
+                }
                 apply::FileUndo::Kept(why) => format!("left as it is ({why})"),
                 apply::FileUndo::Failed(why) => format!("cannot be restored: {why}"),
             };
             writeln!(out, "  {path}: {what}")?;
         }
         for argv in &p.commands {
-            let how = if run { "" } else { " (skipped: not the live host)" };
+            let how = if run {
+                ""
+            } else {
+                " (skipped: not the live host)"
+            };
             writeln!(out, "  then again: {}{how}", argv.join(" "))?;
         }
     }
