@@ -462,13 +462,14 @@ fn kill_and_rerun(f: &Fixture, label: &str, kills: impl Iterator<Item = Kill>) -
     tally
 }
 
-/// Kills the command at `first`, then kills the re-run at every crash point of its recovery
-/// (in the full matrix: of the whole re-run, its own apply too), then runs it a third time.
-fn kill_twice(f: &Fixture, label: &str, first: Kill) -> Tally {
+/// Kills the command at `first`, then kills the re-run at each point `seconds` yields until
+/// its recovery is over (later kills are those of a fresh apply, which
+/// [`kill_and_rerun`] covers), then runs it a third time.
+fn kill_twice(f: &Fixture, label: &str, first: Kill, seconds: impl Iterator<Item = Kill>) -> Tally {
     let mut tally = Tally::default();
-    for m in 1.. {
+    for second_kill in seconds {
         let Some(d) = f.killed_at(first) else { break };
-        let second = passthru_in(d, &f.args, Some(Kill::CrashPoint(m)));
+        let second = passthru_in(d, &f.args, Some(second_kill));
         if !killed(&second) {
             break;
         }
@@ -480,28 +481,27 @@ fn kill_twice(f: &Fixture, label: &str, first: Kill) -> Tally {
         let third = passthru_in(d, &f.args, None);
         judge(
             &mut tally,
-            &format!("{label} {first:?} then {m}"),
+            &format!("{label} {first:?} then {second_kill:?}"),
             d,
             &third,
             &f.want,
         );
-        if recovered && !full_matrix() {
+        if recovered {
             break;
         }
-        assert!(m < 400, "runaway");
     }
     tally
 }
 
-/// Applies cleanly, kills `rollback` at every crash point, runs `rollback` again: the tree must
-/// be the original one.
-fn rollback_kills(f: &Fixture, label: &str) -> Tally {
+/// Applies cleanly, kills `rollback` at each point `kills` yields (until one runs to the end),
+/// runs `rollback` again: the tree must be the original one.
+fn rollback_kills(f: &Fixture, label: &str, kills: impl Iterator<Item = Kill>) -> Tally {
     let mut tally = Tally::default();
-    for m in 1.. {
+    for kill in kills {
         let d = f.fresh();
         let o = passthru_in(d, &f.args, None);
         assert!(o.status.success(), "{}", text(&o));
-        let rb = passthru_in(d, &["rollback", "--yes"], Some(Kill::CrashPoint(m)));
+        let rb = passthru_in(d, &["rollback", "--yes"], Some(kill));
         if !killed(&rb) {
             assert!(rb.status.success(), "{}", text(&rb));
             break;
@@ -514,34 +514,20 @@ fn rollback_kills(f: &Fixture, label: &str) -> Tally {
         let done_already =
             out.contains("no transaction to roll back") || out.contains("no committed transaction");
         let mut verdict = Tally::default();
+        let label = format!("{label} rollback {kill:?}");
         if done_already {
             let fake_ok = Command::new("true").output().unwrap();
-            judge(
-                &mut verdict,
-                &format!("{label} rollback {m}"),
-                d,
-                &fake_ok,
-                &f.original,
-            );
+            judge(&mut verdict, &label, d, &fake_ok, &f.original);
         } else {
-            judge(
-                &mut verdict,
-                &format!("{label} rollback {m}"),
-                d,
-                &again,
-                &f.original,
-            );
+            judge(&mut verdict, &label, d, &again, &f.original);
         }
         // The rollback is the user's own undo: a refusal (a false "changed after transaction
         // ...; restore it by hand") is not a result here.
         if verdict.refused > 0 {
             verdict.refused = 0;
-            verdict
-                .partial
-                .push(format!("{label} rollback {m}: refused:\n{out}"));
+            verdict.partial.push(format!("{label}: refused:\n{out}"));
         }
         tally.add(&mut verdict);
-        assert!(m < 400, "runaway");
     }
     tally
 }
@@ -566,41 +552,62 @@ fn syscall_kills(sc: &'static str) -> impl Iterator<Item = Kill> {
 fn scenario(i: usize) {
     let s = &scenarios()[i];
     let f = Fixture::new(s);
-    let mut all = kill_and_rerun(&f, s.name, crash_points());
-    assert!(
-        all.kills >= 12,
-        "{}: only {} crash points",
-        s.name,
-        all.kills
-    );
-    let points = all.kills;
-    eprintln!("{}: {points} crash points in the command", s.name);
-    // Killed again while recovering: after a kill with files written (the middle of the
-    // transaction), and in the full matrix after every kill point.
+    let mut all = Tally::default();
+    let mut phase = |what: &str, mut t: Tally| {
+        eprintln!(
+            "{}: {what}: {} kills, {} full, {} refused, {} partial, {} unrecovered",
+            s.name,
+            t.kills,
+            t.full,
+            t.refused,
+            t.partial.len(),
+            t.unrecovered.len()
+        );
+        all.add(&mut t);
+    };
+    let apply = kill_and_rerun(&f, s.name, crash_points());
+    let points = apply.kills;
+    assert!(points >= 12, "{}: only {points} crash points", s.name);
+    phase("the command killed at each crash point", apply);
+    // Killed again while recovering: after a kill in the middle of the transaction (files
+    // written), and in the full matrix after every kill point.
     let firsts: Vec<u32> = if full_matrix() {
         (1..=points).collect()
     } else {
         vec![points / 2]
     };
-    for n in firsts {
-        let mut t = kill_twice(&f, s.name, Kill::CrashPoint(n));
-        eprintln!(
-            "{}: killed at {n}, then the re-run killed at {} points",
-            s.name, t.kills
-        );
-        all.add(&mut t);
+    let mut recovery = Tally::default();
+    for n in &firsts {
+        recovery.add(&mut kill_twice(
+            &f,
+            s.name,
+            Kill::CrashPoint(*n),
+            crash_points(),
+        ));
     }
-    let mut rb = rollback_kills(&f, s.name);
-    eprintln!("{}: {} crash points in rollback", s.name, rb.kills);
-    all.add(&mut rb);
+    phase("its recovery killed at each crash point", recovery);
+    phase(
+        "rollback killed at each crash point",
+        rollback_kills(&f, s.name, crash_points()),
+    );
     if full_matrix() {
+        let mut apply = Tally::default();
+        let mut recovery = Tally::default();
+        let mut rollback = Tally::default();
         for sc in SYSCALLS {
-            all.add(&mut kill_and_rerun(
+            let label = format!("{} strace", s.name);
+            apply.add(&mut kill_and_rerun(&f, &label, syscall_kills(sc)));
+            recovery.add(&mut kill_twice(
                 &f,
-                &format!("{} strace", s.name),
+                &label,
+                Kill::CrashPoint(points / 2),
                 syscall_kills(sc),
             ));
+            rollback.add(&mut rollback_kills(&f, &label, syscall_kills(sc)));
         }
+        phase("the command killed at each syscall", apply);
+        phase("its recovery killed at each syscall", recovery);
+        phase("rollback killed at each syscall", rollback);
     }
     all.assert_clean(s.name);
 }

@@ -118,6 +118,30 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The error of a write of `real`, naming `real` rather than the temporary file the write went
+/// through (`.NAME.passthru-PID`), which the user never sees and which is gone by then.
+pub(crate) fn about_file(e: ApplyError, real: &Path) -> ApplyError {
+    match e {
+        ApplyError::Io { op, path, source }
+            if path.parent() == real.parent()
+                && path.file_name().is_some_and(|n| {
+                    let real_name = real.file_name().map(|r| r.to_string_lossy().into_owned());
+                    real_name.is_some_and(|r| {
+                        n.to_string_lossy()
+                            .starts_with(&format!(".{r}.passthru-"))
+                    })
+                }) =>
+        {
+            ApplyError::Io {
+                op,
+                path: real.to_path_buf(),
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
 /// How to apply.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -516,7 +540,19 @@ fn apply_locked(
         }
         Err(failure) => {
             let failure = describe(&failure);
-            let report = undo::undo_files(root, &mut j, opts, false)?;
+            let report = match undo::undo_files(root, &mut j, opts, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The journal could not record the undo (a full disk...): the transaction
+                    // stays unfinished on disk, and the next run undoes it again.
+                    return Err(ApplyError::RestoreFailed {
+                        failure,
+                        restore: describe(&e),
+                        journal: j.dir.clone(),
+                        resolve: "fix what the error names, then run any passthru command that changes the host again (it finishes this undo first)".into(),
+                    });
+                }
+            };
             if report.is_complete() {
                 j.set_state(TxState::Undone)?;
                 Err(ApplyError::RolledBack {
@@ -590,7 +626,8 @@ fn write_all(
                     Some(o) => (o.mode, Some((o.uid, o.gid))),
                     None => (e.new_mode, None),
                 };
-                atomic_write(&root.join(&e.path), bytes, mode, owner)?;
+                let path = root.join(&e.path);
+                atomic_write(&path, bytes, mode, owner).map_err(|err| about_file(err, &path))?;
             }
             None => remove_file_synced(&root.join(&e.path))?,
         }
@@ -728,6 +765,28 @@ fn rollback_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_error_names_the_file_not_its_temporary() {
+        let real = Path::new("/r/etc/modprobe.d/passthru-vfio.conf");
+        let e = ApplyError::Io {
+            op: "writing",
+            path: PathBuf::from("/r/etc/modprobe.d/.passthru-vfio.conf.passthru-4242"),
+            source: io::Error::from_raw_os_error(28),
+        };
+        let e = about_file(e, real);
+        assert_eq!(
+            describe(&e),
+            "writing /r/etc/modprobe.d/passthru-vfio.conf: No space left on device (os error 28)"
+        );
+        // Any other path is kept.
+        let other = ApplyError::Io {
+            op: "syncing directory",
+            path: PathBuf::from("/r/etc/modprobe.d"),
+            source: io::Error::from_raw_os_error(5),
+        };
+        assert!(describe(&about_file(other, real)).starts_with("syncing directory /r/etc/modprobe.d:"));
+    }
 
     #[test]
     fn guest_configs_are_known_by_their_paths() {

@@ -182,7 +182,8 @@ fn restore_one(root: &Path, j: &Journal, i: usize) -> FileUndo {
     let done = match &f.original {
         Some(o) => j
             .saved_bytes(i)
-            .and_then(|bytes| atomic_write(&path, &bytes, o.mode, Some((o.uid, o.gid)))),
+            .and_then(|bytes| atomic_write(&path, &bytes, o.mode, Some((o.uid, o.gid))))
+            .map_err(|e| super::about_file(e, &path)),
         None => remove_file_synced(&path),
     };
     match done {
