@@ -118,26 +118,25 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// Whether `path` is a temporary file of an atomic write of `real` (`.NAME.passthru-PID`
+/// beside it).
+fn is_temporary_of(path: &Path, real: &Path) -> bool {
+    let (Some(name), Some(real_name)) = (path.file_name(), real.file_name()) else {
+        return false;
+    };
+    let prefix = format!(".{}.passthru-", real_name.to_string_lossy());
+    path.parent() == real.parent() && name.to_string_lossy().starts_with(&prefix)
+}
+
 /// The error of a write of `real`, naming `real` rather than the temporary file the write went
-/// through (`.NAME.passthru-PID`), which the user never sees and which is gone by then.
+/// through, which the user never sees and which is gone by then.
 pub(crate) fn about_file(e: ApplyError, real: &Path) -> ApplyError {
     match e {
-        ApplyError::Io { op, path, source }
-            if path.parent() == real.parent()
-                && path.file_name().is_some_and(|n| {
-                    let real_name = real.file_name().map(|r| r.to_string_lossy().into_owned());
-                    real_name.is_some_and(|r| {
-                        n.to_string_lossy()
-                            .starts_with(&format!(".{r}.passthru-"))
-                    })
-                }) =>
-        {
-            ApplyError::Io {
-                op,
-                path: real.to_path_buf(),
-                source,
-            }
-        }
+        ApplyError::Io { op, path, source } if is_temporary_of(&path, real) => ApplyError::Io {
+            op,
+            path: real.to_path_buf(),
+            source,
+        },
         other => other,
     }
 }
@@ -785,7 +784,9 @@ mod tests {
             path: PathBuf::from("/r/etc/modprobe.d"),
             source: io::Error::from_raw_os_error(5),
         };
-        assert!(describe(&about_file(other, real)).starts_with("syncing directory /r/etc/modprobe.d:"));
+        assert!(
+            describe(&about_file(other, real)).starts_with("syncing directory /r/etc/modprobe.d:")
+        );
     }
 
     #[test]
