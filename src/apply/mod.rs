@@ -340,7 +340,16 @@ pub fn recover_interrupted(root: &Path, opts: &ApplyOptions) -> Result<Vec<Strin
                     j.manifest.id, j.manifest.title
                 ));
             } else {
-                runtime::undo_runtime(root, &j.manifest)?;
+                if let Err(e) = runtime::undo_runtime(root, &j.manifest) {
+                    j.set_state(TxState::UndoIncomplete)?;
+                    return Err(ApplyError::RecoveryIncomplete {
+                        id: j.manifest.id.clone(),
+                        title: j.manifest.title.clone(),
+                        report: describe(&e),
+                        journal: j.dir.clone(),
+                        resolve: "fix what the error names (a device that is gone: rescan or reboot, which resets every binding), then run any passthru command that changes the host again (it finishes this undo first)".into(),
+                    });
+                }
                 j.set_state(TxState::Undone)?;
                 messages.push(format!(
                     "transaction {} ({}) was interrupted; every setting and driver binding it had touched was put back",
