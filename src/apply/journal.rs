@@ -39,6 +39,9 @@ pub enum TxState {
     Abandoned,
     /// Committed, then rolled back.
     RolledBack,
+    /// Undone in part: a file could not be restored (the manifest's steps say which and
+    /// why). The next run tries the undo again before anything else.
+    UndoIncomplete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,8 +148,15 @@ pub struct Manifest {
     /// undoing it removes them again when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created_dirs: Vec<String>,
-    /// For a rollback, the transaction it undoes: a crash between committing the rollback
-    /// and marking that one rolled back is completed by the next recovery.
+    /// Files whose write was started, each recorded (fsynced) before its write: what an undo
+    /// restores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touched: Vec<String>,
+    /// Whether `touched` is kept. Manifests written before it was have no record: every file
+    /// of theirs past `preparing` may have been written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records_touched: bool,
+    /// For a `rollback` transaction: the id of the transaction it rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolls_back: Option<String>,
 }
@@ -155,6 +165,23 @@ impl Manifest {
     /// Sysfs writes rather than files.
     pub fn is_runtime(&self) -> bool {
         !self.runtime.is_empty()
+    }
+
+    /// Whether a write of `path` may have happened: recorded as started, or (a manifest from
+    /// before the record existed) past `preparing`.
+    pub fn may_have_written(&self, path: &str) -> bool {
+        if !self.records_touched {
+            return self.state != TxState::Preparing;
+        }
+        self.touched.iter().any(|t| t == path)
+    }
+
+    /// Whether the transaction still has to be undone (interrupted, or undone in part).
+    pub fn is_unfinished(&self) -> bool {
+        matches!(
+            self.state,
+            TxState::Preparing | TxState::Applying | TxState::Written | TxState::UndoIncomplete
+        )
     }
 }
 
@@ -357,6 +384,8 @@ impl Journal {
                 devices: Vec::new(),
                 boot_id: None,
                 created_dirs,
+                touched: Vec::new(),
+                records_touched: true,
                 rolls_back: rolls_back.map(str::to_string),
             },
         };
@@ -393,6 +422,8 @@ impl Journal {
                 devices,
                 boot_id,
                 created_dirs: Vec::new(),
+                touched: Vec::new(),
+                records_touched: false,
                 rolls_back: None,
             },
         };
@@ -438,6 +469,27 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// Records, fsynced, that the write of `path` starts now.
+    pub fn record_touched(&mut self, path: &str) -> Result<(), ApplyError> {
+        if !self.manifest.touched.iter().any(|t| t == path) {
+            self.manifest.touched.push(path.to_string());
+        }
+        self.save()
+    }
+
+    /// Records, fsynced, that the write of `path` did not happen after all (it was refused
+    /// before the rename: the file holds someone else's bytes, which an undo must keep).
+    pub fn record_untouched(&mut self, path: &str) -> Result<(), ApplyError> {
+        self.manifest.touched.retain(|t| t != path);
+        self.save()
+    }
+
+    /// Records which transaction this one rolls back.
+    pub fn record_rolls_back(&mut self, id: &str) -> Result<(), ApplyError> {
+        self.manifest.rolls_back = Some(id.to_string());
+        self.save()
     }
 
     pub fn record_step(&mut self, step: &str) -> Result<(), ApplyError> {

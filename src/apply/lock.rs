@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use super::path;
 use super::{ApplyError, STATE_DIR};
 
-/// What a lock protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a lock protects. The order (host, then VMs, then containers, each by id) is the one
+/// in which passthru takes several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LockTarget {
     /// passthru's own: one transaction at a time on this host.
     Host,

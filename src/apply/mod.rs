@@ -1,40 +1,51 @@
 //! The only code that writes the host's files: one plan as one transaction.
 //!
-//! Order of work, each step journaled so that a crash at any point leaves a state the next
-//! run recognises and undoes:
-//! 1. take the lock (`var/lib/passthru/lock`), undo any transaction a crash interrupted;
-//! 2. re-read every file and compare with the bytes the plan was made from; a difference
+//! A writing command works in this order ([`begin`], then [`HostSession`]):
+//! 1. take passthru's host lock (`var/lib/passthru/lock`) and undo any transaction a crash
+//!    interrupted ([`recover_interrupted`]); an undo that cannot finish stops everything;
+//! 2. (the command) read the host and make its plan from the files as they are now, show it,
+//!    ask; the host lock is held meanwhile, so no other passthru changes the files the plan
+//!    was made from (Proxmox's guest locks are not: `qm` and `pct` wait for nobody's prompt);
+//! 3. take the Proxmox lock of every guest config the plan edits, in a fixed order;
+//! 4. re-read every file and compare with the bytes the plan was made from; a difference
 //!    stops everything before a byte is written;
-//! 3. save each file's exact bytes, mode and owner (or its absence) in the journal
+//! 5. save each file's exact bytes, mode and owner (or its absence) in the journal
 //!    (`var/lib/passthru/journal/<id>/`), fsynced, then mark the transaction `applying`;
-//! 4. write each file atomically: a temporary file in the same directory, fsync, mode and
-//!    owner, rename over the old one, fsync the directory;
-//! 5. run the refresh commands (argument vectors, never a shell), keeping their output;
-//! 6. mark the transaction `committed`.
+//! 6. for each file: record (fsynced) that its write starts, then write it atomically: a
+//!    temporary file in the same directory, fsync, mode and owner, rename over the old one,
+//!    fsync the directory;
+//! 7. run the refresh commands (argument vectors, never a shell), keeping their output;
+//! 8. mark the transaction `committed`.
 //!
-//! On any failure after step 3 every file written so far is restored and both errors are
-//! reported. Rollback is itself a plan (restore the saved bytes) applied the same way.
+//! On any failure after step 5 the files recorded as written are restored ([`undo`]), the
+//! refresh commands run again, and every file's state is reported. Rollback is itself a plan
+//! (restore the saved bytes) applied the same way. docs/transactions.md says what this
+//! guarantees and where it stops.
 //!
 //! Runtime sysfs writes (`bind`, `unbind`) are transactions of their own kind, journaled the
 //! same way ([`runtime`]); the Prometheus textfile goes through the same atomic write
 //! ([`write_textfile`]); one lock implementation ([`lock`]) serves passthru's own host lock and
 //! Proxmox's per-guest locks.
 
+mod commands;
 mod journal;
 pub mod lock;
 pub(crate) mod path;
 pub mod runtime;
+pub mod undo;
 mod write;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+pub use commands::regenerates;
 pub use journal::{list_transactions, Manifest, RuntimeRecord, TxState};
 pub use lock::{take_lock, Lock, LockTarget};
 pub use path::read_file as read_confined;
 pub use runtime::apply_runtime;
+pub use undo::{FileUndo, UndoReport};
 
+use crate::plan::runtime::RuntimePlan;
 use crate::plan::{digest, FileEdit, Plan};
 use journal::{Journal, SavedFile};
 use path::Expect;
@@ -67,20 +78,70 @@ pub enum ApplyError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{failure}; every file was restored to its previous contents")]
-    RolledBack { failure: String },
+    #[error("{failure}; the transaction was undone: {report}")]
+    RolledBack { failure: String, report: String },
     #[error("{failure}; every setting and driver binding was put back as it was")]
     RuntimeUndone { failure: String },
-    #[error("{failure}; and restoring the previous contents failed too: {restore}. The journal in {journal} holds the saved files")]
+    #[error("{failure}; and the undo could not finish: {restore}. The journal in {journal} holds the saved files; {resolve}", journal = .journal.display())]
     RestoreFailed {
         failure: String,
         restore: String,
         journal: PathBuf,
+        resolve: String,
+    },
+    #[error("transaction {id} ({title}) was interrupted and cannot be undone completely, so nothing else was done: {report}. The journal in {journal} holds the saved files; {resolve}", journal = .journal.display())]
+    RecoveryIncomplete {
+        id: String,
+        title: String,
+        report: String,
+        journal: PathBuf,
+        resolve: String,
     },
     #[error("no transaction {0} in the journal")]
     NoSuchTransaction(String),
     #[error("{0}")]
     Refused(String),
+}
+
+/// An error with its causes (`writing etc/x: Read-only file system (os error 30)`): the OS
+/// error text is what tells the user what to fix.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        // A message that already carries its cause's text (`Io` prints the OS error) does
+        // not repeat it.
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// Whether `path` is a temporary file of an atomic write of `real` (`.NAME.passthru-PID`
+/// beside it).
+fn is_temporary_of(path: &Path, real: &Path) -> bool {
+    let (Some(name), Some(real_name)) = (path.file_name(), real.file_name()) else {
+        return false;
+    };
+    let prefix = format!(".{}.passthru-", real_name.to_string_lossy());
+    path.parent() == real.parent() && name.to_string_lossy().starts_with(&prefix)
+}
+
+/// The error of a write of `real`, naming `real` rather than the temporary file the write went
+/// through, which the user never sees and which is gone by then.
+pub(crate) fn about_file(e: ApplyError, real: &Path) -> ApplyError {
+    match e {
+        ApplyError::Io { op, path, source } if is_temporary_of(&path, real) => ApplyError::Io {
+            op,
+            path: real.to_path_buf(),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// How to apply.
@@ -91,33 +152,50 @@ pub struct ApplyOptions {
     pub run_commands: bool,
 }
 
+impl ApplyOptions {
+    /// Commands run on this machine's own `/` only. Debug builds only:
+    /// `PASSTHRU_TEST_RUN_COMMANDS=1` runs them under a fixture root too, for tests that put
+    /// fake refresh commands on `PATH`.
+    pub fn for_root(root: &Path) -> ApplyOptions {
+        let forced = cfg!(debug_assertions)
+            && std::env::var("PASSTHRU_TEST_RUN_COMMANDS").is_ok_and(|v| v == "1");
+        ApplyOptions {
+            run_commands: forced || runtime::is_live_root(root),
+        }
+    }
+}
+
 /// What applying did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyOutcome {
     /// Journal id, for `rollback ID`; `None` when there was nothing to change.
     pub id: Option<String>,
     pub written: Vec<String>,
     pub commands_run: Vec<(Vec<String>, i32)>,
     pub commands_skipped: Vec<Vec<String>>,
-    /// Messages about interrupted transactions undone on the way.
+    /// Messages about interrupted transactions undone on the way (by the one-call functions;
+    /// a [`HostSession`] has them from the start).
     pub recovered: Vec<String>,
 }
 
 /// A test hook, in debug builds only: `PASSTHRU_TEST_CRASH_AT=N` aborts the process at the
-/// N-th crash point, as a power cut would, so tests can prove every step is recoverable.
-pub(crate) fn crash_point(_what: &str) {
+/// N-th crash point, as a power cut would, so tests can prove every step is recoverable;
+/// `PASSTHRU_TEST_CRASH_AT=@NAME` aborts at the first crash point called NAME.
+pub(crate) fn crash_point(what: &str) {
     if !cfg!(debug_assertions) {
         return;
     }
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNT: AtomicU32 = AtomicU32::new(0);
-    let Some(at) = std::env::var("PASSTHRU_TEST_CRASH_AT")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
+    let Ok(at) = std::env::var("PASSTHRU_TEST_CRASH_AT") else {
         return;
     };
-    if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == at {
+    let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    let hit = match at.strip_prefix('@') {
+        Some(name) => name == what,
+        None => at.parse::<u32>().is_ok_and(|at| at == n),
+    };
+    if hit {
         std::process::abort();
     }
 }
@@ -125,6 +203,41 @@ pub(crate) fn crash_point(_what: &str) {
 /// passthru's own lock for one host root, held until dropped.
 pub fn lock_host(root: &Path) -> Result<Lock, ApplyError> {
     take_lock(root, LockTarget::Host)
+}
+
+/// The Proxmox guest whose config a root-relative path is, if it is one
+/// (`etc/pve/qemu-server/100.conf`, `etc/pve/lxc/200.conf`, and the same under
+/// `etc/pve/nodes/NODE/`).
+pub fn guest_of(path: &str) -> Option<LockTarget> {
+    let rest = path.strip_prefix("etc/pve/")?;
+    let rest = match rest.strip_prefix("nodes/") {
+        Some(r) => r.split_once('/')?.1,
+        None => rest,
+    };
+    let (kind, file) = rest.split_once('/')?;
+    let id: u32 = file.strip_suffix(".conf")?.parse().ok()?;
+    match kind {
+        "qemu-server" => Some(LockTarget::QemuGuest(id)),
+        "lxc" => Some(LockTarget::LxcGuest(id)),
+        _ => None,
+    }
+}
+
+/// The guest locks for a set of edited paths, sorted (VMs, then containers, by id) and without
+/// duplicates: every passthru takes them in this one order.
+pub fn guest_locks_for(paths: &[&str]) -> Vec<LockTarget> {
+    let mut g: Vec<LockTarget> = paths.iter().filter_map(|p| guest_of(p)).collect();
+    g.sort();
+    g.dedup();
+    g
+}
+
+fn take_guest_locks(root: &Path, plan: &Plan) -> Result<Vec<Lock>, ApplyError> {
+    let paths: Vec<&str> = plan.edits.iter().map(|e| e.path.as_str()).collect();
+    guest_locks_for(&paths)
+        .into_iter()
+        .map(|g| take_lock(root, g))
+        .collect()
 }
 
 /// Writes a file another program reads whole (the Prometheus textfile collector): atomically,
@@ -140,12 +253,68 @@ pub fn read_current(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, ApplyErro
     Ok(path::read_file(root, rel)?.map(|s| s.bytes))
 }
 
-/// Undoes every transaction a crash left unfinished. Call with the lock held.
-pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
+/// What resolves an undo that could not finish, from its report.
+fn how_to_resolve(j: &Journal, report: &UndoReport) -> String {
+    let mut steps = Vec::new();
+    for (path, state) in &report.files {
+        if let FileUndo::Failed(why) = state {
+            let i = j.manifest.files.iter().position(|f| &f.path == path);
+            let copy = i.and_then(|i| {
+                j.manifest.files[i]
+                    .original
+                    .as_ref()
+                    .map(|_| j.dir.join("files").join(i.to_string()))
+            });
+            let fix = if why.contains("changed since this transaction wrote it") {
+                match &copy {
+                    Some(c) => format!(
+                        "put {path} back by hand (`cp {} /{path}`) or decide to keep it",
+                        c.display()
+                    ),
+                    None => format!(
+                        "remove {path} by hand (it did not exist before) or decide to keep it"
+                    ),
+                }
+            } else {
+                format!("fix what stops writing {path} (a read-only mount: `mount -o remount,rw`; an immutable file: `chattr -i`; a full disk: free space)")
+            };
+            steps.push(fix);
+        }
+    }
+    format!(
+        "{}, then run any passthru command that changes the host again (it finishes this undo first); `passthru setup status` shows the transaction as {}",
+        steps.join("; "),
+        "undoincomplete"
+    )
+}
+
+/// One sentence per interrupted transaction undone.
+fn recovered_message(m: &Manifest, report: &UndoReport) -> String {
+    format!(
+        "transaction {} ({}) was interrupted; undone: {report}",
+        m.id, m.title
+    )
+}
+
+/// Undoes every transaction a crash left unfinished, newest first; returns what it did. Call
+/// with the host lock held. An undo that cannot finish stops everything
+/// ([`ApplyError::RecoveryIncomplete`], naming every file's state and what resolves it).
+pub fn recover_interrupted(root: &Path, opts: &ApplyOptions) -> Result<Vec<String>, ApplyError> {
     let mut messages = journal::tidy_journal(root)?;
-    for mut j in Journal::open_all(root)? {
-        let interrupted = matches!(j.manifest.state, TxState::Applying | TxState::Written);
-        if interrupted && j.manifest.is_runtime() {
+    let journals = Journal::open_all(root)?;
+    for mut j in journals.into_iter().rev() {
+        if !j.manifest.is_unfinished() {
+            continue;
+        }
+        if j.manifest.state == TxState::Preparing {
+            j.set_state(TxState::Abandoned)?;
+            messages.push(format!(
+                "transaction {} ({}) was interrupted before any change was made; nothing to undo",
+                j.manifest.id, j.manifest.title
+            ));
+            continue;
+        }
+        if j.manifest.is_runtime() {
             if runtime::from_earlier_boot(root, &j.manifest) {
                 j.set_state(TxState::Abandoned)?;
                 messages.push(format!(
@@ -153,7 +322,16 @@ pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
                     j.manifest.id, j.manifest.title
                 ));
             } else {
-                runtime::undo_runtime(root, &j.manifest)?;
+                if let Err(e) = runtime::undo_runtime(root, &j.manifest) {
+                    j.set_state(TxState::UndoIncomplete)?;
+                    return Err(ApplyError::RecoveryIncomplete {
+                        id: j.manifest.id.clone(),
+                        title: j.manifest.title.clone(),
+                        report: describe(&e),
+                        journal: j.dir.clone(),
+                        resolve: "fix what the error names (a device that is gone: rescan or reboot, which resets every binding), then run any passthru command that changes the host again (it finishes this undo first)".into(),
+                    });
+                }
                 j.set_state(TxState::Undone)?;
                 messages.push(format!(
                     "transaction {} ({}) was interrupted; every setting and driver binding it had touched was put back",
@@ -162,75 +340,151 @@ pub fn recover_interrupted(root: &Path) -> Result<Vec<String>, ApplyError> {
             }
             continue;
         }
-        match j.manifest.state {
-            TxState::Preparing => {
-                j.set_state(TxState::Abandoned)?;
-                messages.push(format!(
-                    "transaction {} was interrupted before any file was written; nothing to undo",
-                    j.manifest.id
-                ));
-            }
-            TxState::Applying | TxState::Written => {
-                restore_all(root, &j)?;
-                j.set_state(TxState::Undone)?;
-                messages.push(format!(
-                    "transaction {} ({}) was interrupted; every file it had touched was restored",
-                    j.manifest.id, j.manifest.title
-                ));
-            }
-            _ => {}
+        let report = undo::undo_files(root, &mut j, opts, true)?;
+        if !report.is_complete() {
+            j.set_state(TxState::UndoIncomplete)?;
+            return Err(ApplyError::RecoveryIncomplete {
+                id: j.manifest.id.clone(),
+                title: j.manifest.title.clone(),
+                report: report.to_string(),
+                journal: j.dir.clone(),
+                resolve: how_to_resolve(&j, &report),
+            });
+        }
+        j.set_state(TxState::Undone)?;
+        crash_point("recovered");
+        messages.push(recovered_message(&j.manifest, &report));
+    }
+    mark_rolled_back_targets(root)?;
+    Ok(messages)
+}
+
+/// A rollback that committed marks its target `rolled-back` right after; a crash between the
+/// two leaves the target `committed`. This finishes that step.
+fn mark_rolled_back_targets(root: &Path) -> Result<(), ApplyError> {
+    let journals = Journal::open_all(root)?;
+    let done: Vec<String> = journals
+        .iter()
+        .filter(|j| j.manifest.kind == "rollback" && j.manifest.state == TxState::Committed)
+        .filter_map(|j| j.manifest.rolls_back.clone())
+        .collect();
+    for mut j in journals {
+        if j.manifest.state == TxState::Committed && done.contains(&j.manifest.id) {
+            j.set_state(TxState::RolledBack)?;
         }
     }
-    Ok(messages)
+    Ok(())
+}
+
+/// An interrupted transaction that the next writing command undoes first, as `--dry-run`
+/// shows it (nothing is written to find this out).
+#[derive(Debug, Clone)]
+pub struct PendingUndo {
+    pub id: String,
+    pub title: String,
+    /// What the undo would do with each file (empty for a runtime transaction).
+    pub files: Vec<(String, FileUndo)>,
+    /// Its refresh commands, run again after the files are back.
+    pub commands: Vec<Vec<String>>,
+    pub runtime: bool,
+}
+
+/// The transactions a writing command would undo before anything else, without undoing them.
+pub fn pending_undo(root: &Path) -> Result<Vec<PendingUndo>, ApplyError> {
+    let mut out = Vec::new();
+    for j in Journal::open_all(root)?.into_iter().rev() {
+        let m = &j.manifest;
+        if !m.is_unfinished() || m.state == TxState::Preparing {
+            continue;
+        }
+        if m.is_runtime() && runtime::from_earlier_boot(root, m) {
+            continue;
+        }
+        out.push(PendingUndo {
+            id: m.id.clone(),
+            title: m.title.clone(),
+            files: undo::preview(root, m),
+            commands: m.commands.iter().map(|c| c.argv.clone()).collect(),
+            runtime: m.is_runtime(),
+        });
+    }
+    Ok(out)
+}
+
+/// passthru's host lock, held for a whole writing command, with the interrupted transactions
+/// undone when it was taken. A command makes its plan after [`begin`], from the recovered
+/// files, and applies it through the session.
+pub struct HostSession {
+    root: PathBuf,
+    opts: ApplyOptions,
+    recovered: Vec<String>,
+    _lock: Lock,
+}
+
+/// Takes the host lock and undoes whatever a crash interrupted: the first thing a writing
+/// command does, before it reads a file to plan from.
+pub fn begin(root: &Path, opts: &ApplyOptions) -> Result<HostSession, ApplyError> {
+    let lock = lock_host(root)?;
+    crash_point("locked");
+    let recovered = recover_interrupted(root, opts)?;
+    Ok(HostSession {
+        root: root.to_path_buf(),
+        opts: opts.clone(),
+        recovered,
+        _lock: lock,
+    })
+}
+
+impl HostSession {
+    /// What recovery did when the session began.
+    pub fn recovered(&self) -> &[String] {
+        &self.recovered
+    }
+
+    /// Applies a plan as one transaction, under the Proxmox lock of every guest config it
+    /// edits (taken now, after the user confirmed, in [`guest_locks_for`]'s order).
+    pub fn apply(&self, plan: &Plan) -> Result<ApplyOutcome, ApplyError> {
+        let _guests = take_guest_locks(&self.root, plan)?;
+        apply_locked(&self.root, plan, &self.opts, "apply", None)
+    }
+
+    /// Applies a runtime (sysfs) plan as one transaction.
+    pub fn apply_runtime(&self, plan: &RuntimePlan) -> Result<ApplyOutcome, ApplyError> {
+        runtime::apply_runtime_locked(&self.root, plan, &self.opts, "runtime", None)
+    }
+
+    /// Rolls back a committed transaction (the last one when `id` is `None`): its files get
+    /// their saved bytes back, as a new journaled transaction, then its commands run again.
+    pub fn rollback(&self, id: Option<&str>) -> Result<ApplyOutcome, ApplyError> {
+        rollback_locked(&self.root, id, &self.opts)
+    }
 }
 
 /// Takes the lock and undoes whatever a crash interrupted; returns what it did.
 pub fn recover(root: &Path) -> Result<Vec<String>, ApplyError> {
-    let _lock = lock_host(root)?;
-    recover_interrupted(root)
+    Ok(begin(root, &ApplyOptions::for_root(root))?.recovered)
 }
 
-/// Applies a plan as one transaction (see the module docs).
+/// Applies a plan as one transaction: [`begin`], then [`HostSession::apply`].
 pub fn apply_plan(
     root: &Path,
     plan: &Plan,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let _lock = lock_host(root)?;
-    crash_point("locked");
-    let recovered = recover_interrupted(root)?;
-    apply_locked(root, plan, opts, recovered, "apply", None)
-}
-
-/// Applies a plan that edits a Proxmox guest's config, holding that guest's own lock (as `qm`
-/// and `pct` do) around passthru's. Call it after the user has confirmed: a prompt must never
-/// hold a lock. The plan is re-checked under both locks, so an edit made while the user was
-/// reading the diff (by `qm set`, the GUI...) stops it before a byte is written.
-pub fn apply_plan_for_guest(
-    root: &Path,
-    guest: LockTarget,
-    plan: &Plan,
-    opts: &ApplyOptions,
-) -> Result<ApplyOutcome, ApplyError> {
-    let _guest = take_lock(root, guest)?;
-    apply_plan(root, plan, opts)
+    let session = begin(root, opts)?;
+    let mut outcome = session.apply(plan)?;
+    outcome.recovered = session.recovered.clone();
+    Ok(outcome)
 }
 
 fn apply_locked(
     root: &Path,
     plan: &Plan,
     opts: &ApplyOptions,
-    recovered: Vec<String>,
     kind: &str,
     rolls_back: Option<&str>,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let mut outcome = ApplyOutcome {
-        id: None,
-        written: Vec::new(),
-        commands_run: Vec::new(),
-        commands_skipped: Vec::new(),
-        recovered,
-    };
+    let mut outcome = ApplyOutcome::default();
     // Nothing is written unless every file still has the bytes the plan was made from.
     let mut saved = Vec::new();
     for e in &plan.edits {
@@ -254,6 +508,10 @@ fn apply_locked(
     }
     let mut j = Journal::create(root, plan, kind, rolls_back, saved)?;
     crash_point("journal saved");
+    if let Some(target) = rolls_back {
+        j.record_rolls_back(target)?;
+        crash_point("rollback target recorded");
+    }
     j.set_state(TxState::Applying)?;
     crash_point("marked applying");
     outcome.id = Some(j.manifest.id.clone());
@@ -264,18 +522,49 @@ fn apply_locked(
         crash_point("marked written");
         run_commands(plan, opts, &mut j, &mut outcome)
     });
-    finish(
-        &mut j,
-        result,
-        outcome,
-        |j| restore_all(root, j),
-        |failure| ApplyError::RolledBack { failure },
-    )
+    match result {
+        Ok(()) => {
+            j.set_state(TxState::Committed)?;
+            crash_point("committed");
+            Ok(outcome)
+        }
+        Err(failure) => {
+            let failure = describe(&failure);
+            let report = match undo::undo_files(root, &mut j, opts, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The journal could not record the undo (a full disk...): the transaction
+                    // stays unfinished on disk, and the next run undoes it again.
+                    return Err(ApplyError::RestoreFailed {
+                        failure,
+                        restore: describe(&e),
+                        journal: j.dir.clone(),
+                        resolve: "fix what the error names, then run any passthru command that changes the host again (it finishes this undo first)".into(),
+                    });
+                }
+            };
+            if report.is_complete() {
+                j.set_state(TxState::Undone)?;
+                Err(ApplyError::RolledBack {
+                    failure,
+                    report: report.to_string(),
+                })
+            } else {
+                j.set_state(TxState::UndoIncomplete)?;
+                Err(ApplyError::RestoreFailed {
+                    failure,
+                    restore: report.to_string(),
+                    journal: j.dir.clone(),
+                    resolve: how_to_resolve(&j, &report),
+                })
+            }
+        }
+    }
 }
 
-/// Ends a transaction: committed when every step succeeded; otherwise undone (`undo`), and
-/// the failure reported as `undone(failure)`, or, when the undo fails too, both errors and
-/// the journal left for recovery.
+/// Ends a runtime transaction: committed when every step succeeded; otherwise undone (`undo`),
+/// and the failure reported as `undone(failure)`, or, when the undo fails too, both errors and
+/// the journal marked `undo-incomplete` for the next run to finish.
 pub(crate) fn finish(
     j: &mut Journal,
     result: Result<(), ApplyError>,
@@ -290,20 +579,38 @@ pub(crate) fn finish(
             Ok(outcome)
         }
         Err(failure) => {
-            let failure = failure.to_string();
+            let failure = describe(&failure);
             match undo(j) {
                 Ok(()) => {
                     j.set_state(TxState::Undone)?;
                     Err(undone(failure))
                 }
-                Err(e) => Err(ApplyError::RestoreFailed {
-                    failure,
-                    restore: e.to_string(),
-                    journal: j.dir.clone(),
-                }),
+                Err(e) => {
+                    j.set_state(TxState::UndoIncomplete)?;
+                    Err(ApplyError::RestoreFailed {
+                        failure,
+                        restore: describe(&e),
+                        journal: j.dir.clone(),
+                        resolve: "fix what the error names, then run any passthru command that changes the host again (it finishes this undo first)".into(),
+                    })
+                }
             }
         }
     }
+}
+
+/// A write refused at the last check (the file changed under passthru) never happened: the
+/// journal says so, so an undo keeps the other writer's bytes.
+fn untouch_if_refused(
+    j: &mut Journal,
+    path: &str,
+    r: Result<(), ApplyError>,
+) -> Result<(), ApplyError> {
+    if let Err(e @ ApplyError::DigestChanged { .. }) = r {
+        j.record_untouched(path)?;
+        return Err(e);
+    }
+    r
 }
 
 fn write_all(
@@ -313,26 +620,32 @@ fn write_all(
     outcome: &mut ApplyOutcome,
 ) -> Result<(), ApplyError> {
     for (i, e) in edits.iter().enumerate() {
-        let saved = &j.manifest.files[i];
+        let saved = j.manifest.files[i].original.clone();
         crash_point("before write");
+        j.record_touched(&e.path)?;
+        crash_point("write recorded");
         match &e.after {
             Some(bytes) => {
-                let meta = match &saved.original {
+                let meta = match &saved {
                     Some(o) => o.meta(),
                     None => path::NewMeta {
                         mode: e.new_mode,
                         ..Default::default()
                     },
                 };
-                atomic_write(
+                let r = atomic_write(
                     root,
                     &e.path,
                     bytes,
                     &meta,
                     Expect::Bytes(e.before.as_deref()),
-                )?;
+                );
+                untouch_if_refused(j, &e.path, r)?;
             }
-            None => remove_file_synced(root, &e.path, Expect::Bytes(e.before.as_deref()))?,
+            None => {
+                let r = remove_file_synced(root, &e.path, Expect::Bytes(e.before.as_deref()));
+                untouch_if_refused(j, &e.path, r)?;
+            }
         }
         crash_point("after write");
         outcome.written.push(e.path.clone());
@@ -356,59 +669,12 @@ fn run_commands(
             ))?;
             continue;
         }
-        let Some((prog, args)) = c.argv.split_first() else {
-            continue;
-        };
-        eprintln!("passthru: running {}", c.argv.join(" "));
-        let out = Command::new(prog).args(args).output();
-        match out {
-            Ok(o) => {
-                let code = o.status.code().unwrap_or(-1);
-                j.record_command(&c.argv, code, &o.stdout, &o.stderr)?;
-                outcome.commands_run.push((c.argv.clone(), code));
-                if !o.status.success() {
-                    return Err(ApplyError::Refused(format!(
-                        "{} failed (exit {code}): {}",
-                        c.argv.join(" "),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    )));
-                }
-            }
-            Err(e) => {
-                return Err(ApplyError::Refused(format!(
-                    "{} could not be started: {e}",
-                    c.argv.join(" ")
-                )));
-            }
+        match commands::run_recorded(&c.argv, j)? {
+            Ok(code) => outcome.commands_run.push((c.argv.clone(), code)),
+            Err(failure) => return Err(ApplyError::Refused(failure)),
         }
     }
     Ok(())
-}
-
-/// Puts back every file of a transaction as it was before it, removes any temporary file a
-/// crash left beside them and the directories it created (when empty).
-///
-/// Only a file that holds what the transaction wrote is put back: one that still holds its
-/// old bytes was never written, and one that holds neither was changed by someone else
-/// (an edit that landed before passthru's rename, which was then refused): restoring the
-/// old bytes over it would lose that edit.
-fn restore_all(root: &Path, j: &Journal) -> Result<(), ApplyError> {
-    for (i, f) in j.manifest.files.iter().enumerate().rev() {
-        write::remove_stray_temporaries(root, &f.path);
-        let now = read_current(root, &f.path)?;
-        if now.as_deref().map(digest) != f.after_digest {
-            continue;
-        }
-        let expect = Expect::Bytes(now.as_deref());
-        match &f.original {
-            Some(o) => {
-                let bytes = j.saved_bytes(i)?;
-                atomic_write(root, &f.path, &bytes, &o.meta(), expect)?;
-            }
-            None => remove_file_synced(root, &f.path, expect)?,
-        }
-    }
-    write::remove_created_dirs(root, &j.manifest.created_dirs)
 }
 
 /// What `rollback` with no id undoes: the last committed `apply` (setup, attach...) or
@@ -419,15 +685,23 @@ pub fn is_default_rollback_target(root: &Path, m: &Manifest) -> bool {
         && (m.kind == "apply" || (m.kind == "runtime" && !runtime::from_earlier_boot(root, m)))
 }
 
-/// Rolls back a committed transaction (the last one when `id` is `None`): its files get their
-/// saved bytes back, as a new journaled transaction, then its commands run again.
+/// Rolls back a committed transaction: [`begin`], then [`HostSession::rollback`].
 pub fn rollback(
     root: &Path,
     id: Option<&str>,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let _lock = lock_host(root)?;
-    let recovered = recover_interrupted(root)?;
+    let session = begin(root, opts)?;
+    let mut outcome = session.rollback(id)?;
+    outcome.recovered = session.recovered.clone();
+    Ok(outcome)
+}
+
+fn rollback_locked(
+    root: &Path,
+    id: Option<&str>,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, ApplyError> {
     let journals = Journal::open_all(root)?;
     let target = match id {
         Some(id) => journals
@@ -446,6 +720,7 @@ pub fn rollback(
             target.manifest.id, target.manifest.state
         )));
     }
+    let mut target = target;
     if target.manifest.is_runtime() {
         if runtime::from_earlier_boot(root, &target.manifest) {
             return Err(ApplyError::Refused(format!(
@@ -454,8 +729,13 @@ pub fn rollback(
             )));
         }
         let plan = runtime::restore_plan(root, &target.manifest)?;
-        let mut target = target;
-        let outcome = runtime::apply_runtime_locked(root, &plan, opts, recovered, "rollback")?;
+        let outcome = runtime::apply_runtime_locked(
+            root,
+            &plan,
+            opts,
+            "rollback",
+            Some(&target.manifest.id),
+        )?;
         target.set_state(TxState::RolledBack)?;
         return Ok(outcome);
     }
@@ -491,17 +771,86 @@ pub fn rollback(
         });
     }
     plan.commands = target.manifest.commands.clone();
-    let mut target = target;
-    let outcome = apply_locked(
-        root,
-        &plan,
-        opts,
-        recovered,
-        "rollback",
-        Some(&target.manifest.id),
-    )?;
+    let _guests = take_guest_locks(root, &plan)?;
+    let outcome = apply_locked(root, &plan, opts, "rollback", Some(&target.manifest.id))?;
     crash_point("rollback committed");
     write::remove_created_dirs(root, &target.manifest.created_dirs)?;
     target.set_state(TxState::RolledBack)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_error_names_the_file_not_its_temporary() {
+        let real = Path::new("/r/etc/modprobe.d/passthru-vfio.conf");
+        let e = ApplyError::Io {
+            op: "writing",
+            path: PathBuf::from("/r/etc/modprobe.d/.passthru-vfio.conf.passthru-4242"),
+            source: io::Error::from_raw_os_error(28),
+        };
+        let e = about_file(e, real);
+        assert_eq!(
+            describe(&e),
+            "writing /r/etc/modprobe.d/passthru-vfio.conf: No space left on device (os error 28)"
+        );
+        // Any other path is kept.
+        let other = ApplyError::Io {
+            op: "syncing directory",
+            path: PathBuf::from("/r/etc/modprobe.d"),
+            source: io::Error::from_raw_os_error(5),
+        };
+        assert!(
+            describe(&about_file(other, real)).starts_with("syncing directory /r/etc/modprobe.d:")
+        );
+    }
+
+    #[test]
+    fn guest_configs_are_known_by_their_paths() {
+        assert_eq!(
+            guest_of("etc/pve/qemu-server/100.conf"),
+            Some(LockTarget::QemuGuest(100))
+        );
+        assert_eq!(
+            guest_of("etc/pve/lxc/200.conf"),
+            Some(LockTarget::LxcGuest(200))
+        );
+        assert_eq!(
+            guest_of("etc/pve/nodes/pve1/lxc/7.conf"),
+            Some(LockTarget::LxcGuest(7))
+        );
+        for not in [
+            "etc/pve/mapping/pci.cfg",
+            "etc/pve/qemu-server/100.conf.tmp",
+            "etc/pve/lxc/x.conf",
+            "var/lib/passthru/proxmox/qemu-server/100.settings",
+            "etc/libvirt/qemu/win11.xml",
+        ] {
+            assert_eq!(guest_of(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn guest_locks_come_in_one_order_whatever_the_plan_order() {
+        let want = vec![
+            LockTarget::QemuGuest(100),
+            LockTarget::QemuGuest(101),
+            LockTarget::LxcGuest(5),
+            LockTarget::LxcGuest(200),
+        ];
+        let paths = [
+            "etc/pve/lxc/200.conf",
+            "etc/pve/qemu-server/101.conf",
+            "etc/modprobe.d/passthru-vfio.conf",
+            "etc/pve/lxc/5.conf",
+            "etc/pve/qemu-server/100.conf",
+            "etc/pve/lxc/200.conf",
+        ];
+        assert_eq!(guest_locks_for(&paths), want);
+        let mut reversed = paths;
+        reversed.reverse();
+        assert_eq!(guest_locks_for(&reversed), want);
+    }
 }

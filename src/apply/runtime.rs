@@ -1,8 +1,8 @@
 //! Runtime transactions: the sysfs writes of `bind` / `unbind` (and any other setting that
 //! lasts until the next reboot), journaled so that an interrupted one is undone.
 //!
-//! Order of work, under the host lock:
-//! 1. undo whatever a crash interrupted;
+//! Order of work, under the host lock ([`super::begin`]):
+//! 1. undo whatever a crash interrupted (before the command reads the devices to plan);
 //! 2. re-read every function the plan touches: a driver or `driver_override` that is no longer
 //!    what the plan saw stops everything before a byte is written;
 //! 3. save in the journal, fsynced, what every setting holds (`driver_override`,
@@ -105,32 +105,27 @@ fn show(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "none".into())
 }
 
-/// Applies a runtime plan as one journaled transaction (see the module docs).
+/// Applies a runtime plan as one journaled transaction (see the module docs): [`super::begin`],
+/// then [`super::HostSession::apply_runtime`].
 pub fn apply_runtime(
     root: &Path,
     plan: &RuntimePlan,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let _lock = super::lock_host(root)?;
-    crash_point("locked");
-    let recovered = super::recover_interrupted(root)?;
-    apply_runtime_locked(root, plan, opts, recovered, "runtime")
+    let session = super::begin(root, opts)?;
+    let mut outcome = session.apply_runtime(plan)?;
+    outcome.recovered = session.recovered().to_vec();
+    Ok(outcome)
 }
 
 pub(super) fn apply_runtime_locked(
     root: &Path,
     plan: &RuntimePlan,
     opts: &ApplyOptions,
-    recovered: Vec<String>,
     kind: &str,
+    rolls_back: Option<&str>,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let mut outcome = ApplyOutcome {
-        id: None,
-        written: Vec::new(),
-        commands_run: Vec::new(),
-        commands_skipped: Vec::new(),
-        recovered,
-    };
+    let mut outcome = ApplyOutcome::default();
     // Nothing is written unless every function is still as the plan saw it.
     for planned in &plan.devices {
         let now = read_device_state(root, &planned.address)?;
@@ -175,6 +170,9 @@ pub(super) fn apply_runtime_locked(
         read_boot_id(root),
     )?;
     crash_point("journal saved");
+    if let Some(target) = rolls_back {
+        j.record_rolls_back(target)?;
+    }
     j.set_state(TxState::Applying)?;
     crash_point("marked applying");
     outcome.id = Some(j.manifest.id.clone());

@@ -7,12 +7,11 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use passthru::apply::{self, ApplyOptions};
 use passthru::model::ReadDetail;
 use passthru::plan::diff::render_runtime_plan;
 use passthru::plan::runtime::{plan_bind, plan_unbind};
 
-use super::{confirm, get_snapshot, host_root, is_live, report};
+use super::{confirm, end_preview, get_snapshot, host_root, is_live, report, start, Start};
 use crate::cli::{BindArgs, SourceArgs};
 
 /// Which way the GPU moves.
@@ -29,22 +28,34 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<()> {
     let root = host_root(source)?;
-    let snap = get_snapshot(source, ReadDetail::Check)?;
-    let plan = match direction {
-        Direction::Bind => plan_bind(&snap, &a.gpu, a.force),
-        Direction::Unbind => plan_unbind(&snap, &a.gpu),
-    }
-    .map_err(anyhow::Error::msg)?;
     let live = is_live(&root);
+    // The devices are read after recovery: an interrupted bind put back first.
+    let make_plan = || {
+        let snap = get_snapshot(source, ReadDetail::Check)?;
+        match direction {
+            Direction::Bind => plan_bind(&snap, &a.gpu, a.force),
+            Direction::Unbind => plan_unbind(&snap, &a.gpu),
+        }
+        .map_err(anyhow::Error::msg)
+    };
+    let session = match start(&root, a.write, out)? {
+        Start::Preview { pending: true } => return end_preview(a.write, true, false),
+        Start::Preview { pending: false } => {
+            let plan = make_plan()?;
+            render_runtime_plan(out, &plan, live)?;
+            out.flush()?;
+            return end_preview(a.write, false, !plan.is_empty());
+        }
+        Start::Session(s) => s,
+    };
+    let plan = make_plan()?;
     render_runtime_plan(out, &plan, live)?;
-    if plan.is_empty() {
-        return Ok(());
-    }
     out.flush()?;
-    if a.write.dry_run || !confirm(a.write)? {
+    if plan.is_empty() || !confirm(a.write)? {
         return Ok(());
     }
-    let outcome = apply::apply_runtime(root.path(), &plan, &ApplyOptions { run_commands: live })
+    let outcome = session
+        .apply_runtime(&plan)
         .with_context(|| format!("applying: {}", plan.title))?;
     report(out, &outcome, "sysfs write(s)")
 }

@@ -9,15 +9,15 @@ use passthru::host::RootFiles;
 use passthru::model::ReadDetail;
 use passthru::plan::attach::{plan_libvirt_attach, plan_libvirt_detach, LibvirtAttachRequest};
 
-use super::{get_snapshot, host_root, show_and_apply};
+use super::{change_host, get_snapshot, host_root};
 use crate::cli::{LibvirtCommand, SourceArgs};
 
 pub fn run(source: &SourceArgs, cmd: &LibvirtCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
-    let snap = get_snapshot(source, ReadDetail::Check)?;
     let files = RootFiles(&root);
-    let (plan, write) = match cmd {
-        LibvirtCommand::Attach(a) => {
+    match cmd {
+        LibvirtCommand::Attach(a) => change_host(&root, a.write, out, || {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
             let req = LibvirtAttachRequest {
                 domain: a.domain.clone(),
                 gpu: a.gpu.clone(),
@@ -25,12 +25,11 @@ pub fn run(source: &SourceArgs, cmd: &LibvirtCommand, out: &mut dyn Write) -> Re
                 hidden: a.hidden,
                 force: a.force,
             };
-            (plan_libvirt_attach(&snap, &files, &req)?, a.write)
-        }
-        LibvirtCommand::Detach(a) => (
-            plan_libvirt_detach(&snap, &files, &a.domain, &a.gpu)?,
-            a.write,
-        ),
-    };
-    show_and_apply(&root, &plan, None, write, out)
+            Ok(plan_libvirt_attach(&snap, &files, &req)?)
+        }),
+        LibvirtCommand::Detach(a) => change_host(&root, a.write, out, || {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
+            Ok(plan_libvirt_detach(&snap, &files, &a.domain, &a.gpu)?)
+        }),
+    }
 }

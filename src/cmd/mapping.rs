@@ -11,17 +11,21 @@ use passthru::model::ReadDetail;
 use passthru::plan::attach::{plan_mapping_create, MAPPING_FILE};
 use passthru::plan::source::FileSource;
 
-use super::{get_snapshot, host_root, show_and_apply};
+use super::{change_host, get_snapshot, host_root};
 use crate::cli::{MappingCommand, SourceArgs};
 
 pub fn run(source: &SourceArgs, cmd: &MappingCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     match cmd {
-        MappingCommand::Create(a) => {
+        MappingCommand::Create(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;
-            let plan = plan_mapping_create(&snap, &RootFiles(&root), &a.name, &a.gpu)?;
-            show_and_apply(&root, &plan, None, a.write, out)
-        }
+            Ok(plan_mapping_create(
+                &snap,
+                &RootFiles(&root),
+                &a.name,
+                &a.gpu,
+            )?)
+        }),
         MappingCommand::List => list(&root, out),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command. Each reads what it needs (a snapshot, or the host's own files),
 //! has the library plan (pure), shows the result, and for a writing command hands the plan to
-//! `apply/`. What they share is here: where the host comes from, whether a snapshot can stand
+//! `apply/`; a writing command first takes the host lock and undoes any interrupted
+//! transaction ([`start`]), and only then reads the host to plan ([`change_host`]). What they share is here: where the host comes from, whether a snapshot can stand
 //! in for it, the confirmation prompt, and the report of what was applied.
 
 pub mod advise;
@@ -23,7 +24,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use passthru::apply::{self, ApplyOptions, ApplyOutcome, LockTarget};
+use passthru::apply::{self, ApplyOptions, ApplyOutcome};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
 use passthru::plan::diff::render_plan;
@@ -148,6 +149,11 @@ pub fn is_live(root: &HostRoot) -> bool {
     apply::runtime::is_live_root(root.path())
 }
 
+/// Whether the change can be confirmed: `--yes`, or a terminal to ask on.
+fn can_confirm(write: WriteArgs) -> bool {
+    write.yes || io::stdin().is_terminal()
+}
+
 /// Asks before a change, unless `--yes`. Without a terminal to ask on, it is not applied.
 pub fn confirm(write: WriteArgs) -> Result<bool> {
     if write.yes {
@@ -160,6 +166,93 @@ pub fn confirm(write: WriteArgs) -> Result<bool> {
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// Where a writing command stands before it reads the host to plan.
+pub enum Start {
+    /// `--dry-run`, or no way to confirm: nothing is locked, recovered or written. `pending`:
+    /// an interrupted transaction waits to be undone (already shown), so no plan is made.
+    Preview { pending: bool },
+    /// The host lock is held and every interrupted transaction undone (and said so): plan now.
+    Session(apply::HostSession),
+}
+
+/// The first step of every writing command (docs/transactions.md): take passthru's host lock
+/// and undo any transaction a crash interrupted, before a file is read to plan from. The lock
+/// is held through the prompt, so no other passthru changes the host between the plan shown
+/// and the plan applied (a second one is refused at once, naming the lock); Proxmox's guest
+/// locks are taken only after the answer ([`apply::HostSession::apply`]).
+///
+/// A dry run (or a run that cannot be confirmed) recovers nothing, since it writes nothing:
+/// when a transaction is pending it shows what its undo will do and makes no plan, since the
+/// plan would be made from files that undo changes. The real run undoes first, then plans:
+/// neither ever plans over an unfinished transaction.
+pub fn start(root: &HostRoot, write: WriteArgs, out: &mut dyn Write) -> Result<Start> {
+    if write.dry_run || !can_confirm(write) {
+        let pending = show_pending(root, out)?;
+        return Ok(Start::Preview { pending });
+    }
+    let session = apply::begin(root.path(), &ApplyOptions::for_root(root.path()))?;
+    for m in session.recovered() {
+        writeln!(out, "Recovered: {m}")?;
+    }
+    out.flush()?;
+    Ok(Start::Session(session))
+}
+
+/// The end of a preview: a dry run stops there; a run that could not be confirmed is an
+/// error when there was something to apply.
+pub fn end_preview(write: WriteArgs, pending: bool, changes: bool) -> Result<()> {
+    if write.dry_run || !(pending || changes) {
+        return Ok(());
+    }
+    confirm(write).map(|_| ())
+}
+
+/// Shows every transaction a real run would undo first; whether there was one.
+fn show_pending(root: &HostRoot, out: &mut dyn Write) -> Result<bool> {
+    let pending = apply::pending_undo(root.path())?;
+    let run = is_live(root);
+    for p in &pending {
+        writeln!(
+            out,
+            "Pending: transaction {} ({}) was interrupted and is not undone yet. A run without --dry-run undoes it first:",
+            p.id, p.title
+        )?;
+        if p.runtime {
+            writeln!(
+                out,
+                "  every setting and driver binding it touched is put back"
+            )?;
+        }
+        for (path, state) in &p.files {
+            let what = match state {
+                apply::FileUndo::Restored => "put back as it was".to_string(),
+                apply::FileUndo::Untouched | apply::FileUndo::AlreadyBack => {
+                    "already as it was".to_string()
+                }
+                apply::FileUndo::Kept(why) => format!("left as it is ({why})"),
+                apply::FileUndo::Failed(why) => format!("cannot be restored: {why}"),
+            };
+            writeln!(out, "  {path}: {what}")?;
+        }
+        for argv in &p.commands {
+            let how = if run {
+                ""
+            } else {
+                " (skipped: not the live host)"
+            };
+            writeln!(out, "  then again: {}{how}", argv.join(" "))?;
+        }
+    }
+    if !pending.is_empty() {
+        writeln!(
+            out,
+            "No plan is shown: it is made after that undo, from the files as they will be then. \
+             Run the command without --dry-run: it undoes first, then shows its plan and asks."
+        )?;
+    }
+    Ok(!pending.is_empty())
 }
 
 /// What was applied, and how to undo it. `unit`: what `o.written` counts (`file(s)`,
@@ -188,32 +281,39 @@ pub fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: &str) -> Result<()> {
     Ok(())
 }
 
-/// Shows a plan, then applies it when confirmed. `guest`: the Proxmox guest whose own lock
-/// the edit takes; it is taken only after the user confirmed (a prompt never holds it), and
-/// the plan is re-checked under it.
-pub fn show_and_apply(
+/// A file-editing command from start to end: lock and recover ([`start`]), then `make_plan`
+/// (which reads the host: the snapshot and the files, as recovery left them), show, confirm,
+/// and apply under the locks of the guest configs the plan edits.
+pub fn change_host(
     root: &HostRoot,
-    plan: &Plan,
-    guest: Option<LockTarget>,
     write: WriteArgs,
     out: &mut dyn Write,
+    make_plan: impl FnOnce() -> Result<Plan>,
 ) -> Result<()> {
     let run = is_live(root);
-    render_plan(out, plan, run)?;
+    let session = match start(root, write, out)? {
+        Start::Preview { pending: true } => return end_preview(write, true, false),
+        Start::Preview { pending: false } => {
+            let plan = make_plan()?;
+            render_plan(out, &plan, run)?;
+            out.flush()?;
+            return end_preview(write, false, !plan.is_empty());
+        }
+        Start::Session(s) => s,
+    };
+    let plan = make_plan()?;
+    render_plan(out, &plan, run)?;
     out.flush()?;
-    if write.dry_run || plan.is_empty() {
+    if plan.is_empty() {
         return Ok(());
     }
     if !confirm(write)? {
         writeln!(out, "Not applied.")?;
         return Ok(());
     }
-    let opts = ApplyOptions { run_commands: run };
-    let outcome = match guest {
-        None => apply::apply_plan(root.path(), plan, &opts),
-        Some(guest) => apply::apply_plan_for_guest(root.path(), guest, plan, &opts),
-    }
-    .with_context(|| format!("applying: {}", plan.title))?;
+    let outcome = session
+        .apply(&plan)
+        .with_context(|| format!("applying: {}", plan.title))?;
     writeln!(out)?;
     report(out, &outcome, "file(s)")
 }

@@ -13,7 +13,7 @@ use passthru::model::ReadDetail;
 use passthru::output::power::{build_row, render_power, render_prometheus, PowerRow};
 use passthru::plan::power::plan_runtime_pm;
 
-use super::{get_snapshot, host_root, is_live, show_and_apply, write_json};
+use super::{change_host, get_snapshot, host_root, is_live, write_json};
 use crate::cli::{PowerArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()> {
@@ -74,7 +74,8 @@ fn runtime_pm(
     out: &mut dyn Write,
 ) -> Result<()> {
     let sel = a.gpu.as_deref().unwrap_or_default();
-    let snap = get_snapshot(source, ReadDetail::Check)?;
-    let plan = plan_runtime_pm(&snap, &RootFiles(root), sel, mode)?;
-    show_and_apply(root, &plan, None, a.write, out)
+    change_host(root, a.write, out, || {
+        let snap = get_snapshot(source, ReadDetail::Check)?;
+        Ok(plan_runtime_pm(&snap, &RootFiles(root), sel, mode)?)
+    })
 }

@@ -5,20 +5,22 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 
-use passthru::apply::{self, ApplyOptions};
+use passthru::apply;
 use passthru::plan::runtime::Restore;
 
-use super::{confirm, host_root, is_live, report};
+use super::{confirm, end_preview, host_root, report, start, Start};
 use crate::cli::{RollbackArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     let id = a.id.as_deref();
-    if !a.write.dry_run {
-        for m in apply::recover(root.path())? {
-            writeln!(out, "Recovered: {m}")?;
-        }
-    }
+    // Lock and recover first (a rollback interrupted by a crash is undone, so the
+    // transaction it was rolling back is in effect again and is the one found below).
+    let session = match start(&root, a.write, out)? {
+        Start::Preview { pending: true } => return end_preview(a.write, true, false),
+        Start::Preview { pending: false } => None,
+        Start::Session(s) => Some(s),
+    };
     let txs = apply::list_transactions(root.path())?;
     let target = match id {
         Some(id) => txs.iter().find(|t| t.id == id),
@@ -62,20 +64,14 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
         }
     }
     out.flush()?;
-    if a.write.dry_run {
-        return Ok(());
-    }
+    let Some(session) = session else {
+        return end_preview(a.write, false, true);
+    };
     if !confirm(a.write)? {
         writeln!(out, "Not applied.")?;
         return Ok(());
     }
-    let outcome = apply::rollback(
-        root.path(),
-        Some(&t.id),
-        &ApplyOptions {
-            run_commands: is_live(&root),
-        },
-    )?;
+    let outcome = session.rollback(Some(&t.id))?;
     let unit = if t.is_runtime() {
         "sysfs write(s)"
     } else {

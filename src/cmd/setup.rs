@@ -14,13 +14,13 @@ use passthru::plan::setup::{
 };
 use passthru::plan::source::FileSource;
 
-use super::{get_snapshot, host_root, show_and_apply};
+use super::{change_host, get_snapshot, host_root};
 use crate::cli::{SetupCommand, SourceArgs};
 
 pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     match cmd {
-        SetupCommand::Vm(a) => {
+        SetupCommand::Vm(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;
             let req = SetupRequest {
                 gpu: a.gpu.clone(),
@@ -28,14 +28,12 @@ pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Resu
                 disable_idle_d3: a.disable_idle_d3,
                 force: a.force,
             };
-            let plan = plan_setup_vm(&snap, &RootFiles(&root), &req)?;
-            show_and_apply(&root, &plan, None, a.write, out)
-        }
-        SetupCommand::Host(a) => {
+            Ok(plan_setup_vm(&snap, &RootFiles(&root), &req)?)
+        }),
+        SetupCommand::Host(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;
-            let plan = plan_setup_host(&snap, &RootFiles(&root), &a.gpu)?;
-            show_and_apply(&root, &plan, None, a.write, out)
-        }
+            Ok(plan_setup_host(&snap, &RootFiles(&root), &a.gpu)?)
+        }),
         SetupCommand::Status => status(&root, out),
     }
 }

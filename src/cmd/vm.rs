@@ -1,24 +1,23 @@
 //! `passthru vm attach|detach`: a GPU's hostpci entries in a Proxmox VM's config, edited
-//! under the VM's own lock.
+//! under the VM's own lock (and the lock of every container config the plan edits too).
 
 use std::io::Write;
 
 use anyhow::Result;
 
-use passthru::apply::LockTarget;
 use passthru::host::RootFiles;
 use passthru::model::ReadDetail;
 use passthru::plan::attach::{plan_vm_attach, plan_vm_detach, VmAttachRequest};
 
-use super::{get_snapshot, host_root, show_and_apply};
+use super::{change_host, get_snapshot, host_root};
 use crate::cli::{SourceArgs, VmCommand};
 
 pub fn run(source: &SourceArgs, cmd: &VmCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
-    let snap = get_snapshot(source, ReadDetail::Check)?;
     let files = RootFiles(&root);
-    let (vmid, plan, write) = match cmd {
-        VmCommand::Attach(a) => {
+    match cmd {
+        VmCommand::Attach(a) => change_host(&root, a.write, out, || {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
             let req = VmAttachRequest {
                 vmid: a.vmid,
                 gpu: a.gpu.clone(),
@@ -29,13 +28,11 @@ pub fn run(source: &SourceArgs, cmd: &VmCommand, out: &mut dyn Write) -> Result<
                 hidden: a.hidden,
                 force: a.force,
             };
-            (a.vmid, plan_vm_attach(&snap, &files, &req)?, a.write)
-        }
-        VmCommand::Detach(a) => (
-            a.vmid,
-            plan_vm_detach(&snap, &files, a.vmid, &a.gpu)?,
-            a.write,
-        ),
-    };
-    show_and_apply(&root, &plan, Some(LockTarget::QemuGuest(vmid)), write, out)
+            Ok(plan_vm_attach(&snap, &files, &req)?)
+        }),
+        VmCommand::Detach(a) => change_host(&root, a.write, out, || {
+            let snap = get_snapshot(source, ReadDetail::Check)?;
+            Ok(plan_vm_detach(&snap, &files, a.vmid, &a.gpu)?)
+        }),
+    }
 }
