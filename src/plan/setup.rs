@@ -392,6 +392,15 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         render_udev(&managed),
         "stop binding this card by address",
     )?);
+    // Where vfio-pci is built in, setup vm bound the card with vfio-pci.ids= on the kernel
+    // command line: that is the binding to take away, or the next boot takes the card again.
+    if let BindingMethod::CmdlineIds(ids) = binding_method(s, &gpu.address) {
+        let change = ParamChange {
+            add: Vec::new(),
+            remove: vec![p(&format!("vfio-pci.ids={}", ids.join(",")))],
+        };
+        plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
+    }
     if !plan.edits.is_empty() {
         plan.commands.push(PlannedCommand {
             why: "rebuild the initramfs without this card's binding".into(),
