@@ -256,3 +256,60 @@ pub fn vfio_pending(r: &StateReport) -> bool {
         CardState::RebootPending | CardState::ConfiguredByHand | CardState::Drifted
     )
 }
+
+/// What a transaction's state will be once `recover` has run, as `rollback --yes` runs it
+/// before it decides: an interrupted one is undone (or abandoned, when a reboot since undid a
+/// runtime one, or it never started writing).
+pub fn state_after_recovery(
+    m: &crate::apply::Manifest,
+    from_earlier_boot: bool,
+) -> crate::apply::TxState {
+    use crate::apply::TxState;
+    match m.state {
+        TxState::Preparing => TxState::Abandoned,
+        TxState::Applying | TxState::Written if m.is_runtime() && from_earlier_boot => {
+            TxState::Abandoned
+        }
+        TxState::Applying | TxState::Written => TxState::Undone,
+        s => s,
+    }
+}
+
+/// Whether `rollback` may undo `m`, decided the way `apply::rollback` decides, so that
+/// `--dry-run` and `--yes` refuse alike, with the same words: `state` is the transaction's
+/// state after recovery ([`state_after_recovery`]), `from_earlier_boot` whether a runtime
+/// transaction was made before the last reboot, `current` the digest of each of its files
+/// as it is now (`None`: absent), in the manifest's order, and `journal_dir` the
+/// transaction's directory, for the message.
+pub fn decide_rollback(
+    m: &crate::apply::Manifest,
+    state: crate::apply::TxState,
+    from_earlier_boot: bool,
+    current: &[Option<String>],
+    journal_dir: &std::path::Path,
+) -> Result<(), String> {
+    if state != crate::apply::TxState::Committed {
+        return Err(format!("transaction {} is {state:?}, not committed", m.id));
+    }
+    if m.is_runtime() {
+        if from_earlier_boot {
+            return Err(format!(
+                "transaction {} ({}) was made before the last reboot, which already undid it",
+                m.id, m.title
+            ));
+        }
+        return Ok(());
+    }
+    for (i, f) in m.files.iter().enumerate() {
+        let found = current.get(i).cloned().flatten();
+        if found.as_deref() != f.after_digest.as_deref() {
+            return Err(format!(
+                "{} was changed after transaction {}; rolling back would lose that change (restore it by hand from {})",
+                f.path,
+                m.id,
+                journal_dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
