@@ -233,7 +233,9 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
         } else {
             configured_vfio.join(" ")
         },
-        if booted_with {
+        if configured_vfio.is_empty() {
+            "has nothing to carry"
+        } else if booted_with {
             "carries them"
         } else {
             "does not carry them all"

@@ -193,3 +193,47 @@ fn every_setup_fix_applied_as_written_changes_its_finding() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn lxc_share_refuses_while_passthrus_vfio_config_will_take_the_card() {
+    let t = compose_distro("amd-navi", "proxmox8-grub");
+    let root = t.path();
+    std::fs::create_dir_all(root.join("etc/pve/lxc")).unwrap();
+    std::fs::write(
+        root.join("etc/pve/lxc/100.conf"),
+        "arch: amd64\nhostname: ct\nmemory: 512\nostype: debian\nrootfs: local-lvm:vm-100-disk-0,size=8G\n",
+    )
+    .unwrap();
+    // Before setup the card can be shared: the dry run plans it.
+    let o = run(
+        root,
+        &[
+            "lxc",
+            "share",
+            "100",
+            "03:00.0",
+            "--gid",
+            "993",
+            "--dry-run",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(root, &["setup", "vm", "03:00.0", "--force", "--yes"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let o = run(
+        root,
+        &[
+            "lxc",
+            "share",
+            "100",
+            "03:00.0",
+            "--gid",
+            "993",
+            "--dry-run",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "lxc share planned:\n{}", stdout(&o));
+    assert!(err.contains("takes it at the next boot"), "{err}");
+    assert!(err.contains("passthru setup host 0000:03:00.0"), "{err}");
+}
