@@ -237,3 +237,49 @@ fn lxc_share_refuses_while_passthrus_vfio_config_will_take_the_card() {
     assert!(err.contains("takes it at the next boot"), "{err}");
     assert!(err.contains("passthru setup host 0000:03:00.0"), "{err}");
 }
+
+#[test]
+fn twin_cards_setup_replaces_the_users_capturing_ids_line_and_softdeps_the_host_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    passthru_testkit::build_named("twin-gpus", root).unwrap();
+    let user = root.join("etc/modprobe.d/vfio.conf");
+    let before = std::fs::read_to_string(&user).unwrap();
+    assert!(before.contains("options vfio-pci ids=10de:2503,10de:228e"));
+    let o = run(root, &["setup", "vm", "0c:00.0", "--yes"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let after = std::fs::read_to_string(&user).unwrap();
+    assert!(
+        !after
+            .lines()
+            .any(|l| l.trim_start().starts_with("options vfio-pci ids=")),
+        "the capturing line is kept:\n{after}"
+    );
+    let ours = std::fs::read_to_string(root.join("etc/modprobe.d/passthru-vfio.conf")).unwrap();
+    assert!(!ours.contains("softdep vfio_pci"), "{ours}");
+    assert!(!ours.contains("ids="), "bound by address, not ids=: {ours}");
+    assert!(ours.contains("softdep nvidia pre: vfio-pci"), "{ours}");
+    let rules =
+        std::fs::read_to_string(root.join("etc/udev/rules.d/90-passthru-vfio.rules")).unwrap();
+    assert!(
+        rules.contains("0000:0c:00.0") && rules.contains("0000:0c:00.1"),
+        "{rules}"
+    );
+    assert!(!rules.contains("0000:0b:00"), "{rules}");
+    let v = check_json(root, "0c:00.0", &[]);
+    assert!(
+        !findings(&v)
+            .iter()
+            .any(|(id, _)| id == "ids.configured-capture"),
+        "check still asks to replace the line: {v:#}"
+    );
+    // Rollback gives the user's line back byte for byte.
+    let o = run(root, &["rollback", "--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), before);
+}

@@ -150,7 +150,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
                     .evidence(format!("{}; {}", files.join(", "), extra.join("; ")))
-                    .fix(format!("remove those ids from the ids= line by hand (passthru setup edits only its own {MODPROBE_FILE}); passthru setup vm {gpu} binds this card {}", binding.describe())),
+                    .fix(format!("passthru setup vm {gpu} replaces that line (it comments it out, naming why) and binds this card {}", binding.describe())),
             );
         }
     }
