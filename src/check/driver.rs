@@ -3,7 +3,7 @@
 
 use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
 use crate::output::words::{agree, count};
-use crate::plan::setup::{binding_method, module_of, BindingMethod, MODPROBE_FILE};
+use crate::plan::setup::{binding_method, module_of, BindingMethod};
 use crate::state::{vfio_pending, CardState};
 
 const VM: &[Use] = &[Use::Vm];
