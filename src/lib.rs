@@ -22,3 +22,4 @@ pub mod output;
 pub mod pciids;
 pub mod plan;
 pub mod snapshot_io;
+pub mod state;

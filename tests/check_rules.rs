@@ -840,6 +840,26 @@ fn rule_cases() -> Vec<Case> {
             (desktop.clone(), None),
         ),
         case(
+            // passthru's own ids= line for the desktop card, not yet booted with: the host
+            // keeps it only until the next boot.
+            VfioPending,
+            (
+                edit(&desktop, &|s| {
+                    s.vfio_config
+                        .modprobe
+                        .push(passthru::model::ModprobeDirective {
+                            file: "etc/modprobe.d/passthru-vfio.conf".into(),
+                            line: 3,
+                            command: "options".into(),
+                            module: "vfio-pci".into(),
+                            args: "ids=10de:2206,10de:1aef".into(),
+                        })
+                }),
+                None,
+            ),
+            (desktop.clone(), None),
+        ),
+        case(
             HostNoDriver,
             (h.get("qemu/intel-bridges"), Some("0000:02:03.0")),
             (desktop.clone(), None),

@@ -3,7 +3,8 @@
 
 use super::{describe, Ctx, Effect, Finding, RuleId, Severity, Use};
 use crate::output::words::{agree, count};
-use crate::plan::setup::{binding_method, module_of, BindingMethod, MODPROBE_FILE};
+use crate::plan::setup::{binding_method, module_of, BindingMethod};
+use crate::state::{vfio_pending, CardState};
 
 const VM: &[Use] = &[Use::Vm];
 
@@ -59,16 +60,28 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
         }
         // A non-viable group is reported by group.shared already.
     } else {
+        // The one next step of the card's state: setup when nothing is configured, a reboot
+        // when the files already say it (setup would say "Nothing to change").
+        let pending = c.state.state != CardState::NotConfigured;
+        let message = not_bound_message(not_vfio.len(), c.functions.len());
         f.push(
             Finding::new(
                 RuleId::VfioNotBound,
                 Severity::Warning,
                 Effect::NeedsSetup,
                 VM,
-                not_bound_message(not_vfio.len(), c.functions.len()),
+                if pending {
+                    format!("{message} ({})", c.state.state.describe())
+                } else {
+                    message
+                },
             )
             .evidence(bound.join("; "))
-            .fix(format!("passthru setup vm {}", c.gpu.address)),
+            .fix(if pending {
+                c.state.next_step.clone()
+            } else {
+                format!("passthru setup vm {}", c.gpu.address)
+            }),
         );
     }
 
@@ -137,7 +150,7 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
                     .evidence(format!("{}; {}", files.join(", "), extra.join("; ")))
-                    .fix(format!("remove those ids from the ids= line by hand (passthru setup edits only its own {MODPROBE_FILE}); passthru setup vm {gpu} binds this card {}", binding.describe())),
+                    .fix(format!("passthru setup vm {gpu} replaces that line (it comments it out, naming why) and binds this card {}", binding.describe())),
             );
         }
     }
@@ -161,6 +174,21 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
                     _ => "install and load the GPU's driver".to_string(),
                 }),
         ),
+        Some(d) if vfio_pending(&c.state) => {
+            let fix = if c.state.by_passthru {
+                format!("passthru setup host {gpu} (removes passthru's vfio binding for this card)")
+            } else {
+                format!(
+                    "remove this card from your own lines ({}): passthru setup edits only its own files",
+                    c.state.user_lines.iter().map(|l| l.place.clone()).collect::<Vec<_>>().join(", ")
+                )
+            };
+            f.push(
+                Finding::new(RuleId::VfioPending, Severity::Warning, Effect::NeedsSetup, host_uses, format!("the GPU is on its host driver ({d}) now, but the vfio configuration on disk takes it at the next boot ({})", c.state.state.describe()))
+                    .evidence(c.state.evidence.clone())
+                    .fix(fix),
+            )
+        }
         Some(d) => f.push(
             Finding::new(RuleId::HostDriver, Severity::Info, Effect::None, host_uses, format!("the GPU is on its host driver ({d})"))
                 .evidence(format!("sys/bus/pci/devices/{}/driver -> {d}", c.gpu.address)),

@@ -127,6 +127,8 @@ pub struct GpuCheck {
     /// The GPU function's IOMMU group.
     pub group: Option<String>,
     pub verdicts: BTreeMap<Use, Verdict>,
+    /// Where the card stands with vfio-pci and the one next step (docs/states.md).
+    pub state: crate::state::StateReport,
     pub findings: Vec<Finding>,
 }
 
@@ -325,6 +327,17 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
             ),
         );
     }
+    // Setup has written this card's configuration and says "Nothing to change": what its
+    // fixes ask for is on disk, and the one step left is the reboot (docs/states.md).
+    if ctx.state.state == crate::state::CardState::RebootPending {
+        let setup = format!("passthru setup vm {}", g.address);
+        for f in findings.iter_mut() {
+            if f.fix.as_deref().is_some_and(|x| x.starts_with(&setup)) {
+                f.message = format!("{} (configured, reboot pending)", f.message);
+                f.fix = Some(ctx.state.next_step.clone());
+            }
+        }
+    }
     let verdicts = ALL_USES
         .iter()
         .map(|u| {
@@ -350,6 +363,7 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
         functions: ctx.functions.iter().map(|d| d.address).collect(),
         group: g.iommu_group.clone(),
         verdicts,
+        state: ctx.state.clone(),
         findings,
     }
 }
@@ -401,6 +415,8 @@ pub(crate) struct Ctx<'a> {
     pub functions: Vec<&'a PciDevice>,
     /// The safety blocks (boot disk, network, only display) are warnings only.
     pub force: bool,
+    /// Where the card stands with vfio-pci (docs/states.md).
+    pub state: crate::state::StateReport,
 }
 
 impl<'a> Ctx<'a> {
@@ -412,6 +428,7 @@ impl<'a> Ctx<'a> {
             gpu,
             functions,
             force,
+            state: crate::state::card_state(s, &gpu.address),
         }
     }
 

@@ -208,9 +208,13 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
                 "the vfio-pci module is not loaded",
             )
             .evidence("proc/modules: no vfio_pci")
-            .fix(format!(
-                "{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"
-            )),
+            .fix(match crate::state::card_state(s, &gpu.address) {
+                // Setup already wrote it: what is left is the reboot.
+                st if st.state == crate::state::CardState::RebootPending => st.next_step,
+                _ => format!(
+                    "{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"
+                ),
+            }),
         );
     }
     let new_kernel = kernel_version(s).is_some_and(|v| v >= (6, 2));

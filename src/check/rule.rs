@@ -132,6 +132,9 @@ rules! {
     IdsConfiguredCapture => "ids.configured-capture",
     /// The GPU is on vfio-pci, so the host cannot use it.
     HostOnVfio => "host.on-vfio",
+    /// The card is on its host driver now, but vfio configuration on disk takes it at the
+    /// next boot (docs/states.md): host and container use are not ready.
+    VfioPending => "vfio.pending",
     /// No driver is bound to the GPU.
     HostNoDriver => "host.no-driver",
     /// The GPU is on its host driver (information).

@@ -35,6 +35,30 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
             id.map(|i| format!(" with id {i}")).unwrap_or_default()
         );
     };
+    // The decision apply::rollback takes, taken here first, so that --dry-run refuses where
+    // --yes refuses, with the same words and exit code.
+    let earlier = match (&t.boot_id, apply::runtime::read_boot_id(root.path())) {
+        (Some(then), Some(now)) => *then != now,
+        _ => false,
+    };
+    let state = passthru::state::state_after_recovery(t, earlier);
+    let current = t
+        .files
+        .iter()
+        .map(|f| {
+            Ok(apply::read_current(root.path(), &f.path)?
+                .as_deref()
+                .map(passthru::plan::digest))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let journal_dir = std::fs::canonicalize(root.path())
+        .unwrap_or_else(|_| root.path().to_path_buf())
+        .join(apply::STATE_DIR)
+        .join("journal")
+        .join(&t.id);
+    if let Err(why) = passthru::state::decide_rollback(t, state, earlier, &current, &journal_dir) {
+        bail!("{why}");
+    }
     writeln!(out, "Roll back {} ({}), restoring:", t.id, t.title)?;
     for f in &t.files {
         let what = if f.original.is_some() {

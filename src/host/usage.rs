@@ -157,18 +157,36 @@ fn read_default_route(
             continue;
         }
         let rel = format!("sys/class/net/{name}");
-        if let Some((target, _)) = root.link_name(&format!("{rel}/device")) {
-            if let Ok(a) = target.parse::<PciAddress>() {
-                found.insert(a);
+        // `device` points at the NIC's own device, which is the PCI function for most NICs
+        // but a virtio device (`…/0000:00:03.0/virtio0`) or a USB interface for others: the
+        // PCI function is the innermost one on its resolved path, whatever the bus between.
+        // The interface's own directory first (sys/class/net/X is a link into sys/devices),
+        // so that `device`'s relative target resolves from where the kernel put it.
+        let dir = root.resolve_link(&rel).unwrap_or_else(|| rel.clone());
+        if let Some(real) = root.resolve_link(&format!("{dir}/device")) {
+            if let Some(a) = pci_path(&real).last() {
+                found.insert(*a);
                 continue;
             }
         }
-        let mut lower: Vec<String> = root.list_dir(&format!("{rel}/brif"), issues);
-        lower.extend(
-            root.list_dir(&rel, issues)
-                .into_iter()
-                .filter_map(|n| n.strip_prefix("lower_").map(str::to_string)),
-        );
+        let mut lower: Vec<String> = root.list_dir(&format!("{dir}/brif"), issues);
+        // A bond's members: `bonding/slaves` (space-separated), besides its `lower_*` links.
+        if let Some(slaves) = root.read_noting(&format!("{dir}/bonding/slaves"), issues) {
+            for s in slaves.split_whitespace() {
+                if !lower.iter().any(|l| l == s) {
+                    lower.push(s.to_string());
+                }
+            }
+        }
+        for l in root
+            .list_dir(&dir, issues)
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("lower_").map(str::to_string))
+        {
+            if !lower.contains(&l) {
+                lower.push(l);
+            }
+        }
         for l in lower {
             path.push(l.clone());
             pending.push((l, depth + 1));

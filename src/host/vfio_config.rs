@@ -4,7 +4,7 @@
 use crate::formats::cmdline::is_passthrough_param;
 use crate::formats::modprobe::{parse_modprobe_conf, same_module, vfio_ids_from_options};
 use crate::formats::shell_vars::parse_shell_assignments;
-use crate::model::{CmdlineParam, Issue, ModprobeDirective, ModuleList, VfioConfig};
+use crate::model::{CmdlineParam, Issue, ModprobeDirective, ModuleList, UdevOverride, VfioConfig};
 
 use super::root::HostRoot;
 
@@ -102,6 +102,7 @@ pub fn read_vfio_config(
         cfg.cmdline_params.push(p.clone());
     }
     cfg.vfio_pci_ids.dedup();
+    read_udev_overrides(root, &mut cfg, issues);
 
     read_line_lists(root, "etc/modules", "modules", &mut cfg, issues);
     read_line_lists(
@@ -218,4 +219,46 @@ fn read_shell_lists(
         modules,
         ignored_by_tool,
     });
+}
+
+/// udev rule directories, in udev's order; only `*.rules` files count.
+const UDEV_DIRS: &[&str] = &[
+    "etc/udev/rules.d",
+    "run/udev/rules.d",
+    "lib/udev/rules.d",
+    "usr/lib/udev/rules.d",
+];
+
+/// Rules that set `ATTR{driver_override}="vfio-pci"` for a `KERNEL=="ADDRESS"` match: how
+/// passthru (and some users) bind a card by address at boot.
+fn read_udev_overrides(root: &HostRoot, cfg: &mut VfioConfig, issues: &mut Vec<Issue>) {
+    for dir in UDEV_DIRS {
+        for name in root.list_dir(dir, issues) {
+            if !name.ends_with(".rules") {
+                continue;
+            }
+            let file = format!("{dir}/{name}");
+            let Some(text) = root.read_noting(&file, issues) else {
+                continue;
+            };
+            for (i, l) in text.lines().enumerate() {
+                let l = l.trim();
+                if l.starts_with('#') || !l.contains("driver_override}=\"vfio-pci\"") {
+                    continue;
+                }
+                let Some(at) = l.find("KERNEL==\"") else {
+                    continue;
+                };
+                let rest = &l[at + "KERNEL==\"".len()..];
+                let Some(address) = rest.split('"').next() else {
+                    continue;
+                };
+                cfg.udev_overrides.push(UdevOverride {
+                    file: file.clone(),
+                    line: i + 1,
+                    address: address.to_string(),
+                });
+            }
+        }
+    }
 }

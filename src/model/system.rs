@@ -263,6 +263,21 @@ pub struct VfioConfig {
     pub module_lists: Vec<ModuleList>,
     /// VFIO- and IOMMU-related parameters of the booted command line.
     pub cmdline_params: Vec<CmdlineParam>,
+    /// udev rules that set `driver_override` to vfio-pci for one PCI address (passthru's own
+    /// rule file and the user's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udev_overrides: Vec<UdevOverride>,
+}
+
+/// A udev rule line binding one PCI function to vfio-pci by address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdevOverride {
+    /// File, relative to the root.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The `KERNEL=="…"` match: the function's address.
+    pub address: String,
 }
 
 /// A DRM card (`sys/class/drm/cardN`) and what hangs off it.

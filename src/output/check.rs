@@ -162,6 +162,8 @@ pub fn render_check(
             })
             .collect();
         writeln!(out, "  {}", verdicts.join("   "))?;
+        let state = format!("{}; next: {}", g.state.state.describe(), g.state.next_step);
+        write!(out, "{}", wrap("  state:", 4, &sanitize(&state)))?;
         let mut findings: Vec<&Finding> = g
             .findings
             .iter()
@@ -203,6 +205,7 @@ mod tests {
                 functions: functions.iter().map(|a| addr(a)).collect(),
                 group: Some("1".into()),
                 verdicts: Default::default(),
+                state: Default::default(),
                 findings: vec![],
             }],
             unmatched: vec![],

@@ -207,8 +207,9 @@ fn vm_precheck(
     plan.warnings.extend(g.forced(Use::Vm));
     if g.verdicts[&Use::Vm] != Verdict::Ready {
         plan.notes.push(format!(
-            "The host is not ready for this GPU yet: run `passthru setup vm {}` (check says {:?}).",
-            gpu.address,
+            "The host is not ready for this GPU yet ({}): {} (check says {:?}).",
+            g.state.state.describe(),
+            g.state.next_step,
             g.verdicts[&Use::Vm]
         ));
     }
@@ -883,6 +884,18 @@ pub fn plan_lxc_share(
             "{} has no host driver bound (it is {}): run `passthru setup host {}` first",
             gpu.address,
             gpu.driver.as_deref().unwrap_or("unbound"),
+            gpu.address
+        )));
+    }
+    // On its host driver now, but vfio configuration on disk takes it at the next boot: the
+    // container would lose it then (docs/states.md; check's vfio.pending says the same).
+    let state = crate::state::card_state(s, &gpu.address);
+    if crate::state::vfio_pending(&state) {
+        return Err(AttachError::Refused(format!(
+            "{} is on its host driver now, but the vfio configuration on disk takes it at the next boot ({}; {}): run `passthru setup host {}` first",
+            gpu.address,
+            state.state.describe(),
+            state.evidence,
             gpu.address
         )));
     }

@@ -278,9 +278,66 @@ pub fn plan_setup_vm(
         BindingMethod::ModprobeIds(ids) => managed.ids.extend(ids),
     }
     for d in &functions {
-        if let Some(m) = module_of(d) {
+        // A function already on vfio-pci: its host driver is the one a device with the same
+        // ids uses (a twin card), never vfio_pci itself (`softdep vfio_pci pre: vfio-pci`).
+        let host_module = if d.driver.as_deref() == Some("vfio-pci") {
+            s.devices
+                .iter()
+                .filter(|o| o.vendor_device().is_some() && o.vendor_device() == d.vendor_device())
+                .filter(|o| o.driver.as_deref().is_some_and(|x| x != "vfio-pci"))
+                .find_map(module_of)
+        } else {
+            module_of(d)
+        };
+        if let Some(m) = host_module.filter(|m| m != "vfio_pci") {
             managed.softdeps.insert(m);
         }
+    }
+    // The user's own `options vfio-pci ids=` lines that also capture devices outside this
+    // card (a twin, the host's display) are replaced: commented out, with why, in their file
+    // (the journal keeps the original; rollback restores it). Right lines are left.
+    let state = crate::state::card_state(s, &gpu.address);
+    let mut user_edits: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for m in
+        s.vfio_config.modprobe.iter().filter(|m| {
+            m.file != MODPROBE_FILE && m.command == "options" && m.args.contains("ids=")
+        })
+    {
+        let place = format!("{}:{}", m.file, m.line);
+        if state
+            .user_lines
+            .iter()
+            .any(|l| l.place == place && !l.captures_others.is_empty())
+        {
+            user_edits.entry(m.file.clone()).or_default().push(m.line);
+        }
+    }
+    for (file, lines) in &user_edits {
+        let Some(text) = src.read_text(file)? else {
+            continue;
+        };
+        let out: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if lines.contains(&(i + 1)) && l.trim_start().starts_with("options") {
+                    format!("# passthru: replaced by {MODPROBE_FILE} and {UDEV_FILE} (it also captured other devices): {l}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let mut after = out.join("\n");
+        if text.ends_with('\n') {
+            after.push('\n');
+        }
+        plan.edits.extend(edit(
+            src,
+            file,
+            Some(after.into_bytes()),
+            "this ids= line also captured devices outside this card: it is replaced by a binding by address",
+        )?);
+        plan.notes.push(format!("Your line(s) {} in {file} also bound other devices to vfio-pci: commented out, replaced by binding this card by address.", lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")));
     }
     // A secondary VGA card opts out of VGA arbitration, so the host's console stays put.
     let mut options = Vec::new();
@@ -392,6 +449,15 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         render_udev(&managed),
         "stop binding this card by address",
     )?);
+    // Where vfio-pci is built in, setup vm bound the card with vfio-pci.ids= on the kernel
+    // command line: that is the binding to take away, or the next boot takes the card again.
+    if let BindingMethod::CmdlineIds(ids) = binding_method(s, &gpu.address) {
+        let change = ParamChange {
+            add: Vec::new(),
+            remove: vec![p(&format!("vfio-pci.ids={}", ids.join(",")))],
+        };
+        plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
+    }
     if !plan.edits.is_empty() {
         plan.commands.push(PlannedCommand {
             why: "rebuild the initramfs without this card's binding".into(),
