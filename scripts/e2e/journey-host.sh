@@ -31,18 +31,30 @@ run_grub_journey() {
 		(cd "$REPO" && cargo build --release --bin passthru) || die "cargo build failed"
 	fi
 	ensure_image
-	local d=$E2E_WORK/run
-	rm -rf "$d"; mkdir -p "$d/journey"
-	cp --sparse=always "$IMG_DIR/root.img" "$IMG_DIR/esp.img" "$d/"
-	cp "$OVMF_VARS" "$d/vars.fd"
-	cp "$PASSTHRU" "$d/journey/passthru"
-	cp "$E2E_HERE/journey.sh" "$d/journey/journey.sh"
-	echo 1 >"$d/journey/stage"
-	mkfs.ext4 -q -L e2ejourney -d "$d/journey" "$d/journey.img" 1G || die "mkfs.ext4 of the journey disk failed"
-	local b t0 times=() ok=1
+	local d=$E2E_WORK/run first=1 disks="root.img esp.img vars.fd journey.img"
 	TRANSCRIPT=$d/transcript.txt
-	: >"$TRANSCRIPT"
-	for b in 1 2 3; do
+	if [ "${E2E_RESUME:-}" = 2 ] && [ -e "$E2E_WORK/after-boot1/ok" ]; then
+		# Debugging aid: boot 2 again from the disks as boot 1 left them.
+		log "resuming at boot 2 from $E2E_WORK/after-boot1 (E2E_RESUME=2)"
+		for f in $disks; do cp --sparse=always "$E2E_WORK/after-boot1/$f" "$d/$f"; done
+		cp "$E2E_WORK/after-boot1/transcript.txt" "$TRANSCRIPT"
+		# this checkout's journey.sh replaces the one on the disk (debugfs: no mount needed)
+		debugfs -w -R "rm journey.sh" "$d/journey.img" >/dev/null 2>&1
+		debugfs -w -R "write $E2E_HERE/journey.sh journey.sh" "$d/journey.img" >/dev/null 2>&1
+		debugfs -w -R "sif journey.sh mode 0100755" "$d/journey.img" >/dev/null 2>&1
+		first=2
+	else
+		rm -rf "$d"; mkdir -p "$d/journey"
+		cp --sparse=always "$IMG_DIR/root.img" "$IMG_DIR/esp.img" "$d/"
+		cp "$OVMF_VARS" "$d/vars.fd"
+		cp "$PASSTHRU" "$d/journey/passthru"
+		cp "$E2E_HERE/journey.sh" "$d/journey/journey.sh"
+		echo 1 >"$d/journey/stage"
+		mkfs.ext4 -q -L e2ejourney -d "$d/journey" "$d/journey.img" 1G || die "mkfs.ext4 of the journey disk failed"
+		: >"$TRANSCRIPT"
+	fi
+	local b t0 times=() ok=1
+	for b in $(seq "$first" 3); do
 		log "boot $b: OVMF -> GRUB -> Debian 12 (TCG)"
 		t0=$SECONDS
 		boot_guest "$b" || log "boot $b: qemu exited $? (timeout or crash)"
@@ -54,6 +66,11 @@ run_grub_journey() {
 			tail -40 "$d/console-boot$b.log" | tr -d '\r'
 			ok=0
 			break
+		fi
+		if [ "$b" = 1 ]; then
+			rm -rf "$E2E_WORK/after-boot1"; mkdir -p "$E2E_WORK/after-boot1"
+			for f in $disks transcript.txt; do cp --sparse=always "$d/$f" "$E2E_WORK/after-boot1/$f"; done
+			touch "$E2E_WORK/after-boot1/ok"
 		fi
 	done
 	TIMES="image: $IMAGE_TIME; ${times[*]}; total $((SECONDS - t_start)) s"
