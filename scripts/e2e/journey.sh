@@ -155,6 +155,7 @@ case $stage in
 1)
 	record "passthru --version" $P --version
 	record "passthru list" $P list
+	record "interlocks: default-route NIC (virtio 00:04.0) and boot disk (virtio 00:05.0) as passthru sees them" bash -c "$P scan --json | grep -A4 -E '\"(default_route|boot_disk)' | head -40; ip route show default"
 	record "check before setup (verdict)" $P check
 	step "hash /etc and /boot before setup" bash -c "$(declare -f hash_tree); hash_tree >$E/hash-before; wc -l <$E/hash-before"
 	step "setup vm $GPU --yes (real update-initramfs, update-grub)" $P setup vm $GPU --yes
@@ -174,7 +175,7 @@ case $stage in
 	record "kernel log: the card's drivers this boot" early_binding
 	step "/dev/vfio group present" bash -c "ls -l /dev/vfio/; readlink /sys/bus/pci/devices/0000:00:02.0/iommu_group"
 	record "check after reboot (verdict)" $P check
-	record "check --json after reboot (network interlock view)" bash -c "$P check --json | grep -A3 -i -E 'default_route|boot_disk' | head -40"
+	record "interlocks: default-route NIC (virtio 00:04.0) and boot disk (virtio 00:05.0) as passthru sees them" bash -c "$P scan --json | grep -A4 -E '\"(default_route|boot_disk)' | head -40; ip route show default"
 	step "libvirtd answers" timeout 300 virsh -c qemu:///system version
 	step "virsh define $DOM" bash -c "$(declare -f domain_xml); DOM=$DOM; domain_xml >$E/$DOM.xml; virsh define $E/$DOM.xml"
 	step "passthru libvirt attach $DOM $GPU --yes" $P libvirt attach $DOM $GPU --yes
