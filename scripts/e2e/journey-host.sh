@@ -59,7 +59,7 @@ run_grub_journey() {
 		t0=$SECONDS
 		boot_guest "$b" || log "boot $b: qemu exited $? (timeout or crash)"
 		times+=("boot $b: $((SECONDS - t0)) s")
-		{ echo "=== boot $b ($((SECONDS - t0)) s) ==="; tr -d '\r' <"$d/serial-boot$b.log"; } >>"$TRANSCRIPT"
+		{ echo "=== boot $b ($((SECONDS - t0)) s) ==="; tr -d '\r' <"$d/serial-boot$b.log" | sed 's/\x1b\[[0-9;=]*[A-Za-z]//g'; } >>"$TRANSCRIPT"
 		tr -d '\r' <"$d/serial-boot$b.log"
 		if ! grep -q "^E2E-BOOT$b PASS" "$d/serial-boot$b.log"; then
 			log "boot $b did not pass; the console's last lines:"
