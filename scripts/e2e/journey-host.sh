@@ -9,7 +9,7 @@
 boot_guest() { # boot number
 	local b=$1 d=$E2E_WORK/run
 	: >"$d/serial-boot$b.log"
-	timeout "${E2E_BOOT_TIMEOUT:-1500}" "$QEMU" -nodefaults -display none \
+	timeout "${E2E_BOOT_TIMEOUT:-2700}" "$QEMU" -nodefaults -display none \
 		-M q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 3072 \
 		-device intel-iommu,intremap=on,caching-mode=on \
 		-drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \

@@ -12,6 +12,8 @@
 #   E2E_WORK   per-run disks and logs (default target/e2e)
 #   PASSTHRU   the binary put on the journey disk (default target/release/passthru, built if absent)
 #   E2E_DOC    where the transcript and times go (default docs/e2e.md; E2E_DOC= to skip)
+#   E2E_BOOT_TIMEOUT  seconds per boot (default 2700: setup and rollback each rebuild the initramfs, ~20 min under TCG)
+#   E2E_RESUME=2      start at boot 2 from the disks boot 1 left (target/e2e/after-boot1), for debugging
 set -euo pipefail
 
 E2E_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,5 +51,5 @@ install_prereqs() {
 case ${1:-} in
 image) install_prereqs; mkdir -p "$E2E_CACHE"; ensure_image; log "image: $IMG_DIR" ;;
 grub) install_prereqs; mkdir -p "$E2E_CACHE"; run_grub_journey ;;
-*) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
