@@ -51,5 +51,5 @@ install_prereqs() {
 case ${1:-} in
 image) install_prereqs; mkdir -p "$E2E_CACHE"; ensure_image; log "image: $IMG_DIR" ;;
 grub) install_prereqs; mkdir -p "$E2E_CACHE"; run_grub_journey ;;
-*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
