@@ -112,8 +112,13 @@ compare_touched() { # every touched file as it was before setup (boot 1)
 initramfs_clean() {
 	local img=/boot/initrd.img-$(uname -r) bad=0 p
 	lsinitramfs "$img" >$E/initramfs-list-boot$stage
-	for p in $(grep -E '^/etc/(modprobe\.d|initramfs-tools|modules)' $E/touched-journal); do
-		grep -qx "${p#/}" $E/initramfs-list-boot$stage && { echo "  STILL IN INITRAMFS ${p#/}"; bad=1; } || echo "  not in initramfs ${p#/}"
+	# by name: initramfs-tools copies the udev rule to usr/lib/udev/rules.d/, not to its etc/ path
+	for p in $(cat $E/touched-journal); do
+		if grep -qE "(^|/)$(basename "$p")\$" $E/initramfs-list-boot$stage; then
+			echo "  STILL IN INITRAMFS: $(grep -E "(^|/)$(basename "$p")\$" $E/initramfs-list-boot$stage | tr '\n' ' ')"
+			[ "$(basename "$p")" = modules ] || bad=1
+		else echo "  not in initramfs: $(basename "$p")"
+		fi
 	done
 	echo "vfio entries in $img:"; grep -i vfio $E/initramfs-list-boot$stage | sed 's/^/  /'
 	return $bad
