@@ -423,6 +423,15 @@ pub struct HostSession {
 
 /// Takes the host lock and undoes whatever a crash interrupted: the first thing a writing
 /// command does, before it reads a file to plan from.
+/// Every path a plan names is below the root (relative, no `..`), checked before anything,
+/// even the lock, is created.
+fn check_plan_paths(plan: &Plan) -> Result<(), ApplyError> {
+    for e in &plan.edits {
+        path::checked(&e.path)?;
+    }
+    Ok(())
+}
+
 pub fn begin(root: &Path, opts: &ApplyOptions) -> Result<HostSession, ApplyError> {
     let lock = lock_host(root)?;
     crash_point("locked");
@@ -444,6 +453,7 @@ impl HostSession {
     /// Applies a plan as one transaction, under the Proxmox lock of every guest config it
     /// edits (taken now, after the user confirmed, in [`guest_locks_for`]'s order).
     pub fn apply(&self, plan: &Plan) -> Result<ApplyOutcome, ApplyError> {
+        check_plan_paths(plan)?;
         let _guests = take_guest_locks(&self.root, plan)?;
         apply_locked(&self.root, plan, &self.opts, "apply", None)
     }
@@ -471,6 +481,7 @@ pub fn apply_plan(
     plan: &Plan,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
+    check_plan_paths(plan)?;
     let session = begin(root, opts)?;
     let mut outcome = session.apply(plan)?;
     outcome.recovered = session.recovered.clone();
