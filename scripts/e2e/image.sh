@@ -32,6 +32,10 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 G
+	# Only the modules this machine needs in the initramfs: under TCG, update-initramfs with
+	# Debian's default MODULES=most (a 36 MB image) took about 20 minutes per rebuild.
+	mkdir -p "$r/etc/initramfs-tools/conf.d"
+	echo MODULES=dep >"$r/etc/initramfs-tools/conf.d/e2e-modules.conf"
 	ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
 	ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
 	mkdir -p "$r/etc/systemd/network" "$r/etc/systemd/system/multi-user.target.wants" \

@@ -1,6 +1,18 @@
-# Sourced by smoke.sh and bind-test.sh: checks that this host can boot the lab guest for
-# kernel $1, calling the caller's `skip REASON` (which exits 0) for whatever is missing, and
-# `$2` as a scratch directory for the static-link probe.
+# Sourced by the lab scripts. `lab_skip SCRIPT REASON` ends a script that cannot run here:
+# on a developer's machine it prints SKIP and exits 0; under CI (CI=true) a real-system step
+# that did not run is a failure (exit 1), since .ci/run installs everything the lab needs.
+lab_skip() {
+	if [ "${CI:-}" = true ]; then
+		echo "$1: FAIL: cannot run under CI: $2 (.ci/run must install it)" >&2
+		exit 1
+	fi
+	echo "$1: SKIP: $2"
+	exit 0
+}
+
+# Checks that this host can boot the lab guest for kernel $1, calling the caller's
+# `skip REASON` for whatever is missing, and `$2` as a scratch directory for the static-link
+# probe.
 lab_require() {
 	local kver=$1 tmp=$2
 	command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"

@@ -201,6 +201,7 @@ main() {
 	local keep=()
 	for s in "${list[@]}"; do
 		if [[ " $BOOT_ONLY " == *" $s "* ]] && [ ! -x "$PASSTHRU" ]; then
+			[ "${CI:-}" = true ] && { echo "run.sh: $s: FAIL: no passthru binary at $PASSTHRU under CI" >&2; exit 1; }
 			echo "run.sh: $s: SKIP: no passthru binary at $PASSTHRU (cargo build --release -p passthru)"
 		else keep+=("$s"); fi
 	done

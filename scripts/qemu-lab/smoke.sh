@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the real-kernel fixtures: boot intel-flat into a temporary directory and compare
 # its groups.txt and lspci-nnk.txt with the committed ones. Exit 1 (printing the diff) on any
-# difference; print "SKIP" and exit 0 when the host cannot run the lab (no qemu-system-x86_64,
+# difference; print "SKIP" and exit 0 when the host cannot run the lab (under CI=true: exit 1) (no qemu-system-x86_64,
 # no guest kernel, no busybox-static/kmod/cpio/gcc static libc/lspci). No root; about 15-30 s.
 #
 #   smoke.sh [SCENARIO]      (default intel-flat)
@@ -12,14 +12,14 @@ S=${1:-intel-flat}
 WANT=$REPO/tests/fixtures/qemu/$S
 export PATH=$PATH:/sbin:/usr/sbin
 
-skip() { echo "smoke.sh: SKIP: $*"; exit 0; }
+. "$HERE/lab-prereqs.sh"
+skip() { lab_skip smoke.sh "$*"; }
 [ -f "$WANT/groups.txt" ] && [ -f "$WANT/lspci-nnk.txt" ] || { echo "smoke.sh: no committed fixture $WANT" >&2; exit 1; }
 # the committed capture says which kernel it came from; boot that one
 KVER=$(sed -n 's/^kernel: //p' "$WANT/meta.txt")
 [ -n "$KVER" ] || { echo "smoke.sh: $WANT/meta.txt names no kernel" >&2; exit 1; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-smoke.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-. "$HERE/lab-prereqs.sh"
 lab_require "$KVER" "$TMP"
 
 start=$SECONDS

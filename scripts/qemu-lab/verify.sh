@@ -13,8 +13,9 @@ PCI_IDS=${PCI_IDS:-}
 for c in "$REPO/../shared/corpus/pci.ids" /work/shared/corpus/pci.ids /usr/share/misc/pci.ids; do
 	[ -n "$PCI_IDS" ] || { [ -f "$c" ] && PCI_IDS=$c; }
 done
-command -v lspci >/dev/null || { echo "verify.sh: SKIP: lspci not installed"; exit 0; }
-[ -f "$PCI_IDS" ] || { echo "verify.sh: SKIP: no pci.ids"; exit 0; }
+. "$HERE/lab-prereqs.sh"
+command -v lspci >/dev/null || lab_skip verify.sh "lspci not installed"
+[ -f "$PCI_IDS" ] || lab_skip verify.sh "no pci.ids"
 list=("$@")
 # directories without a capture (intel-bind: console.txt only) are not replayed
 [ ${#list[@]} -gt 0 ] || for d in "$FIXTURES"/*/; do [ -f "$d/root.tar.gz" ] && list+=("$(basename "$d")"); done
