@@ -471,7 +471,7 @@ fn list_names_the_files_setup_edits_for_the_command_line() {
             ..Default::default()
         };
         let plan =
-            passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles(&host), &req)
+            passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles::new(&host), &req)
                 .unwrap();
         let edited: Vec<&str> = plan
             .edits

@@ -1151,7 +1151,8 @@ fn setup_adds_word(root: &std::path::Path, s: &Snapshot, word: &str) -> bool {
         ..Default::default()
     };
     let plan =
-        passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles(&host), &req).unwrap();
+        passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles::new(&host), &req)
+            .unwrap();
     let has = |b: &Option<Vec<u8>>| {
         String::from_utf8_lossy(b.as_deref().unwrap_or_default())
             .split(|c: char| c.is_whitespace() || c == '"')
@@ -1191,7 +1192,7 @@ fn setup_plan(
     req: passthru::plan::setup::SetupRequest,
 ) -> Result<passthru::plan::Plan, passthru::plan::setup::SetupError> {
     let host = passthru::host::HostRoot::new(root).unwrap();
-    passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles(&host), &req)
+    passthru::plan::setup::plan_setup_vm(s, &passthru::host::RootFiles::new(&host), &req)
 }
 
 fn forced(addr: &str) -> passthru::plan::setup::SetupRequest {

@@ -395,7 +395,7 @@ fn desktop_plan(root: &Path) -> passthru::plan::Plan {
         force: true,
         ..Default::default()
     };
-    passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles(&host), &req).unwrap()
+    passthru::plan::setup::plan_setup_vm(&s, &passthru::host::RootFiles::new(&host), &req).unwrap()
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn built_in_vfio_pci_takes_its_options_on_the_command_line() {
             .map(|b| String::from_utf8(b).unwrap())
             .unwrap_or_default()
     };
-    let files = passthru::host::RootFiles(&host);
+    let files = passthru::host::RootFiles::new(&host);
     let modular = passthru::plan::setup::plan_setup_vm(&s, &files, &req).unwrap();
     assert!(text(&modular, "etc/modprobe.d/passthru-vfio.conf").contains("disable_idle_d3=1"));
     s.system.builtin_modules = Some(

@@ -608,8 +608,7 @@ pub fn tidy_journal(root: &Path) -> Result<Vec<String>, ApplyError> {
     let mut messages = Vec::new();
     for j in journals.iter_mut() {
         if j.manifest.state == TxState::Committed && done.contains(&j.manifest.id) {
-            super::write::remove_created_dirs(root, &j.manifest.created_dirs)?;
-            j.set_state(TxState::RolledBack)?;
+            super::finish_rollback(root, j)?;
             messages.push(format!(
                 "transaction {} ({}) had been rolled back when passthru was interrupted; it is now marked so",
                 j.manifest.id, j.manifest.title

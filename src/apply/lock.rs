@@ -102,7 +102,7 @@ pub fn take_lock(root: &Path, target: LockTarget) -> Result<Lock, ApplyError> {
                 return Err(ApplyError::Io {
                     op: "locking",
                     path,
-                    source: e,
+                    err: e,
                 })
             }
         }

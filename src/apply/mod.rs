@@ -9,11 +9,14 @@
 //! 3. take the Proxmox lock of every guest config the plan edits, in a fixed order;
 //! 4. re-read every file and compare with the bytes the plan was made from; a difference
 //!    stops everything before a byte is written;
-//! 5. save each file's exact bytes, mode and owner (or its absence) in the journal
-//!    (`var/lib/passthru/journal/<id>/`), fsynced, then mark the transaction `applying`;
-//! 6. for each file: record (fsynced) that its write starts, then write it atomically: a
-//!    temporary file in the same directory, fsync, mode and owner, rename over the old one,
-//!    fsync the directory;
+//! 5. save each file's exact bytes, mode, owner and extended attributes (or its absence) in
+//!    the journal (`var/lib/passthru/journal/<id>/`), fsynced, then mark the transaction
+//!    `applying`;
+//! 6. for each file: record (fsynced) that its write starts, then write it atomically through
+//!    the confined path ([`path`]): a temporary file in the same directory (O_EXCL|
+//!    O_NOFOLLOW), fsync, owner, xattrs, mode, a last check that the file still holds the
+//!    bytes the plan was made from, rename over it, fsync the directory; then mark the
+//!    transaction `written`;
 //! 7. run the refresh commands (argument vectors, never a shell), keeping their output;
 //! 8. mark the transaction `committed`.
 //!
@@ -72,11 +75,13 @@ pub enum ApplyError {
     },
     /// The OS error's text is part of the message: it travels into `RolledBack` and
     /// `RestoreFailed` as text, where a `source()` chain would be lost.
-    #[error("{op} {path}: {source}", path = .path.display())]
+    // (Not named `source`: thiserror would make it the error's source too, and `{:#}` would
+    // print the OS text twice.)
+    #[error("{op} {path}: {err}", path = .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        err: io::Error,
     },
     #[error("{failure}; the transaction was undone: {report}")]
     RolledBack { failure: String, report: String },
@@ -109,39 +114,11 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        // A message that already carries its cause's text (`Io` prints the OS error) does
-        // not repeat it.
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
+        s.push_str(": ");
+        s.push_str(&c.to_string());
         cause = c.source();
     }
     s
-}
-
-/// Whether `path` is a temporary file of an atomic write of `real` (`.NAME.passthru-PID`
-/// beside it).
-fn is_temporary_of(path: &Path, real: &Path) -> bool {
-    let (Some(name), Some(real_name)) = (path.file_name(), real.file_name()) else {
-        return false;
-    };
-    let prefix = format!(".{}.passthru-", real_name.to_string_lossy());
-    path.parent() == real.parent() && name.to_string_lossy().starts_with(&prefix)
-}
-
-/// The error of a write of `real`, naming `real` rather than the temporary file the write went
-/// through, which the user never sees and which is gone by then.
-pub(crate) fn about_file(e: ApplyError, real: &Path) -> ApplyError {
-    match e {
-        ApplyError::Io { op, path, source } if is_temporary_of(&path, real) => ApplyError::Io {
-            op,
-            path: real.to_path_buf(),
-            source,
-        },
-        other => other,
-    }
 }
 
 /// How to apply.
@@ -355,25 +332,15 @@ pub fn recover_interrupted(root: &Path, opts: &ApplyOptions) -> Result<Vec<Strin
         crash_point("recovered");
         messages.push(recovered_message(&j.manifest, &report));
     }
-    mark_rolled_back_targets(root)?;
     Ok(messages)
 }
 
-/// A rollback that committed marks its target `rolled-back` right after; a crash between the
-/// two leaves the target `committed`. This finishes that step.
-fn mark_rolled_back_targets(root: &Path) -> Result<(), ApplyError> {
-    let journals = Journal::open_all(root)?;
-    let done: Vec<String> = journals
-        .iter()
-        .filter(|j| j.manifest.kind == "rollback" && j.manifest.state == TxState::Committed)
-        .filter_map(|j| j.manifest.rolls_back.clone())
-        .collect();
-    for mut j in journals {
-        if j.manifest.state == TxState::Committed && done.contains(&j.manifest.id) {
-            j.set_state(TxState::RolledBack)?;
-        }
-    }
-    Ok(())
+/// The last step of a rollback: the directories its target created are removed (when
+/// empty) and the target is marked rolled back. Also run by recovery when a crash fell
+/// between a rollback's commit and this step.
+pub(crate) fn finish_rollback(root: &Path, target: &mut Journal) -> Result<(), ApplyError> {
+    write::remove_created_dirs(root, &target.manifest.created_dirs)?;
+    target.set_state(TxState::RolledBack)
 }
 
 /// An interrupted transaction that the next writing command undoes first, as `--dry-run`
@@ -421,10 +388,8 @@ pub struct HostSession {
     _lock: Lock,
 }
 
-/// Takes the host lock and undoes whatever a crash interrupted: the first thing a writing
-/// command does, before it reads a file to plan from.
-/// Every path a plan names is below the root (relative, no `..`), checked before anything,
-/// even the lock, is created.
+/// Every path a plan names is below the root (relative, no `..`): checked before the plan's
+/// transaction writes anything, its journal included.
 fn check_plan_paths(plan: &Plan) -> Result<(), ApplyError> {
     for e in &plan.edits {
         path::checked(&e.path)?;
@@ -432,6 +397,8 @@ fn check_plan_paths(plan: &Plan) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Takes the host lock and undoes whatever a crash interrupted: the first thing a writing
+/// command does, before it reads a file to plan from.
 pub fn begin(root: &Path, opts: &ApplyOptions) -> Result<HostSession, ApplyError> {
     let lock = lock_host(root)?;
     crash_point("locked");
@@ -785,8 +752,7 @@ fn rollback_locked(
     let _guests = take_guest_locks(root, &plan)?;
     let outcome = apply_locked(root, &plan, opts, "rollback", Some(&target.manifest.id))?;
     crash_point("rollback committed");
-    write::remove_created_dirs(root, &target.manifest.created_dirs)?;
-    target.set_state(TxState::RolledBack)?;
+    finish_rollback(root, &mut target)?;
     Ok(outcome)
 }
 
@@ -795,27 +761,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_error_names_the_file_not_its_temporary() {
-        let real = Path::new("/r/etc/modprobe.d/passthru-vfio.conf");
+    fn an_io_error_names_the_file_and_its_os_error_once() {
         let e = ApplyError::Io {
             op: "writing",
-            path: PathBuf::from("/r/etc/modprobe.d/.passthru-vfio.conf.passthru-4242"),
-            source: io::Error::from_raw_os_error(28),
+            path: PathBuf::from("/r/etc/modprobe.d/passthru-vfio.conf"),
+            err: io::Error::from_raw_os_error(28),
         };
-        let e = about_file(e, real);
         assert_eq!(
             describe(&e),
             "writing /r/etc/modprobe.d/passthru-vfio.conf: No space left on device (os error 28)"
         );
-        // Any other path is kept.
+        // `{:#}` (how main prints errors) says it once too.
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(e)),
+            "writing /r/etc/modprobe.d/passthru-vfio.conf: No space left on device (os error 28)"
+        );
         let other = ApplyError::Io {
             op: "syncing directory",
             path: PathBuf::from("/r/etc/modprobe.d"),
-            source: io::Error::from_raw_os_error(5),
+            err: io::Error::from_raw_os_error(5),
         };
-        assert!(
-            describe(&about_file(other, real)).starts_with("syncing directory /r/etc/modprobe.d:")
-        );
+        assert!(describe(&other).starts_with("syncing directory /r/etc/modprobe.d:"));
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn oserr(op: &'static str, path: PathBuf) -> impl FnOnce(Errno) -> ApplyError {
     move |e| ApplyError::Io {
         op,
         path,
-        source: io::Error::from(e),
+        err: io::Error::from(e),
     }
 }
 
@@ -613,12 +613,12 @@ impl Dir {
         f.read_to_end(&mut bytes).map_err(|source| ApplyError::Io {
             op: "reading",
             path: real.clone(),
-            source,
+            err: source,
         })?;
         let xattrs = read_xattrs(f.as_fd()).map_err(|source| ApplyError::Io {
             op: "reading the extended attributes of",
             path: real,
-            source,
+            err: source,
         })?;
         Ok(Some(FileState {
             bytes,
@@ -640,7 +640,7 @@ impl Dir {
         f.read_to_end(&mut bytes).map_err(|source| ApplyError::Io {
             op: "reading",
             path: self.real(name),
-            source,
+            err: source,
         })?;
         Ok(Some(bytes))
     }
@@ -685,7 +685,7 @@ impl Dir {
                     return Err(ApplyError::Io {
                         op: "creating a temporary file to replace",
                         path: self.real(name),
-                        source: e.into(),
+                        err: e.into(),
                     })
                 }
             }
@@ -744,7 +744,7 @@ impl Dir {
             return Err(ApplyError::Io {
                 op,
                 path: real,
-                source,
+                err: source,
             });
         }
         crash_point("temporary written");

@@ -53,7 +53,7 @@ fn read_attribute(root: &Path, rel: &str) -> Result<Option<String>, ApplyError> 
         Err(e) => Err(ApplyError::Io {
             op: "reading",
             path,
-            source: e,
+            err: e,
         }),
     }
 }
@@ -69,7 +69,7 @@ pub fn read_device_state(root: &Path, address: &str) -> Result<DeviceState, Appl
             return Err(ApplyError::Io {
                 op: "reading the driver link",
                 path: link,
-                source: e,
+                err: e,
             })
         }
     };
@@ -97,7 +97,7 @@ fn write_attribute(root: &Path, rel: &str, value: &str, live: bool) -> Result<()
         .map_err(|e| ApplyError::Io {
             op: "writing to",
             path,
-            source: e,
+            err: e,
         })
 }
 

@@ -173,7 +173,6 @@ pub fn preview(root: &Path, m: &Manifest) -> Vec<(String, FileUndo)> {
 
 fn restore_one(root: &Path, j: &Journal, i: usize) -> FileUndo {
     let f = &j.manifest.files[i];
-    let path = root.join(&f.path);
     remove_stray_temporaries(root, &f.path);
     let current = match read_current(root, &f.path) {
         Ok(c) => c,
@@ -187,8 +186,7 @@ fn restore_one(root: &Path, j: &Journal, i: usize) -> FileUndo {
     let done = match &f.original {
         Some(o) => j
             .saved_bytes(i)
-            .and_then(|bytes| atomic_write(root, &f.path, &bytes, &o.meta(), expect))
-            .map_err(|e| super::about_file(e, &path)),
+            .and_then(|bytes| atomic_write(root, &f.path, &bytes, &o.meta(), expect)),
         None => remove_file_synced(root, &f.path, expect),
     };
     match done {

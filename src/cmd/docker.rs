@@ -14,6 +14,10 @@ use crate::cli::{DockerArgs, SourceArgs};
 pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     let snap = get_snapshot(source, ReadDetail::Check)?;
-    write!(out, "{}", docker_snippet(&snap, &RootFiles(&root), &a.gpu)?)?;
+    write!(
+        out,
+        "{}",
+        docker_snippet(&snap, &RootFiles::new(&root), &a.gpu)?
+    )?;
     Ok(())
 }

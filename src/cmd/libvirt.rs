@@ -14,7 +14,7 @@ use crate::cli::{LibvirtCommand, SourceArgs};
 
 pub fn run(source: &SourceArgs, cmd: &LibvirtCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
-    let files = RootFiles(&root);
+    let files = RootFiles::new(&root);
     match cmd {
         LibvirtCommand::Attach(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;

@@ -14,7 +14,7 @@ use crate::cli::{LxcCommand, SourceArgs};
 
 pub fn run(source: &SourceArgs, cmd: &LxcCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
-    let files = RootFiles(&root);
+    let files = RootFiles::new(&root);
     match cmd {
         LxcCommand::Share(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;

@@ -21,7 +21,7 @@ pub fn run(source: &SourceArgs, cmd: &MappingCommand, out: &mut dyn Write) -> Re
             let snap = get_snapshot(source, ReadDetail::Check)?;
             Ok(plan_mapping_create(
                 &snap,
-                &RootFiles(&root),
+                &RootFiles::new(&root),
                 &a.name,
                 &a.gpu,
             )?)
@@ -34,7 +34,7 @@ fn list(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
     let reading = || format!("reading {}", root.join(MAPPING_FILE).display());
     // Absent is "no mappings"; present but unreadable or not text is an error, never an
     // empty list.
-    let text = RootFiles(root)
+    let text = RootFiles::new(root)
         .read_text(MAPPING_FILE)
         .with_context(reading)?
         .unwrap_or_default();

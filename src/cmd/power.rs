@@ -76,6 +76,6 @@ fn runtime_pm(
     let sel = a.gpu.as_deref().unwrap_or_default();
     change_host(root, a.write, out, || {
         let snap = get_snapshot(source, ReadDetail::Check)?;
-        Ok(plan_runtime_pm(&snap, &RootFiles(root), sel, mode)?)
+        Ok(plan_runtime_pm(&snap, &RootFiles::new(root), sel, mode)?)
     })
 }

@@ -28,11 +28,11 @@ pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Resu
                 disable_idle_d3: a.disable_idle_d3,
                 force: a.force,
             };
-            Ok(plan_setup_vm(&snap, &RootFiles(&root), &req)?)
+            Ok(plan_setup_vm(&snap, &RootFiles::new(&root), &req)?)
         }),
         SetupCommand::Host(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;
-            Ok(plan_setup_host(&snap, &RootFiles(&root), &a.gpu)?)
+            Ok(plan_setup_host(&snap, &RootFiles::new(&root), &a.gpu)?)
         }),
         SetupCommand::Status => status(&root, out),
     }
@@ -58,7 +58,7 @@ fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
             }
         )?;
     }
-    let files = RootFiles(root);
+    let files = RootFiles::new(root);
     for f in [
         MODPROBE_FILE,
         UDEV_FILE,

@@ -14,7 +14,7 @@ use crate::cli::{SourceArgs, VmCommand};
 
 pub fn run(source: &SourceArgs, cmd: &VmCommand, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
-    let files = RootFiles(&root);
+    let files = RootFiles::new(&root);
     match cmd {
         VmCommand::Attach(a) => change_host(&root, a.write, out, || {
             let snap = get_snapshot(source, ReadDetail::Check)?;

@@ -169,7 +169,7 @@ fn collect_entries(root: &HostRoot) -> BTreeMap<String, Entry> {
     for detail in [ReadDetail::Full, ReadDetail::Check] {
         let _ = super::read_snapshot(&rec, None, detail);
     }
-    let files = super::RootFiles(&rec);
+    let files = super::RootFiles::new(&rec);
     for f in PLAN_FILES {
         let _ = files.read(f);
     }

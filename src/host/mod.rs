@@ -272,26 +272,49 @@ fn note_group_mismatches(
 }
 
 /// The plan builders' view of the files below a root.
-pub struct RootFiles<'a>(pub &'a HostRoot);
+///
+/// One view per plan: each file is read once and every later read gives the same bytes, so
+/// a plan's `before` (what apply checks the file still holds) is exactly what its `after`
+/// was computed from, even when the file changes while the plan is made.
+pub struct RootFiles<'a> {
+    root: &'a HostRoot,
+    read: std::cell::RefCell<
+        std::collections::HashMap<String, Result<Option<Vec<u8>>, crate::plan::source::ReadError>>,
+    >,
+}
+
+impl<'a> RootFiles<'a> {
+    pub fn new(root: &'a HostRoot) -> Self {
+        RootFiles {
+            root,
+            read: Default::default(),
+        }
+    }
+}
 
 impl crate::plan::source::FileSource for RootFiles<'_> {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, crate::plan::source::ReadError> {
-        self.0.note(rel, root::Access::Read);
+        if let Some(r) = self.read.borrow().get(rel) {
+            return r.clone();
+        }
+        self.root.note(rel, root::Access::Read);
         // The same confined resolution apply/ writes through: a plan is never made from a
         // file outside the root (a planted link in `etc/default` would otherwise show an
         // outside file's bytes in the diff).
-        crate::apply::read_confined(self.0.path(), rel)
+        let r = crate::apply::read_confined(self.root.path(), rel)
             .map(|f| f.map(|f| f.bytes))
             .map_err(|e| crate::plan::source::ReadError {
                 file: rel.to_string(),
                 why: e.to_string(),
-            })
+            });
+        self.read.borrow_mut().insert(rel.to_string(), r.clone());
+        r
     }
     fn list(&self, rel: &str) -> Vec<String> {
         let mut ignored = Vec::new();
-        self.0.list_dir(rel, &mut ignored)
+        self.root.list_dir(rel, &mut ignored)
     }
     fn is_dir(&self, rel: &str) -> bool {
-        self.0.is_dir(rel)
+        self.root.is_dir(rel)
     }
 }
