@@ -102,8 +102,8 @@ pub enum ApplyError {
         journal: PathBuf,
         resolve: String,
     },
-    #[error("no transaction {0} in the journal")]
-    NoSuchTransaction(String),
+    #[error("no transaction to roll back{}", .0.as_ref().map(|i| format!(" with id {i}")).unwrap_or_default())]
+    NoSuchTransaction(Option<String>),
     #[error("{0}")]
     Refused(String),
 }
@@ -675,37 +675,87 @@ pub fn rollback(
     Ok(outcome)
 }
 
+/// What a transaction's state will be once recovery has run: an interrupted one is undone
+/// (or abandoned, when it never started writing, or a reboot since undid a runtime one).
+pub fn state_after_recovery(m: &Manifest, from_earlier_boot: bool) -> TxState {
+    match m.state {
+        TxState::Preparing => TxState::Abandoned,
+        TxState::Applying | TxState::Written if m.is_runtime() && from_earlier_boot => {
+            TxState::Abandoned
+        }
+        TxState::Applying | TxState::Written => TxState::Undone,
+        s => s,
+    }
+}
+
+/// The transaction `rollback` undoes (`id`, or the last one still in effect) and whether it
+/// may: the one decision `--dry-run` and `--yes` both take. `recovered`: recovery has run
+/// (the real run, under the lock); otherwise states are judged as recovery will leave them.
+pub fn rollback_target(
+    root: &Path,
+    id: Option<&str>,
+    recovered: bool,
+) -> Result<Manifest, ApplyError> {
+    find_rollback_target(root, id, recovered).map(|j| j.manifest)
+}
+
+fn find_rollback_target(
+    root: &Path,
+    id: Option<&str>,
+    recovered: bool,
+) -> Result<Journal, ApplyError> {
+    let journals = Journal::open_all(root)?;
+    let target = match id {
+        Some(id) => journals.into_iter().find(|j| j.manifest.id == id),
+        None => journals
+            .into_iter()
+            .rev()
+            .find(|j| is_default_rollback_target(root, &j.manifest)),
+    }
+    .ok_or_else(|| ApplyError::NoSuchTransaction(id.map(str::to_string)))?;
+    let m = &target.manifest;
+    let earlier = runtime::from_earlier_boot(root, m);
+    let state = if recovered {
+        m.state
+    } else {
+        state_after_recovery(m, earlier)
+    };
+    if state != TxState::Committed {
+        return Err(ApplyError::Refused(format!(
+            "transaction {} is {state:?}, not committed",
+            m.id
+        )));
+    }
+    if m.is_runtime() {
+        if earlier {
+            return Err(ApplyError::Refused(format!(
+                "transaction {} ({}) was made before the last reboot, which already undid it",
+                m.id, m.title
+            )));
+        }
+        return Ok(target);
+    }
+    for f in &m.files {
+        let found = read_current(root, &f.path)?.as_deref().map(digest);
+        if found.as_deref() != f.after_digest.as_deref() {
+            return Err(ApplyError::Refused(format!(
+                "{} was changed after transaction {}; rolling back would lose that change (restore it by hand from {})",
+                f.path,
+                m.id,
+                target.dir.display()
+            )));
+        }
+    }
+    Ok(target)
+}
+
 fn rollback_locked(
     root: &Path,
     id: Option<&str>,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let journals = Journal::open_all(root)?;
-    let target = match id {
-        Some(id) => journals
-            .into_iter()
-            .find(|j| j.manifest.id == id)
-            .ok_or_else(|| ApplyError::NoSuchTransaction(id.into()))?,
-        None => journals
-            .into_iter()
-            .rev()
-            .find(|j| is_default_rollback_target(root, &j.manifest))
-            .ok_or_else(|| ApplyError::Refused("no committed transaction to roll back".into()))?,
-    };
-    if target.manifest.state != TxState::Committed {
-        return Err(ApplyError::Refused(format!(
-            "transaction {} is {:?}, not committed",
-            target.manifest.id, target.manifest.state
-        )));
-    }
-    let mut target = target;
+    let mut target = find_rollback_target(root, id, true)?;
     if target.manifest.is_runtime() {
-        if runtime::from_earlier_boot(root, &target.manifest) {
-            return Err(ApplyError::Refused(format!(
-                "transaction {} ({}) was made before the last reboot, which already undid it",
-                target.manifest.id, target.manifest.title
-            )));
-        }
         let plan = runtime::restore_plan(root, &target.manifest)?;
         let outcome = runtime::apply_runtime_locked(
             root,
@@ -726,16 +776,6 @@ fn rollback_locked(
     };
     for (i, f) in target.manifest.files.iter().enumerate() {
         let current = read_current(root, &f.path)?;
-        let expected = f.after_digest.as_deref();
-        let found = current.as_deref().map(digest);
-        if found.as_deref() != expected {
-            return Err(ApplyError::Refused(format!(
-                "{} was changed after transaction {}; rolling back would lose that change (restore it by hand from {})",
-                f.path,
-                target.manifest.id,
-                target.dir.display()
-            )));
-        }
         let after = match &f.original {
             Some(_) => Some(target.saved_bytes(i)?),
             None => None,

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use passthru::apply;
 use passthru::plan::runtime::Restore;
@@ -21,44 +21,10 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
         Start::Preview { pending: false } => None,
         Start::Session(s) => Some(s),
     };
-    let txs = apply::list_transactions(root.path())?;
-    let target = match id {
-        Some(id) => txs.iter().find(|t| t.id == id),
-        None => txs
-            .iter()
-            .rev()
-            .find(|t| apply::is_default_rollback_target(root.path(), t)),
-    };
-    let Some(t) = target else {
-        bail!(
-            "no transaction to roll back{}",
-            id.map(|i| format!(" with id {i}")).unwrap_or_default()
-        );
-    };
-    // The decision apply::rollback takes, taken here first, so that --dry-run refuses where
-    // --yes refuses, with the same words and exit code.
-    let earlier = match (&t.boot_id, apply::runtime::read_boot_id(root.path())) {
-        (Some(then), Some(now)) => *then != now,
-        _ => false,
-    };
-    let state = passthru::state::state_after_recovery(t, earlier);
-    let current = t
-        .files
-        .iter()
-        .map(|f| {
-            Ok(apply::read_current(root.path(), &f.path)?
-                .as_deref()
-                .map(passthru::plan::digest))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let journal_dir = std::fs::canonicalize(root.path())
-        .unwrap_or_else(|_| root.path().to_path_buf())
-        .join(apply::STATE_DIR)
-        .join("journal")
-        .join(&t.id);
-    if let Err(why) = passthru::state::decide_rollback(t, state, earlier, &current, &journal_dir) {
-        bail!("{why}");
-    }
+    // apply's own decision (recovery having run, or judged as it will leave things), so
+    // that --dry-run refuses where --yes refuses, with the same words and exit code.
+    let target = apply::rollback_target(root.path(), id, session.is_some())?;
+    let t = &target;
     writeln!(out, "Roll back {} ({}), restoring:", t.id, t.title)?;
     for f in &t.files {
         let what = if f.original.is_some() {
