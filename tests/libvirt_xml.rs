@@ -66,7 +66,9 @@ fn validate(xml: &str) -> Option<(bool, String)> {
         .output();
     let missing = |why: &str| {
         if std::env::var_os("PASSTHRU_SKIP_VIRT_XML").is_some_and(|v| v == "1") {
-            eprintln!("{why}: schema validation skipped (PASSTHRU_SKIP_VIRT_XML=1)");
+            skip_or_fail(&format!(
+                "{why}: schema validation (PASSTHRU_SKIP_VIRT_XML=1)"
+            ));
             None
         } else {
             panic!(

@@ -5,8 +5,10 @@
 //!
 //! In each: nothing is written outside the root, the transaction ends in a definite state,
 //! and messages keep the OS error text and name the real file. Tests that need root (mount,
-//! chattr, chown, trusted.* attributes) say SKIP and return where the capability is missing;
+//! chattr, chown, trusted.* attributes) say SKIP and return where the capability is missing (a failure under CI=true);
 //! CI runs as root.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -303,7 +305,7 @@ fn a_journal_another_user_could_write_is_refused() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
 
     if !is_root() {
-        eprintln!("SKIP (ownership part): chown needs root");
+        common::skip_or_fail("the ownership part: chown needs root");
         return;
     }
     // Owned by another user, even with a private mode.
@@ -591,7 +593,7 @@ fn a_created_directory_someone_else_used_is_kept() {
 #[test]
 fn setuid_and_setgid_bits_survive_a_change_of_owner() {
     if !is_root() {
-        eprintln!("SKIP: giving a file to another owner needs root");
+        common::skip_or_fail("giving a file to another owner needs root");
         return;
     }
     let h = Host::new();
@@ -671,7 +673,7 @@ fn extended_attributes_and_acls_are_carried_over_and_restored() {
     let set =
         |name: &str, v: &[u8]| rustix::fs::setxattr(&p, name, v, rustix::fs::XattrFlags::empty());
     if let Err(e) = set("user.passthru_test", b"kept") {
-        eprintln!("SKIP: this filesystem takes no user.* attributes ({e})");
+        common::skip_or_fail(&format!("this filesystem takes no user.* attributes ({e})"));
         return;
     }
     let mut wanted = vec!["user.passthru_test"];
@@ -885,10 +887,10 @@ fn mount(args: &[&str], at: &Path) -> Option<Mounted> {
     if o.status.success() {
         Some(Mounted(at.to_path_buf()))
     } else {
-        eprintln!(
-            "SKIP: mount {args:?} failed: {}",
+        common::skip_or_fail(&format!(
+            "mount {args:?} failed: {}",
             String::from_utf8_lossy(&o.stderr)
-        );
+        ));
         None
     }
 }
@@ -1000,14 +1002,14 @@ fn an_immutable_target_ends_undone_with_the_os_error_and_the_real_file() {
     match Command::new("chattr").arg("+i").arg(&b).output() {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "SKIP: chattr +i failed: {}",
+            common::skip_or_fail(&format!(
+                "chattr +i failed: {}",
                 String::from_utf8_lossy(&o.stderr)
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("SKIP: no chattr: {e}");
+            common::skip_or_fail(&format!("no chattr: {e}"));
             return;
         }
     }
@@ -1086,11 +1088,12 @@ fn a_new_journal_directory_is_fsynced_into_its_parent_before_it_is_used() {
         "strace -f -o {} -e trace=mkdirat,fsync,openat",
         log.display()
     );
-    let o = apply_with_binary(&root, &p, &format!("exec {prefix}"), &[]);
-    if !o.status.success() {
-        eprintln!("SKIP: strace cannot trace here: {}", text(&o));
+    if !common::strace_works() {
+        common::skip_or_fail("strace cannot trace here");
         return;
     }
+    let o = apply_with_binary(&root, &p, &format!("exec {prefix}"), &[]);
+    assert!(o.status.success(), "passthru under strace: {}", text(&o));
     let log = std::fs::read_to_string(&log).unwrap();
     let calls: Vec<&str> = log.lines().collect();
     let id = &list_transactions(&root).unwrap()[0].id;

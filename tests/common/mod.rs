@@ -346,3 +346,22 @@ pub fn passthru_fixed(root: &Path, args: &[&str]) -> Output {
         .output()
         .expect("running passthru")
 }
+
+/// A test part that needs a capability this machine lacks (root, a mount, chattr, strace):
+/// on a developer's machine it is skipped with a note; under CI (`CI=true`, where `.ci/run`
+/// installs and runs as root) a skipped check is a failure, never a silent pass.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("cannot run under CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+}
+
+/// Whether strace can trace a child here (it cannot under some ptrace restrictions); a
+/// failure of the traced passthru is then passthru's own.
+pub fn strace_works() -> bool {
+    Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
