@@ -167,6 +167,9 @@ case $stage in
 	record "passthru list" $P list
 	record "interlocks: default-route NIC (virtio 00:04.0) and boot disk (virtio 00:05.0) as passthru sees them" bash -c "$P scan --json | grep -A4 -E '\"(default_route|boot_disk)' | head -40; ip route show default"
 	record "check before setup (verdict)" $P check
+	# The image's grub.cfg was made during a -kernel boot without firmware; under OVMF
+	# update-grub adds 'UEFI Firmware Settings'. The baseline is what this host generates.
+	step "baseline grub.cfg: update-grub under this EFI boot" update-grub
 	step "hash /etc and /boot before setup" bash -c "$(declare -f hash_tree); hash_tree >$E/hash-before; wc -l <$E/hash-before"
 	step "setup vm $GPU --yes (real update-initramfs, update-grub)" $P setup vm $GPU --yes
 	step "find setup's transaction" find_setup_txn

@@ -10,7 +10,7 @@ mod driver;
 mod isolation;
 mod lxc;
 mod platform;
-mod reset;
+pub mod reset;
 mod rule;
 
 use std::collections::BTreeMap;

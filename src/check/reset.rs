@@ -123,16 +123,35 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
             .evidence(format!("{path}/power/runtime_status")),
         );
     }
-    let amd_family = g.vendor.map(|v| v.0) == Some(0x1002)
-        && g.device.and_then(|d| amd_reset_family(d.0)).is_some();
-    if amd_family && g.power.d3cold_allowed == Some(true) {
+    // The risk is there until vfio-pci is told to keep the card out of D3 (setup does so
+    // whenever the card needs it: the same `needs_disable_idle_d3`).
+    if needs_disable_idle_d3(g) && !disable_idle_d3_configured(c.s) {
         f.push(
             Finding::new(RuleId::PmD3coldRisk, Severity::Warning, Effect::None, VM, "GPUs of this family are reported not to return from D3cold once vfio-pci idles them")
                 .evidence(format!("{path}/d3cold_allowed: 1"))
-                // Setup adds the option whenever this finding fires (plan/setup.rs asks
-                // `fired(PmD3coldRisk)`), so the fix needs no flag.
                 .fix(format!("passthru setup vm {} adds {}", g.address, crate::plan::setup::describe_vfio_option(c.s, "disable_idle_d3=1"))),
         );
     }
     f
+}
+
+/// Whether vfio-pci must keep this card out of D3cold (`disable_idle_d3=1`): an AMD card of a
+/// family with the reset bug, whose D3cold the kernel allows.
+pub fn needs_disable_idle_d3(g: &crate::model::PciDevice) -> bool {
+    let amd_family = g.vendor.map(|v| v.0) == Some(0x1002)
+        && g.device.and_then(|d| amd_reset_family(d.0)).is_some();
+    amd_family && g.power.d3cold_allowed == Some(true)
+}
+
+/// Whether the host's vfio-pci configuration (modprobe.d, or the booted command line where
+/// vfio-pci is built in) already gives `disable_idle_d3=1`.
+fn disable_idle_d3_configured(s: &crate::model::Snapshot) -> bool {
+    let v = &s.vfio_config;
+    v.modprobe.iter().any(|d| {
+        d.command == "options"
+            && crate::formats::modprobe::same_module(&d.module, "vfio-pci")
+            && d.args.split_whitespace().any(|a| a == "disable_idle_d3=1")
+    }) || v.cmdline_params.iter().any(|p| {
+        p.key.replace('-', "_") == "vfio_pci.disable_idle_d3" && p.value.as_deref() == Some("1")
+    })
 }

@@ -344,7 +344,7 @@ pub fn plan_setup_vm(
     if gpu.class.is_some_and(|c| c.is_vga()) && gpu.boot_vga != Some(true) {
         options.push("disable_vga=1");
     }
-    if req.disable_idle_d3 || g.fired(RuleId::PmD3coldRisk) {
+    if req.disable_idle_d3 || crate::check::reset::needs_disable_idle_d3(gpu) {
         options.push("disable_idle_d3=1");
     }
     let mut cmdline_options = Vec::new();
