@@ -278,10 +278,11 @@ fn note_group_mismatches(
 /// was computed from, even when the file changes while the plan is made.
 pub struct RootFiles<'a> {
     root: &'a HostRoot,
-    read: std::cell::RefCell<
-        std::collections::HashMap<String, Result<Option<Vec<u8>>, crate::plan::source::ReadError>>,
-    >,
+    read: std::cell::RefCell<std::collections::HashMap<String, FileRead>>,
 }
+
+/// What one read of a file gave.
+type FileRead = Result<Option<Vec<u8>>, crate::plan::source::ReadError>;
 
 impl<'a> RootFiles<'a> {
     pub fn new(root: &'a HostRoot) -> Self {
