@@ -221,3 +221,24 @@ fn a_plan_is_never_made_from_a_file_outside_the_root() {
     assert!(!out.contains("outside-secret"), "{out}");
     assert!(out.contains("etc/default"), "{out}");
 }
+
+#[test]
+fn a_dracut_list_built_with_a_command_substitution_names_only_its_written_modules() {
+    // `$(…)` is the shell's to expand: none of its words are modules (the old reader took
+    // `a)` from `$(cmd a)` as one).
+    let t = compose_distro("tesla-p40", "fedora40-grubby-dracut");
+    std::fs::write(
+        t.path().join("etc/dracut.conf.d/50-user.conf"),
+        "add_drivers+=\" $(cmd a) vfio \"\n",
+    )
+    .unwrap();
+    let host = passthru::host::HostRoot::new(t.path()).unwrap();
+    let mut issues = Vec::new();
+    let cfg = passthru::host::vfio_config::read_vfio_config(&host, &[], &mut issues);
+    let list = cfg
+        .module_lists
+        .iter()
+        .find(|l| l.file.ends_with("50-user.conf"))
+        .expect("the user's dracut file is read");
+    assert_eq!(list.modules, ["vfio"]);
+}

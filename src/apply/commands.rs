@@ -40,6 +40,17 @@ pub(super) fn run_recorded(
     }
 }
 
+/// Notes a command that is not run (a fixture root is not the live host).
+pub(super) fn record_skipped(
+    argv: &[String],
+    j: &mut Journal,
+    outcome: &mut super::ApplyOutcome,
+) -> Result<(), ApplyError> {
+    j.record_step(&format!("skipped (not the live host): {}", argv.join(" ")))?;
+    outcome.commands_skipped.push(argv.to_vec());
+    Ok(())
+}
+
 /// What a refresh command generates, in words a user can find on disk.
 pub fn regenerates(argv: &[String]) -> String {
     let prog = argv

@@ -640,11 +640,7 @@ fn run_commands(
 ) -> Result<(), ApplyError> {
     for c in &plan.commands {
         if !opts.run_commands {
-            outcome.commands_skipped.push(c.argv.clone());
-            j.record_step(&format!(
-                "skipped (not the live host): {}",
-                c.argv.join(" ")
-            ))?;
+            commands::record_skipped(&c.argv, j, outcome)?;
             continue;
         }
         match commands::run_recorded(&c.argv, j)? {

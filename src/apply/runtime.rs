@@ -206,22 +206,12 @@ fn load_modules(
     for m in &plan.modprobe {
         let argv = vec!["modprobe".to_string(), m.clone()];
         if !opts.run_commands {
-            j.record_step(&format!("skipped (not the live host): modprobe {m}"))?;
-            outcome.commands_skipped.push(argv);
+            super::commands::record_skipped(&argv, j, outcome)?;
             continue;
         }
-        let o = std::process::Command::new("modprobe")
-            .arg(m)
-            .output()
-            .map_err(|e| ApplyError::Refused(format!("modprobe {m} could not be started: {e}")))?;
-        let code = o.status.code().unwrap_or(-1);
-        j.record_command(&argv, code, &o.stdout, &o.stderr)?;
-        outcome.commands_run.push((argv, code));
-        if !o.status.success() {
-            return Err(ApplyError::Refused(format!(
-                "modprobe {m} failed (exit {code}): {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )));
+        match super::commands::run_recorded(&argv, j)? {
+            Ok(code) => outcome.commands_run.push((argv, code)),
+            Err(failure) => return Err(ApplyError::Refused(failure)),
         }
     }
     Ok(())

@@ -17,6 +17,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::shell_vars::{scan_shell, Assignment, OtherStatement, Part, ShellFile};
 
+/// The main defaults file, sourced before every drop-in.
+pub const GRUB_DEFAULTS: &str = "etc/default/grub";
 pub const CMDLINE_LINUX: &str = "GRUB_CMDLINE_LINUX";
 pub const CMDLINE_DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
 /// The two variables the kernel command line is made of.
@@ -55,30 +57,26 @@ impl GrubCmdline {
     pub fn normal_entry(&self) -> String {
         format!("{} {}", self.linux, self.default)
     }
-
-    pub fn value(&self, var: &str) -> &str {
-        if var == CMDLINE_LINUX {
-            &self.linux
-        } else {
-            &self.default
-        }
-    }
 }
 
 /// The paths grub-mkconfig sources, in order: `etc/default/grub` (when present), then the
 /// `*.cfg` names of `etc/default/grub.d`, sorted bytewise (the glob's order in the C locale).
 pub fn grub_source_order(main_exists: bool, dropin_names: &[String]) -> Vec<String> {
-    let mut names: Vec<&String> = dropin_names
+    let mut out: Vec<String> = dropin_names
         .iter()
         .filter(|n| n.ends_with(".cfg"))
+        .map(|n| format!("etc/default/grub.d/{n}"))
         .collect();
-    names.sort();
-    let mut out = Vec::new();
     if main_exists {
-        out.push("etc/default/grub".to_string());
+        out.push(GRUB_DEFAULTS.to_string());
     }
-    out.extend(names.into_iter().map(|n| format!("etc/default/grub.d/{n}")));
+    out.sort_by(|a, b| source_order_key(a).cmp(&source_order_key(b)));
     out
+}
+
+/// Sorts paths the way grub-mkconfig sources them: the main file, then the drop-ins by name.
+pub fn source_order_key(path: &str) -> (bool, &str) {
+    (path != GRUB_DEFAULTS, path)
 }
 
 /// Scans a file, turning a scanning error into [`Unresolvable`].

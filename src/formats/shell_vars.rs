@@ -80,11 +80,6 @@ impl Assignment {
             })
             .collect()
     }
-
-    /// The literal value, when it has no expansions at all.
-    pub fn literal(&self) -> Option<String> {
-        (!self.is_dynamic()).then(|| self.text())
-    }
 }
 
 /// A statement that is not a plain assignment (a command, a keyword, `A=1 cmd`).
@@ -106,40 +101,6 @@ pub struct ShellFile {
     /// Where the text stops being shell the scanner can follow (an unterminated quote or
     /// substitution): line and reason. Nothing after it was read.
     pub error: Option<(usize, String)>,
-}
-
-/// The legacy flat view for readers: one assignment with its value as text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShellAssignment {
-    /// 1-based line number.
-    pub line: usize,
-    pub name: String,
-    /// `+=` rather than `=`.
-    pub append: bool,
-    /// The value with quotes removed (array elements joined by one space).
-    pub value: String,
-    /// The value uses expansions (`$`, backticks) that only a shell can resolve.
-    pub dynamic: bool,
-}
-
-/// Parses the assignments of a shell-sourced config file (for readers). The second list holds
-/// the lines of statements that are not simple assignments, and of an unreadable tail.
-pub fn parse_shell_assignments(text: &str) -> (Vec<ShellAssignment>, Vec<usize>) {
-    let f = scan_shell(text);
-    let found = f
-        .assignments
-        .iter()
-        .map(|a| ShellAssignment {
-            line: a.line,
-            name: a.name.clone(),
-            append: a.append,
-            value: a.text(),
-            dynamic: a.is_dynamic() || a.conditional,
-        })
-        .collect();
-    let mut skipped: Vec<usize> = f.others.iter().map(|o| o.line).collect();
-    skipped.extend(f.error.map(|(l, _)| l));
-    (found, skipped)
 }
 
 /// Scans a whole file.

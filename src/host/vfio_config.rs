@@ -3,7 +3,7 @@
 
 use crate::formats::cmdline::is_passthrough_param;
 use crate::formats::modprobe::{parse_modprobe_conf, same_module, vfio_ids_from_options};
-use crate::formats::shell_vars::parse_shell_assignments;
+use crate::formats::shell_vars::scan_shell;
 use crate::model::{CmdlineParam, Issue, ModprobeDirective, ModuleList, UdevOverride, VfioConfig};
 
 use super::root::HostRoot;
@@ -201,17 +201,17 @@ fn read_shell_lists(
     let Some(text) = root.read_noting(file, issues) else {
         return;
     };
-    let (assignments, _) = parse_shell_assignments(&text);
-    let modules: Vec<String> = assignments
+    // The words the file spells out; an expansion (`$(…)`, `${x}`) names no module here.
+    let modules: Vec<String> = scan_shell(&text)
+        .assignments
         .iter()
         .filter(|a| vars.contains(&a.name.as_str()))
         .flat_map(|a| {
-            a.value
+            a.literal_words()
                 .split_whitespace()
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         })
-        .filter(|m| !m.starts_with('$'))
         .collect();
     cfg.module_lists.push(ModuleList {
         file: file.to_string(),

@@ -192,18 +192,16 @@ fn cmdline_files(s: &Snapshot) -> Vec<String> {
     let Some(kind) = s.boot.in_use else {
         return Vec::new();
     };
-    let has_kernel_cmdline = || {
-        Ok::<bool, std::convert::Infallible>(
-            s.boot
-                .bootloaders
-                .iter()
-                .any(|b| b.kind == kind && b.config_files.iter().any(|f| f == KERNEL_CMDLINE)),
-        )
-    };
-    match cmdline_source(kind, has_kernel_cmdline) {
-        Ok(src) => src.files().iter().map(|f| f.to_string()).collect(),
-        Err(never) => match never {},
-    }
+    let has_kernel_cmdline = s
+        .boot
+        .bootloaders
+        .iter()
+        .any(|b| b.kind == kind && b.config_files.iter().any(|f| f == KERNEL_CMDLINE));
+    cmdline_source(kind, has_kernel_cmdline)
+        .files()
+        .iter()
+        .map(|f| f.to_string())
+        .collect()
 }
 
 fn bootloader_name(k: BootloaderKind) -> &'static str {

@@ -37,15 +37,25 @@ pub fn render_param(p: &CmdlineParam) -> String {
     }
 }
 
+impl From<crate::formats::grub_defaults::Unresolvable> for EditError {
+    fn from(e: crate::formats::grub_defaults::Unresolvable) -> Self {
+        EditError {
+            file: e.file,
+            line: e.line,
+            why: e.why,
+        }
+    }
+}
+
 /// Parameter names as the kernel compares them: `-` and `_` are the same (`parameq`).
-fn same_key(a: &str, b: &str) -> bool {
+pub fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
             .all(|(x, y)| x == y || (matches!(x, b'-' | b'_') && matches!(y, b'-' | b'_')))
 }
 
-fn same_param(a: &CmdlineParam, b: &CmdlineParam) -> bool {
+pub fn same_param(a: &CmdlineParam, b: &CmdlineParam) -> bool {
     same_key(&a.key, &b.key) && a.value == b.value
 }
 
@@ -53,11 +63,16 @@ impl ParamChange {
     /// Whether a parameter already on a command line must go: it is to be removed, or it
     /// gives a key that is to be added another value.
     pub fn drops(&self, p: &CmdlineParam) -> bool {
-        self.remove.iter().any(|r| same_param(r, p))
+        self.removes(p)
             || self
                 .add
                 .iter()
                 .any(|a| same_key(&a.key, &p.key) && !same_param(a, p))
+    }
+
+    /// Whether `p` is one of the parameters to remove.
+    pub fn removes(&self, p: &CmdlineParam) -> bool {
+        self.remove.iter().any(|r| same_param(r, p))
     }
 
     /// Whether a command line already has `want`.
@@ -205,36 +220,32 @@ pub fn edit_shell_var(
             why,
         });
     }
-    let mine: Vec<&Assignment> = scanned
-        .assignments
-        .iter()
-        .filter(|a| a.name == var)
-        .collect();
-    if let Some(c) = mine.iter().rev().find(|a| a.conditional) {
-        if mine.last().is_some_and(|l| l.conditional) {
-            return Err(EditError {
-                file: file.into(),
-                line: c.line,
-                why: format!("{var} is assigned inside a condition, loop or function"),
-            });
+    // The last assignment is the one that takes effect; one inside a condition may or may
+    // not run, so what the value will be is not settled by the text.
+    match scanned.assignments.iter().rfind(|a| a.name == var) {
+        Some(a) if a.conditional => Err(EditError {
+            file: file.into(),
+            line: a.line,
+            why: format!("{var} is assigned inside a condition, loop or function"),
+        }),
+        Some(a) => edit_assignment(file, text, a, change),
+        None => {
+            // No assignment: add one at the end (grub's own default is empty).
+            let mut out = text.to_string();
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            let value = apply_params("", change);
+            let rendered =
+                render_shell_value(&[Part::Lit(value)], false).map_err(|why| EditError {
+                    file: file.into(),
+                    line: 0,
+                    why,
+                })?;
+            out.push_str(&format!("{var}={rendered}\n"));
+            Ok(out)
         }
     }
-    let Some(a) = mine.iter().rev().find(|a| !a.conditional) else {
-        // No assignment: add one at the end (grub's own default is empty).
-        let mut out = text.to_string();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        let value = apply_params("", change);
-        let rendered = render_shell_value(&[Part::Lit(value)], false).map_err(|why| EditError {
-            file: file.into(),
-            line: 0,
-            why,
-        })?;
-        out.push_str(&format!("{var}={rendered}\n"));
-        return Ok(out);
-    };
-    edit_assignment(file, text, a, change)
 }
 
 /// A one-line command-line file (`etc/kernel/cmdline`): the first non-comment line is the

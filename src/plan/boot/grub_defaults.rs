@@ -12,26 +12,38 @@
 
 use crate::formats::cmdline::parse_cmdline;
 use crate::formats::grub_defaults::{
-    evaluate_grub_cmdline, scan_grub_file, GrubFile, CMDLINE_VARS,
+    evaluate_grub_cmdline, scan_grub_file, source_order_key, GrubFile, CMDLINE_VARS, GRUB_DEFAULTS,
 };
+use crate::formats::shell_vars::{render_shell_value, Assignment, Part};
 use crate::model::CmdlineParam;
 
-use super::super::files::{edit_assignment, edit_shell_var, render_param, EditError, ParamChange};
+use super::super::files::{
+    edit_assignment, edit_shell_var, render_param, same_key, EditError, ParamChange,
+};
 
 /// The header and the one line of passthru's drop-in.
-fn render_dropin(var: &str, params: &[CmdlineParam]) -> String {
+fn render_dropin(path: &str, var: &str, params: &[CmdlineParam]) -> Result<String, EditError> {
     let words: Vec<String> = params.iter().map(render_param).collect();
-    let value = crate::formats::shell_vars::render_shell_value(
+    let value = render_shell_value(
         &[
-            crate::formats::shell_vars::Part::Var(var.to_string()),
-            crate::formats::shell_vars::Part::Lit(format!(" {}", words.join(" "))),
+            Part::Var(var.to_string()),
+            Part::Lit(format!(" {}", words.join(" "))),
         ],
         false,
     )
-    .unwrap_or_default();
-    format!(
+    .map_err(|why| EditError {
+        file: path.into(),
+        line: 0,
+        why,
+    })?;
+    Ok(format!(
         "# Written by passthru: kernel parameters for GPU passthrough.\n# Undo with `passthru rollback`.\n{var}={value}\n"
-    )
+    ))
+}
+
+/// The parameters an assignment itself spells out (its variables standing as spaces).
+fn written_params(a: &Assignment) -> Vec<CmdlineParam> {
+    parse_cmdline(&a.literal_words())
 }
 
 /// The parameters passthru's existing drop-in adds (what an earlier setup asked for).
@@ -43,19 +55,8 @@ fn read_dropin_params(f: &GrubFile, var: &str) -> Vec<CmdlineParam> {
         .assignments
         .iter()
         .filter(|a| a.name == var)
-        .flat_map(|a| {
-            let lits = a.literal_words();
-            parse_cmdline(&lits)
-        })
+        .flat_map(written_params)
         .collect()
-}
-
-fn unresolvable(e: crate::formats::grub_defaults::Unresolvable) -> EditError {
-    EditError {
-        file: e.file,
-        line: e.line,
-        why: e.why,
-    }
 }
 
 /// The files to change (path, new text; `None` deletes) so that the command line grub-mkconfig
@@ -74,10 +75,8 @@ pub fn plan_grub_params(
     let mut wanted: Vec<CmdlineParam> = change.add.clone();
     if let Some(f) = existing_dropin {
         for p in read_dropin_params(f, target) {
-            let superseded = wanted
-                .iter()
-                .any(|w| w.key.replace('-', "_") == p.key.replace('-', "_"));
-            if !superseded && !change.remove.contains(&p) {
+            let superseded = wanted.iter().any(|w| same_key(&w.key, &p.key));
+            if !superseded && !change.removes(&p) {
                 wanted.push(p);
             }
         }
@@ -94,18 +93,17 @@ pub fn plan_grub_params(
         .cloned()
         .collect();
     for f in &mut texts {
-        let scanned = scan_grub_file(f).map_err(unresolvable)?;
+        let scanned = scan_grub_file(f)?;
         let mut text = f.text.clone();
         // From the last assignment to the first, so earlier spans stay valid.
         for a in scanned.assignments.iter().rev() {
             if !CMDLINE_VARS.contains(&a.name.as_str()) || a.conditional {
                 continue;
             }
-            let lits = a.literal_words();
             // Drop what must go and what conflicts with a value being set.
             let conflicting = ParamChange {
                 add: Vec::new(),
-                remove: parse_cmdline(&lits)
+                remove: written_params(a)
                     .into_iter()
                     .filter(|p| change.drops(p))
                     .collect(),
@@ -118,7 +116,7 @@ pub fn plan_grub_params(
     }
 
     // 2. Add what the other files do not already give.
-    let base = evaluate_grub_cmdline(&texts).map_err(unresolvable)?;
+    let base = evaluate_grub_cmdline(&texts)?;
     let have = parse_cmdline(&base.normal_entry());
     let missing: Vec<CmdlineParam> = change
         .add
@@ -131,36 +129,28 @@ pub fn plan_grub_params(
         Some(d) if !missing.is_empty() => {
             result_files.push(GrubFile {
                 path: d.to_string(),
-                text: render_dropin(target, &missing),
+                text: render_dropin(d, target, &missing)?,
             });
-            result_files.sort_by(|a, b| {
-                (a.path != "etc/default/grub", &a.path)
-                    .cmp(&(b.path != "etc/default/grub", &b.path))
-            });
+            result_files.sort_by(|a, b| source_order_key(&a.path).cmp(&source_order_key(&b.path)));
         }
         Some(_) => {}
         None if !missing.is_empty() => {
             // No etc/default/grub yet: grub-mkconfig then uses its built-in defaults, and
             // a new file with the one assignment is what it will read first.
-            if !result_files.iter().any(|f| f.path == "etc/default/grub") {
-                result_files.insert(
-                    0,
-                    GrubFile {
-                        path: "etc/default/grub".into(),
-                        text: String::new(),
-                    },
-                );
-            }
-            let Some(main) = result_files
-                .iter_mut()
-                .find(|f| f.path == "etc/default/grub")
-            else {
-                return Err(EditError {
-                    file: "etc/default/grub".into(),
-                    line: 0,
-                    why: "could not be prepared".into(),
-                });
+            let i = match result_files.iter().position(|f| f.path == GRUB_DEFAULTS) {
+                Some(i) => i,
+                None => {
+                    result_files.insert(
+                        0,
+                        GrubFile {
+                            path: GRUB_DEFAULTS.into(),
+                            text: String::new(),
+                        },
+                    );
+                    0
+                }
             };
+            let main = &mut result_files[i];
             let add = ParamChange {
                 add: missing.clone(),
                 remove: Vec::new(),
@@ -171,22 +161,17 @@ pub fn plan_grub_params(
     }
 
     // 3. Check the result as grub-mkconfig will read it.
-    let after = evaluate_grub_cmdline(&result_files).map_err(unresolvable)?;
+    let after = evaluate_grub_cmdline(&result_files)?;
     let line = parse_cmdline(&after.normal_entry());
     let recovery = parse_cmdline(&after.linux);
     let failed_add = change.add.iter().find(|a| !ParamChange::present(&line, a));
-    let failed_remove = line.iter().chain(recovery.iter()).find(|p| {
-        change
-            .remove
-            .iter()
-            .any(|r| ParamChange::present(std::slice::from_ref(*p), r))
-    });
+    let failed_remove = line.iter().chain(&recovery).find(|p| change.removes(p));
     if let Some(bad) = failed_add.or(failed_remove) {
         let (file, l) = after
             .default_set_at
             .clone()
             .or(after.linux_set_at.clone())
-            .unwrap_or_else(|| ("etc/default/grub".into(), 0));
+            .unwrap_or_else(|| (GRUB_DEFAULTS.into(), 0));
         return Err(EditError {
             file,
             line: l,

@@ -45,25 +45,20 @@ pub enum CmdlineSource {
     Kernelstub,
 }
 
-/// Where `kind` takes the command line from. `has_kernel_cmdline` says whether
-/// `etc/kernel/cmdline` exists; it is asked only for the two setups that read that file
-/// when it is there and their BLS entries otherwise.
-pub fn cmdline_source<E>(
-    kind: BootloaderKind,
-    has_kernel_cmdline: impl FnOnce() -> Result<bool, E>,
-) -> Result<CmdlineSource, E> {
-    Ok(match kind {
-        BootloaderKind::Grub => CmdlineSource::GrubDefaults,
-        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot => {
-            match (kind, has_kernel_cmdline()?) {
-                (BootloaderKind::ProxmoxBootTool, true) => CmdlineSource::ProxmoxKernelCmdline,
-                (_, true) => CmdlineSource::KernelInstallCmdline,
-                (_, false) => CmdlineSource::BlsEntries,
-            }
+/// Where `kind` takes the command line from. `has_kernel_cmdline` (whether
+/// `etc/kernel/cmdline` exists) matters only to the two setups that read that file when it
+/// is there and their BLS entries otherwise.
+pub fn cmdline_source(kind: BootloaderKind, has_kernel_cmdline: bool) -> CmdlineSource {
+    match (kind, has_kernel_cmdline) {
+        (BootloaderKind::Grub, _) => CmdlineSource::GrubDefaults,
+        (BootloaderKind::ProxmoxBootTool, true) => CmdlineSource::ProxmoxKernelCmdline,
+        (BootloaderKind::SystemdBoot, true) => CmdlineSource::KernelInstallCmdline,
+        (BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot, false) => {
+            CmdlineSource::BlsEntries
         }
-        BootloaderKind::GrubBls => CmdlineSource::GrubBls,
-        BootloaderKind::Kernelstub => CmdlineSource::Kernelstub,
-    })
+        (BootloaderKind::GrubBls, _) => CmdlineSource::GrubBls,
+        (BootloaderKind::Kernelstub, _) => CmdlineSource::Kernelstub,
+    }
 }
 
 impl CmdlineSource {
@@ -86,11 +81,12 @@ fn target_for(
     kind: BootloaderKind,
     src: &dyn FileSource,
 ) -> Result<&'static dyn KernelParamTarget, SetupError> {
-    let has_kernel_cmdline = || {
-        src.read(kernel_cmdline::KERNEL_CMDLINE)
-            .map(|b| b.is_some())
-    };
-    Ok(match cmdline_source(kind, has_kernel_cmdline)? {
+    // Read only where it decides: a GRUB host with an unreadable etc/kernel/cmdline is fine.
+    let has_kernel_cmdline = matches!(
+        kind,
+        BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot
+    ) && src.read(kernel_cmdline::KERNEL_CMDLINE)?.is_some();
+    Ok(match cmdline_source(kind, has_kernel_cmdline) {
         CmdlineSource::GrubDefaults => &grub::Grub,
         CmdlineSource::ProxmoxKernelCmdline => &kernel_cmdline::PROXMOX_BOOT_TOOL,
         CmdlineSource::KernelInstallCmdline => &kernel_cmdline::KERNEL_INSTALL,
