@@ -5,7 +5,7 @@
 //!
 //! Kill points: the debug build's crash points (`PASSTHRU_TEST_CRASH_AT=N` aborts at the N-th;
 //! one before and after each step of apply, recovery, undo, refresh and rollback), and, in the
-//! full matrix (`PASSTHRU_KILL_MATRIX=full`, run by `.ci/run`), strace's syscall fault
+//! full matrix (`PASSTHRU_KILL_MATRIX=full`, run by hand with `scripts/kill-matrix.sh`), strace's syscall fault
 //! injection: SIGKILL at the N-th call of each of mkdir, openat, write, fsync, fchmod, fchown,
 //! rename, unlink (every one, reads included). The figures are in docs/transactions.md.
 //!
@@ -355,6 +355,7 @@ fn judge(
     root: &Path,
     rerun: &Output,
     want: &BTreeMap<String, (Vec<u8>, u32)>,
+    before: &BTreeMap<String, (Vec<u8>, u32)>,
 ) {
     let waiting = unfinished(root);
     let got = tree(root);
@@ -373,8 +374,20 @@ fn judge(
             tally.full += 1;
         }
     } else if rerun.status.code() == Some(2) && out.contains("passthru: error:") {
-        // A refusal must say why and leave nothing half-done behind it.
-        tally.refused += 1;
+        // A refusal must say why and leave nothing half-done behind it: no transaction left
+        // to undo, and the tree either the full result or as it was before.
+        if !waiting.is_empty() {
+            tally
+                .unrecovered
+                .push(format!("{label}: refused with {waiting:?} waiting:\n{out}"));
+        } else if &got != want && &got != before {
+            tally.partial.push(format!(
+                "{label}: refused, leaving {}:\n{out}",
+                differences(&got, want)
+            ));
+        } else {
+            tally.refused += 1;
+        }
     } else {
         tally.partial.push(format!(
             "{label}: neither success nor a clear refusal:\n{out}"
@@ -457,7 +470,14 @@ fn kill_and_rerun(f: &Fixture, label: &str, kills: impl Iterator<Item = Kill>) -
         let Some(d) = f.killed_at(kill) else { break };
         tally.kills += 1;
         let rerun = passthru_in(d, &f.args, None);
-        judge(&mut tally, &format!("{label} {kill:?}"), d, &rerun, &f.want);
+        judge(
+            &mut tally,
+            &format!("{label} {kill:?}"),
+            d,
+            &rerun,
+            &f.want,
+            &f.original,
+        );
     }
     tally
 }
@@ -485,6 +505,7 @@ fn kill_twice(f: &Fixture, label: &str, first: Kill, seconds: impl Iterator<Item
             d,
             &third,
             &f.want,
+            &f.original,
         );
         if recovered {
             break;
@@ -517,9 +538,9 @@ fn rollback_kills(f: &Fixture, label: &str, kills: impl Iterator<Item = Kill>) -
         let label = format!("{label} rollback {kill:?}");
         if done_already {
             let fake_ok = Command::new("true").output().unwrap();
-            judge(&mut verdict, &label, d, &fake_ok, &f.original);
+            judge(&mut verdict, &label, d, &fake_ok, &f.original, &f.want);
         } else {
-            judge(&mut verdict, &label, d, &again, &f.original);
+            judge(&mut verdict, &label, d, &again, &f.original, &f.want);
         }
         // The rollback is the user's own undo: a refusal (a false "changed after transaction
         // ...; restore it by hand") is not a result here.
@@ -585,11 +606,12 @@ fn scenario(i: usize) {
             crash_points(),
         ));
     }
+    // Every phase kills something: a phase that never got killed judged nothing.
+    assert!(recovery.kills > 0, "{}: the recovery was never killed", s.name);
     phase("its recovery killed at each crash point", recovery);
-    phase(
-        "rollback killed at each crash point",
-        rollback_kills(&f, s.name, crash_points()),
-    );
+    let rollback = rollback_kills(&f, s.name, crash_points());
+    assert!(rollback.kills > 0, "{}: rollback was never killed", s.name);
+    phase("rollback killed at each crash point", rollback);
     if full_matrix() {
         let mut apply = Tally::default();
         let mut recovery = Tally::default();
