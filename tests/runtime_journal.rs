@@ -115,7 +115,9 @@ fn bind(root: &Path, crash_at: Option<u32>) -> std::process::Output {
 /// The override as the kernel would show it after the restore: cleared (an empty line was
 /// written) or never touched (`(null)`).
 fn override_is_unset(root: &Path, addr: &str) -> bool {
-    let v = read(&dev(root, addr, "driver_override"));
+    // The attribute is there (a real function always has one): only its value may be empty.
+    let p = dev(root, addr, "driver_override");
+    let v = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     v.trim().is_empty() || v.trim() == "(null)"
 }
 

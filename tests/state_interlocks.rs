@@ -46,10 +46,13 @@ fn the_gpu_sharing_a_group_with_the_default_route_nic_is_blocked_for_a_vm() {
         let s = check_snapshot_of(name);
         let r = passthru::check::check_host(&s, &passthru::check::CheckRequest::default());
         let blocked = r.gpus.iter().any(|g| {
-            g.findings
-                .iter()
-                .any(|f| f.id.as_str().starts_with("safety.") && f.message.contains("network"))
+            g.fired(passthru::check::RuleId::SafetyNetwork)
+                && g.verdicts.get(&passthru::check::Use::Vm)
+                    == Some(&passthru::check::Verdict::Blocked)
         });
-        assert!(blocked, "{name}: no network interlock fired");
+        assert!(
+            blocked,
+            "{name}: no GPU blocked for a VM by the network interlock"
+        );
     }
 }

@@ -607,7 +607,11 @@ fn scenario(i: usize) {
         ));
     }
     // Every phase kills something: a phase that never got killed judged nothing.
-    assert!(recovery.kills > 0, "{}: the recovery was never killed", s.name);
+    assert!(
+        recovery.kills > 0,
+        "{}: the recovery was never killed",
+        s.name
+    );
     phase("its recovery killed at each crash point", recovery);
     let rollback = rollback_kills(&f, s.name, crash_points());
     assert!(rollback.kills > 0, "{}: rollback was never killed", s.name);
