@@ -129,30 +129,27 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
                 .evidence(captured.join("; ")),
         );
     }
-    // Existing ids= configuration that captures devices beyond this card.
-    let configured = &s.vfio_config.vfio_pci_ids;
-    if !configured.is_empty() {
-        let extra: Vec<String> = s
-            .devices
+    // The user's own lines that bind this card and also capture devices beyond it: the same
+    // lines setup comments out (`state::card_state` finds them for both).
+    let capturing: Vec<&crate::state::UserLine> = c
+        .state
+        .user_lines
+        .iter()
+        .filter(|l| !l.captures_others.is_empty())
+        .collect();
+    if !capturing.is_empty() {
+        let places: Vec<&str> = capturing.iter().map(|l| l.place.as_str()).collect();
+        let lines: Vec<&str> = capturing.iter().map(|l| l.text.as_str()).collect();
+        let extra: Vec<String> = capturing
             .iter()
-            .filter(|d| !d.address.same_slot(&c.gpu.address))
-            .filter(|d| d.vendor_device().is_some_and(|vd| configured.contains(&vd)))
-            .map(|d| describe(s, &d.address))
+            .flat_map(|l| l.captures_others.iter())
+            .map(|a| describe(s, a))
             .collect();
-        if !extra.is_empty() {
-            let files: Vec<String> = s
-                .vfio_config
-                .modprobe
-                .iter()
-                .filter(|m| m.args.contains("ids="))
-                .map(|m| format!("{}:{}", m.file, m.line))
-                .collect();
-            f.push(
-                Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", configured.join(",")))
-                    .evidence(format!("{}; {}", files.join(", "), extra.join("; ")))
-                    .fix(format!("passthru setup vm {gpu} replaces that line (it comments it out, naming why) and binds this card {}", binding.describe())),
-            );
-        }
+        f.push(
+            Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", lines.join("; ")))
+                .evidence(format!("{}; {}", places.join(", "), extra.join("; ")))
+                .fix(format!("passthru setup vm {gpu} replaces that line (it comments it out, naming why) and binds this card {}", binding.describe())),
+        );
     }
 
     // Host and container use need the card on its own driver.
