@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::model::{IommuVendor, IrqRemapping, PciDevice, Snapshot};
+use crate::output::words::count;
 
 /// What the kernel's IOMMU is doing, and why when it is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,10 +196,9 @@ pub fn summarize_iommu(s: &Snapshot) -> IommuSummary {
             return IommuSummary {
                 status: IommuStatus::On,
                 summary: format!(
-                    "on: {vendor}, {units} unit{}, {} group{}, {irq}",
-                    plural(units),
-                    st.group_count,
-                    plural(st.group_count)
+                    "on: {vendor}, {}, {}, {irq}",
+                    count(units, "unit", "units"),
+                    count(st.group_count, "group", "groups")
                 ),
                 reason: None,
                 next_step: None,
@@ -272,14 +272,6 @@ fn off_reason(s: &Snapshot, d: &IommuDiagnosis, cause: IommuOffCause) -> (String
         }
     };
     (why.into(), next.into())
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 #[cfg(test)]

@@ -84,17 +84,6 @@ fn next_boot_params(s: &Snapshot) -> Vec<crate::model::CmdlineParam> {
         .unwrap_or_default()
 }
 
-fn param_text(p: &crate::model::CmdlineParam) -> String {
-    match &p.value {
-        Some(v) => format!("{}={v}", p.key),
-        None => p.key.clone(),
-    }
-}
-
-fn is_vfio_param(key: &str) -> bool {
-    key.starts_with("vfio-pci.") || key.starts_with("vfio_pci.") || key == "rd.driver.pre"
-}
-
 /// Where `gpu`'s card stands with vfio-pci.
 pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
     let functions = s.card_functions(gpu);
@@ -159,10 +148,10 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
         }
     }
     let next = next_boot_params(s);
-    let configured_vfio: Vec<String> = next
+    // (`is_passthrough_param` covers vfio-pci.* and rd.driver.pre.)
+    let configured_vfio: Vec<&crate::model::CmdlineParam> = next
         .iter()
-        .filter(|p| is_vfio_param(&p.key) || is_passthrough_param(&p.key))
-        .map(param_text)
+        .filter(|p| is_passthrough_param(&p.key))
         .collect();
     // vfio-pci.ids= on the next command line for this card: passthru writes it where vfio-pci
     // is built in.
@@ -179,10 +168,13 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
         && functions
             .iter()
             .all(|d| d.driver.as_deref() == Some("vfio-pci"));
-    let running: Vec<String> = s.system.cmdline_params.iter().map(param_text).collect();
     let vfio_running = s.system.module_loaded("vfio_pci") == Some(true)
         || s.system.module_builtin("vfio_pci") == Some(true);
-    let booted_with = vfio_running && configured_vfio.iter().all(|p| running.contains(p));
+    // Compared as the kernel compares parameters (`-` and `_` alike in names).
+    let booted_with = vfio_running
+        && configured_vfio
+            .iter()
+            .all(|p| crate::plan::files::ParamChange::present(&s.system.cmdline_params, p));
     let configured = by_passthru || !user_lines.is_empty();
     let gpu_s = gpu.to_string();
     let (state, next_step) = if all_vfio {
@@ -231,7 +223,11 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
         if configured_vfio.is_empty() {
             "none".to_string()
         } else {
-            configured_vfio.join(" ")
+            configured_vfio
+                .iter()
+                .map(|p| crate::plan::files::render_param(p))
+                .collect::<Vec<_>>()
+                .join(" ")
         },
         if configured_vfio.is_empty() {
             "has nothing to carry"
