@@ -498,3 +498,31 @@ mod tests {
         assert!(e.to_string().starts_with("etc/x.conf, line 2:"), "{e}");
     }
 }
+
+/// Comments out the `options` lines of a modprobe.d file that start on `lines` (1-based), each
+/// prefixed with `# NOTE: ` in its first physical line; a continued line is hidden whole, as
+/// kmod continues a comment with its backslash. Every other byte is kept.
+pub fn comment_out_options(text: &str, lines: &[usize], note: &str) -> String {
+    let mut out = text.to_string();
+    for l in parse_modprobe_lines(text).iter().rev() {
+        if lines.contains(&l.line) && l.command() == Some("options") {
+            out.insert_str(l.span.start, &format!("# {note}: "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod comment_out_tests {
+    use super::comment_out_options;
+
+    #[test]
+    fn only_the_named_options_lines_are_hidden_and_crlf_is_kept() {
+        let text = "# mine\r\noptions vfio-pci ids=10de:1,\\\r\n10de:2\r\nblacklist nouveau\r\noptions snd_hda_intel power_save=0\r\n";
+        let out = comment_out_options(text, &[2, 4], "passthru: replaced");
+        assert_eq!(
+            out,
+            "# mine\r\n# passthru: replaced: options vfio-pci ids=10de:1,\\\r\n10de:2\r\nblacklist nouveau\r\noptions snd_hda_intel power_save=0\r\n"
+        );
+    }
+}

@@ -316,21 +316,11 @@ pub fn plan_setup_vm(
         let Some(text) = src.read_text(file)? else {
             continue;
         };
-        let out: Vec<String> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                if lines.contains(&(i + 1)) && l.trim_start().starts_with("options") {
-                    format!("# passthru: replaced by {MODPROBE_FILE} and {UDEV_FILE} (it also captured other devices): {l}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        let mut after = out.join("\n");
-        if text.ends_with('\n') {
-            after.push('\n');
-        }
+        let after = super::modprobe_file::comment_out_options(
+            &text,
+            lines,
+            &format!("passthru: replaced by {MODPROBE_FILE} and {UDEV_FILE} (it also captured other devices)"),
+        );
         plan.edits.extend(edit(
             src,
             file,
