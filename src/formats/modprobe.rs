@@ -262,12 +262,20 @@ pub fn parse_modprobe_conf(text: &str) -> Vec<ModprobeLine> {
 
 /// The `ids=` value of an `options vfio-pci ...` / `options vfio_pci ...` argument string.
 pub fn vfio_ids_from_options(args: &str) -> Vec<String> {
-    args.split_whitespace()
-        .filter_map(|a| a.strip_prefix("ids="))
-        .flat_map(|v| v.split(','))
-        .filter(|s| !s.is_empty())
-        .map(|s| s.to_ascii_lowercase())
-        .collect()
+    args.split_whitespace().flat_map(ids_of_word).collect()
+}
+
+/// The vendor:device ids of one `ids=a,b` word (lowercase, empty entries dropped); none for
+/// any other word.
+pub fn ids_of_word(word: &str) -> Vec<String> {
+    word.strip_prefix("ids=")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A module name as kmod keys it: `-` becomes `_`, except inside `[...]` patterns.

@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use crate::formats::modprobe::{
-    is_c_space, normalize_module, parse_modprobe_lines, parse_softdep, LineKind, LogicalLine, Word,
+    ids_of_word, is_c_space, normalize_module, parse_modprobe_lines, parse_softdep, LineKind,
+    LogicalLine, Word,
 };
 
 use super::files::EditError;
@@ -85,12 +86,8 @@ pub fn read_vfio_binding(path: &str, text: Option<&str>) -> Result<VfioBinding, 
             });
         }
         for w in option_words(l) {
-            if let Some(v) = w.text.strip_prefix("ids=") {
-                b.ids.extend(
-                    v.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_ascii_lowercase),
-                );
+            if w.text.starts_with("ids=") {
+                b.ids.extend(ids_of_word(w.text));
             } else if MANAGED_OPTION_KEYS.contains(&option_key(w.text)) {
                 b.options.insert(w.text.to_string());
             }
@@ -177,22 +174,10 @@ fn plan_options(
     let mut appends: Vec<String> = Vec::new();
 
     // ids: the words as they are, in file order.
-    let ids_words: Vec<(usize, usize)> = vfio
-        .iter()
-        .enumerate()
-        .flat_map(|(li, (_, _, words))| {
-            words
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.text.starts_with("ids="))
-                .map(move |(wi, _)| (li, wi))
-        })
-        .collect();
+    let ids_words = word_positions(&vfio, |t| t.starts_with("ids="));
     let mut current: Vec<String> = Vec::new();
     for &(li, wi) in &ids_words {
-        let v = &vfio[li].2[wi].text["ids=".len()..];
-        for id in v.split(',').filter(|s| !s.is_empty()) {
-            let id = id.to_ascii_lowercase();
+        for id in ids_of_word(vfio[li].2[wi].text) {
             if !current.contains(&id) {
                 current.push(id);
             }
@@ -235,17 +220,7 @@ fn plan_options(
     keys.extend(want.options.iter().map(|o| option_key(o)));
     for key in keys {
         let wanted = want.options.iter().rfind(|o| option_key(o) == key);
-        let found: Vec<(usize, usize)> = vfio
-            .iter()
-            .enumerate()
-            .flat_map(|(li, (_, _, words))| {
-                words
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| option_key(w.text) == key)
-                    .map(move |(wi, _)| (li, wi))
-            })
-            .collect();
+        let found = word_positions(&vfio, |t| option_key(t) == key);
         for (k, &(li, wi)) in found.iter().enumerate() {
             match wanted {
                 Some(w) if k == 0 => {
@@ -525,4 +500,22 @@ mod comment_out_tests {
             "# mine\r\n# passthru: replaced: options vfio-pci ids=10de:1,\\\r\n10de:2\r\nblacklist nouveau\r\noptions snd_hda_intel power_save=0\r\n"
         );
     }
+}
+
+/// Where the vfio-pci option words that satisfy `pred` are: (line in `vfio`, word in it).
+fn word_positions(
+    vfio: &[(usize, &LogicalLine, Vec<Word<'_>>)],
+    pred: impl Fn(&str) -> bool,
+) -> Vec<(usize, usize)> {
+    vfio.iter()
+        .enumerate()
+        .flat_map(|(li, (_, _, words))| {
+            words
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| pred(w.text))
+                .map(move |(wi, _)| (li, wi))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
