@@ -8,3 +8,4 @@ pub mod modprobe;
 pub mod os_release;
 pub mod pve_config;
 pub mod shell_vars;
+pub mod udev;

@@ -242,22 +242,13 @@ fn read_udev_overrides(root: &HostRoot, cfg: &mut VfioConfig, issues: &mut Vec<I
                 continue;
             };
             for (i, l) in text.lines().enumerate() {
-                let l = l.trim();
-                if l.starts_with('#') || !l.contains("driver_override}=\"vfio-pci\"") {
-                    continue;
+                if let Some(r) = crate::formats::udev::parse_vfio_override(l) {
+                    cfg.udev_overrides.push(UdevOverride {
+                        file: file.clone(),
+                        line: i + 1,
+                        address: r.address,
+                    });
                 }
-                let Some(at) = l.find("KERNEL==\"") else {
-                    continue;
-                };
-                let rest = &l[at + "KERNEL==\"".len()..];
-                let Some(address) = rest.split('"').next() else {
-                    continue;
-                };
-                cfg.udev_overrides.push(UdevOverride {
-                    file: file.clone(),
-                    line: i + 1,
-                    address: address.to_string(),
-                });
             }
         }
     }

@@ -61,9 +61,8 @@ pub enum SetupError {
 /// What passthru manages, read back from its own files.
 #[derive(Debug, Default)]
 struct Managed {
-    ids: BTreeSet<String>,
-    softdeps: BTreeSet<String>,
-    options: BTreeSet<String>,
+    /// passthru's lines in its modprobe file.
+    binding: VfioBinding,
     /// (address, vendor, device) bound by udev rule.
     rules: BTreeSet<(String, String, String)>,
     /// The modprobe file as read: its edit splices passthru's lines into it.
@@ -72,26 +71,16 @@ struct Managed {
 
 fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
     let modprobe_before = src.read_text(MODPROBE_FILE)?;
-    let b = read_vfio_binding(MODPROBE_FILE, modprobe_before.as_deref())?;
+    let binding = read_vfio_binding(MODPROBE_FILE, modprobe_before.as_deref())?;
     let mut m = Managed {
-        ids: b.ids,
-        softdeps: b.softdeps,
-        options: b.options,
+        binding,
         modprobe_before,
         ..Managed::default()
     };
-    if let Some(text) = src.read(UDEV_FILE)? {
-        for l in String::from_utf8_lossy(&text).lines() {
-            let field = |k: &str| {
-                let i = l.find(&format!("{k}==\""))? + k.len() + 3;
-                Some(l[i..].split('"').next()?.to_string())
-            };
-            if let (Some(a), Some(v), Some(d)) = (
-                field("KERNEL"),
-                field("ATTR{vendor}"),
-                field("ATTR{device}"),
-            ) {
-                m.rules.insert((a, v, d));
+    if let Some(text) = src.read_text(UDEV_FILE)? {
+        for r in text.lines().filter_map(crate::formats::udev::parse_vfio_override) {
+            if let (Some(v), Some(d)) = (r.vendor, r.device) {
+                m.rules.insert((r.address, v, d));
             }
         }
     }
@@ -99,12 +88,7 @@ fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
 }
 
 fn render_modprobe(m: &Managed) -> Option<Vec<u8>> {
-    let want = VfioBinding {
-        ids: m.ids.clone(),
-        softdeps: m.softdeps.clone(),
-        options: m.options.clone(),
-    };
-    render_vfio_binding(m.modprobe_before.as_deref(), &want)
+    render_vfio_binding(m.modprobe_before.as_deref(), &m.binding)
 }
 
 fn render_udev(m: &Managed) -> Option<Vec<u8>> {
@@ -275,7 +259,7 @@ pub fn plan_setup_vm(
             plan.notes.push("Other devices share this card's ids, so it is bound by address (a udev rule setting driver_override), not by ids=.".into());
         }
         BindingMethod::CmdlineIds(ids) => cmdline_ids = ids,
-        BindingMethod::ModprobeIds(ids) => managed.ids.extend(ids),
+        BindingMethod::ModprobeIds(ids) => managed.binding.ids.extend(ids),
     }
     for d in &functions {
         // A function already on vfio-pci: its host driver is the one a device with the same
@@ -290,7 +274,7 @@ pub fn plan_setup_vm(
             module_of(d)
         };
         if let Some(m) = host_module.filter(|m| m != "vfio_pci") {
-            managed.softdeps.insert(m);
+            managed.binding.softdeps.insert(m);
         }
     }
     // The user's own `options vfio-pci ids=` lines that also capture devices outside this
@@ -341,7 +325,7 @@ pub fn plan_setup_vm(
     for o in options {
         match vfio_option_place(s) {
             VfioOptionPlace::Modprobe => {
-                managed.options.insert(o.into());
+                managed.binding.options.insert(o.into());
             }
             VfioOptionPlace::Cmdline => cmdline_options.push(p(&format!("vfio-pci.{o}"))),
         }
@@ -419,13 +403,13 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         ),
         ..Plan::default()
     };
-    managed.ids.retain(|id| !card_ids.contains(id));
+    managed.binding.ids.retain(|id| !card_ids.contains(id));
     managed
         .rules
         .retain(|(a, _, _)| !functions.iter().any(|f| f.address.to_string() == *a));
-    if managed.ids.is_empty() && managed.rules.is_empty() {
-        managed.softdeps.clear();
-        managed.options.clear();
+    if managed.binding.ids.is_empty() && managed.rules.is_empty() {
+        managed.binding.softdeps.clear();
+        managed.binding.options.clear();
     }
     plan.edits.extend(edit(
         src,
