@@ -50,7 +50,7 @@ pub(super) fn check_console(c: &Ctx) -> Vec<Finding> {
                 Finding::new(RuleId::ConsoleFramebuffer, Severity::Warning, Effect::NeedsSetup, VM, "the firmware framebuffer holds this boot GPU's memory: vfio-pci cannot reserve it (\"BAR 0: can't reserve\") and the guest fails")
                     .evidence(evidence)
                     // Setup adds the parameter whenever this finding fires, no --boot-gpu needed.
-                    .fix(format!("passthru setup vm {} adds initcall_blacklist=sysfb_init (video=efifb:off does not fix it on 5.15+ kernels and removes the host console)", g.address)),
+                    .setup_fix(g.address, "adds initcall_blacklist=sysfb_init (video=efifb:off does not fix it on 5.15+ kernels and removes the host console)"),
             );
         } else {
             f.push(

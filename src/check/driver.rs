@@ -60,29 +60,25 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
         }
         // A non-viable group is reported by group.shared already.
     } else {
-        // The one next step of the card's state: setup when nothing is configured, a reboot
-        // when the files already say it (setup would say "Nothing to change").
-        let pending = c.state.state != CardState::NotConfigured;
+        // Setup's to fix while nothing (or only passthru's pending files) binds the card; the
+        // card's state says the one next step otherwise.
         let message = not_bound_message(not_vfio.len(), c.functions.len());
-        f.push(
+        let finding = |m: String| {
             Finding::new(
                 RuleId::VfioNotBound,
                 Severity::Warning,
                 Effect::NeedsSetup,
                 VM,
-                if pending {
-                    format!("{message} ({})", c.state.state.describe())
-                } else {
-                    message
-                },
+                m,
             )
             .evidence(bound.join("; "))
-            .fix(if pending {
-                c.state.next_step.clone()
-            } else {
-                format!("passthru setup vm {}", c.gpu.address)
-            }),
-        );
+        };
+        f.push(match c.state.state {
+            CardState::NotConfigured | CardState::RebootPending => {
+                finding(message).setup_fix(c.gpu.address, "")
+            }
+            st => finding(format!("{message} ({})", st.describe())).fix(c.state.next_step.clone()),
+        });
     }
 
     // How setup binds this card: the words below say what it really does.
@@ -146,9 +142,24 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
             .map(|a| describe(s, a))
             .collect();
         f.push(
-            Finding::new(RuleId::IdsConfiguredCapture, Severity::Warning, Effect::None, &[Use::Vm, Use::Lxc, Use::Host], format!("the vfio-pci ids already configured ({}) also claim devices outside this card", lines.join("; ")))
-                .evidence(format!("{}; {}", places.join(", "), extra.join("; ")))
-                .fix(format!("passthru setup vm {gpu} replaces that line (it comments it out, naming why) and binds this card {}", binding.describe())),
+            Finding::new(
+                RuleId::IdsConfiguredCapture,
+                Severity::Warning,
+                Effect::None,
+                &[Use::Vm, Use::Lxc, Use::Host],
+                format!(
+                    "the vfio-pci ids already configured ({}) also claim devices outside this card",
+                    lines.join("; ")
+                ),
+            )
+            .evidence(format!("{}; {}", places.join(", "), extra.join("; ")))
+            .setup_fix(
+                gpu,
+                &format!(
+                    "replaces that line (it comments it out, naming why) and binds this card {}",
+                    binding.describe()
+                ),
+            ),
         );
     }
 

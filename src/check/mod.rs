@@ -75,6 +75,9 @@ pub struct Finding {
     pub evidence: String,
     /// The setting, command or passthru command that fixes it.
     pub fix: Option<String>,
+    /// The fix is `passthru setup vm GPU` (what the card's state may say is already done).
+    #[serde(skip)]
+    pub by_setup: bool,
 }
 
 impl Finding {
@@ -93,6 +96,7 @@ impl Finding {
             message: message.into(),
             evidence: String::new(),
             fix: None,
+            by_setup: false,
         }
     }
     fn evidence(mut self, e: impl Into<String>) -> Self {
@@ -101,6 +105,13 @@ impl Finding {
     }
     fn fix(mut self, f: impl Into<String>) -> Self {
         self.fix = Some(f.into());
+        self
+    }
+    /// Fixed by `passthru setup vm GPU`, then `rest` (what it does, in words).
+    fn setup_fix(mut self, gpu: PciAddress, rest: &str) -> Self {
+        let sep = if rest.is_empty() { "" } else { " " };
+        self.fix = Some(format!("passthru setup vm {gpu}{sep}{rest}"));
+        self.by_setup = true;
         self
     }
 }
@@ -330,12 +341,9 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
     // Setup has written this card's configuration and says "Nothing to change": what its
     // fixes ask for is on disk, and the one step left is the reboot (docs/states.md).
     if ctx.state.state == crate::state::CardState::RebootPending {
-        let setup = format!("passthru setup vm {}", g.address);
-        for f in findings.iter_mut() {
-            if f.fix.as_deref().is_some_and(|x| x.starts_with(&setup)) {
-                f.message = format!("{} (configured, reboot pending)", f.message);
-                f.fix = Some(ctx.state.next_step.clone());
-            }
+        for f in findings.iter_mut().filter(|f| f.by_setup) {
+            f.message = format!("{} ({})", f.message, ctx.state.state.describe());
+            f.fix = Some(ctx.state.next_step.clone());
         }
     }
     let verdicts = ALL_USES

@@ -95,34 +95,36 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
             // Setup fixes every cause but one: an AMD IOMMU that stays off with no parameter
             // against it needs no parameter, so only dmesg can say why.
             let mut effect = Effect::NeedsSetup;
-            let fix = match cause {
+            // Ok: what setup does; Err: a fix that is not setup's.
+            let fix: Result<&str, &str> = match cause {
                 IommuOffCause::IommuParamOff => {
                     why.push_str(": proc/cmdline has iommu=off");
-                    format!("{setup} (removes iommu=off)")
+                    Ok("(removes iommu=off)")
                 }
                 IommuOffCause::IntelParamOff => {
                     why.push_str(": proc/cmdline has intel_iommu=off");
-                    format!("{setup} (adds intel_iommu=on)")
+                    Ok("(adds intel_iommu=on)")
                 }
-                IommuOffCause::IntelNotEnabled => format!("{setup} (adds intel_iommu=on)"),
+                IommuOffCause::IntelNotEnabled => Ok("(adds intel_iommu=on)"),
                 IommuOffCause::AmdParamOff => {
                     why.push_str(": proc/cmdline has amd_iommu=off");
-                    format!("{setup} (removes amd_iommu=off; the AMD IOMMU needs no parameter)")
+                    Ok("(removes amd_iommu=off; the AMD IOMMU needs no parameter)")
                 }
                 _ => {
                     effect = Effect::Unknown;
-                    "check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter, so setup cannot turn it on".to_string()
+                    Err("check dmesg for AMD-Vi errors; the AMD IOMMU needs no kernel parameter, so setup cannot turn it on")
                 }
             };
-            f.push(
-                Finding::new(RuleId::IommuKernelOff, Severity::Error, effect, VM, why)
+            let finding = Finding::new(RuleId::IommuKernelOff, Severity::Error, effect, VM, why)
                     .evidence(format!(
                         "sys/firmware/acpi/tables/{}; sys/class/iommu empty; proc/cmdline: {}",
                         tables.first().map_or("?", String::as_str),
                         sys.cmdline.as_deref().unwrap_or("?")
-                    ))
-                    .fix(fix),
-            );
+                    ));
+            f.push(match fix {
+                Ok(rest) => finding.setup_fix(gpu.address, rest),
+                Err(other) => finding.fix(other),
+            });
         }
         IommuVerdict::On => {
         let vendor = diagnosis.vendor;
@@ -134,7 +136,7 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
             f.push(
                 Finding::new(RuleId::IommuPtRecommended, Severity::Info, Effect::None, VM, "iommu=pt is not set: the host's own devices use translated DMA, which costs some I/O speed; pass-through mode is the usual choice on a VM host")
                     .evidence(format!("proc/cmdline: {}", sys.cmdline.as_deref().unwrap_or("?")))
-                    .fix(format!("{setup} adds iommu=pt")),
+                    .setup_fix(gpu.address, "adds iommu=pt"),
             );
         }
         if vendor == Some(IommuVendor::Intel) && param("intel_iommu").is_none() {
@@ -144,7 +146,7 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
                 f.push(
                     Finding::new(RuleId::IommuIntgpuOff, Severity::Info, Effect::None, VM, "this kernel turns the Intel IOMMU on by default except for Intel integrated GPUs (CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF, a Debian kernel patch): this GPU's DMA is not translated (identity-mapped) until intel_iommu=on, which setup adds")
                         .evidence(format!("boot/config: CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y; {} is an Intel display device on bus 0", gpu.address))
-                        .fix(format!("{setup} adds intel_iommu=on")),
+                        .setup_fix(gpu.address, "adds intel_iommu=on"),
                 );
             } else if diagnosis.intel_default_on() {
                 let option = match diagnosis.intel_default {
@@ -208,13 +210,10 @@ pub(super) fn check_platform(s: &Snapshot, gpu: &PciDevice) -> Vec<Finding> {
                 "the vfio-pci module is not loaded",
             )
             .evidence("proc/modules: no vfio_pci")
-            .fix(match crate::state::card_state(s, &gpu.address) {
-                // Setup already wrote it: what is left is the reboot.
-                st if st.state == crate::state::CardState::RebootPending => st.next_step,
-                _ => format!(
-                    "{setup} (loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)"
-                ),
-            }),
+            .setup_fix(
+                gpu.address,
+                "(loads vfio, vfio_iommu_type1 and vfio_pci early, from the initramfs)",
+            ),
         );
     }
     let new_kernel = kernel_version(s).is_some_and(|v| v >= (6, 2));

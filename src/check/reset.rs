@@ -129,7 +129,7 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
         f.push(
             Finding::new(RuleId::PmD3coldRisk, Severity::Warning, Effect::None, VM, "GPUs of this family are reported not to return from D3cold once vfio-pci idles them")
                 .evidence(format!("{path}/d3cold_allowed: 1"))
-                .fix(format!("passthru setup vm {} adds {}", g.address, crate::plan::setup::describe_vfio_option(c.s, "disable_idle_d3=1"))),
+                .setup_fix(g.address, &format!("adds {}", crate::plan::setup::describe_vfio_option(c.s, "disable_idle_d3=1"))),
         );
     }
     f

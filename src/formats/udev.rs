@@ -60,7 +60,10 @@ mod tests {
             })
         );
         let plain = r#"SUBSYSTEM=="pci", KERNEL=="0000:03:00.1", ATTR{driver_override}="vfio-pci""#;
-        assert_eq!(parse_vfio_override(plain).map(|r| r.address), Some("0000:03:00.1".into()));
+        assert_eq!(
+            parse_vfio_override(plain).map(|r| r.address),
+            Some("0000:03:00.1".into())
+        );
         assert_eq!(parse_vfio_override(&format!("# {plain}")), None);
         assert_eq!(
             parse_vfio_override(r#"KERNEL=="0000:03:00.1", ATTR{driver_override}="nvidia""#),

@@ -78,7 +78,10 @@ fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
         ..Managed::default()
     };
     if let Some(text) = src.read_text(UDEV_FILE)? {
-        for r in text.lines().filter_map(crate::formats::udev::parse_vfio_override) {
+        for r in text
+            .lines()
+            .filter_map(crate::formats::udev::parse_vfio_override)
+        {
             if let (Some(v), Some(d)) = (r.vendor, r.device) {
                 m.rules.insert((r.address, v, d));
             }
