@@ -357,6 +357,24 @@ fn reset_methods_and_amd_families() {
     gpu_mut(&mut asleep).power.runtime_status = Some("suspended".into());
     assert!(has(&run(&asleep), RuleId::PmSuspended));
     assert!(!has(&desktop, RuleId::PmSuspended));
+    // The words follow the power state: asleep in D3cold, or idle in D0 (a device without PCI
+    // power management; the e2e lab's emulated card said "suspended (power_state D0)").
+    let message = |state: &str| {
+        let mut s = asleep.clone();
+        gpu_mut(&mut s).power.state = Some(state.into());
+        run(&s).gpus[0]
+            .findings
+            .iter()
+            .find(|f| f.id == RuleId::PmSuspended)
+            .map(|f| f.message.clone())
+            .unwrap()
+    };
+    assert!(message("D3cold").contains("asleep in D3cold"));
+    let d0 = message("D0");
+    assert!(
+        d0.contains("stays in D0") && !d0.contains("asleep in"),
+        "{d0}"
+    );
 }
 
 #[test]

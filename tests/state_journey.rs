@@ -263,6 +263,10 @@ fn twin_cards_setup_replaces_the_users_capturing_ids_line_and_softdeps_the_host_
     let user = root.join("etc/modprobe.d/vfio.conf");
     let before = std::fs::read_to_string(&user).unwrap();
     assert!(before.contains("options vfio-pci ids=10de:2503,10de:228e"));
+    // Before setup, ids.capture explains why setup binds by address (the twin 0b:00.x).
+    let ids = |v: &Value| -> Vec<String> { findings(v).into_iter().map(|(id, _)| id).collect() };
+    let v = check_json(root, "0c:00.0", &[]);
+    assert!(ids(&v).contains(&"ids.capture".to_string()), "{v:#}");
     let o = run(root, &["setup", "vm", "0c:00.0", "--yes"]);
     assert!(
         o.status.success(),
@@ -295,6 +299,9 @@ fn twin_cards_setup_replaces_the_users_capturing_ids_line_and_softdeps_the_host_
             .any(|(id, _)| id == "ids.configured-capture"),
         "check still asks to replace the line: {v:#}"
     );
+    // Once passthru's udev rule binds the card by address, what an ids= line would do is
+    // noise (the e2e lab printed it after setup).
+    assert!(!ids(&v).contains(&"ids.capture".to_string()), "{v:#}");
     // Rollback gives the user's line back byte for byte.
     let o = run(root, &["rollback", "--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

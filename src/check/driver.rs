@@ -114,8 +114,9 @@ pub(super) fn check_driver(c: &Ctx) -> Vec<Finding> {
     }
 
     // What an ids= line for this card would also capture (identical cards, shared audio ids):
-    // exactly when setup binds by address.
-    if let BindingMethod::ByAddress { shared } = &binding {
+    // exactly when setup binds by address. It explains setup's choice before setup; once
+    // passthru's own files bind the card (by address) it is noise.
+    if let (BindingMethod::ByAddress { shared }, false) = (&binding, c.state.by_passthru) {
         let captured: Vec<String> = shared
             .iter()
             .map(|(vd, a)| format!("{vd}: {}", describe(s, a)))

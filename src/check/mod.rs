@@ -151,6 +151,41 @@ pub struct CheckReport {
     pub unmatched: Vec<String>,
 }
 
+impl CheckReport {
+    /// The GPUs whose verdicts decide `check`'s exit code for `uses` (`vm` when empty).
+    ///
+    /// A GPU the user named always counts. With none named, `check` after setup and a
+    /// reboot is the verification (README): for the VM use it judges the cards set up for
+    /// vfio-pci (by passthru or by hand), not the display the host keeps, which is
+    /// "needs setup" by design. With no card set up, or for another use, every GPU counts.
+    pub fn judged(&self, uses: &[Use], named: bool) -> Vec<&GpuCheck> {
+        let vm_only = uses.is_empty() || uses == [Use::Vm];
+        let set_up: Vec<&GpuCheck> = self
+            .gpus
+            .iter()
+            .filter(|g| g.state.state != crate::state::CardState::NotConfigured)
+            .collect();
+        if named || !vm_only || set_up.is_empty() {
+            self.gpus.iter().collect()
+        } else {
+            set_up
+        }
+    }
+
+    /// Every judged GPU is ready for every judged use, and every selector matched a GPU.
+    pub fn all_ready(&self, uses: &[Use], named: bool) -> bool {
+        let judged_uses: &[Use] = if uses.is_empty() { &[Use::Vm] } else { uses };
+        let judged = self.judged(uses, named);
+        !judged.is_empty()
+            && self.unmatched.is_empty()
+            && judged.iter().all(|g| {
+                judged_uses
+                    .iter()
+                    .all(|u| g.verdicts.get(u) == Some(&Verdict::Ready))
+            })
+    }
+}
+
 /// What a GPU selector names. Anything else is refused: `""`, `.` or `a` would match every
 /// name, and a writing command would act on whatever GPU there happens to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,6 +509,58 @@ pub fn kernel_version(s: &Snapshot) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(addr: &str, state: crate::state::CardState, vm: Verdict) -> GpuCheck {
+        GpuCheck {
+            address: addr.parse().unwrap(),
+            name: String::new(),
+            name_parts: vec![],
+            functions: vec![],
+            group: None,
+            verdicts: [(Use::Vm, vm), (Use::Host, Verdict::Ready)].into(),
+            state: crate::state::StateReport {
+                state,
+                ..Default::default()
+            },
+            findings: vec![],
+        }
+    }
+
+    /// After setup and a reboot, a bare `check` is the verification: it judges the card set
+    /// up for vfio-pci, not the display the host keeps (the e2e lab's boot 2 exited 1 on
+    /// it). A named GPU, another use, or no card set up at all: every GPU counts.
+    #[test]
+    fn a_bare_check_judges_the_cards_set_up_for_vfio() {
+        use crate::state::CardState::*;
+        let r = CheckReport {
+            schema_version: 1,
+            gpus: vec![
+                gpu("0000:00:02.0", Effective, Verdict::Ready),
+                gpu("0000:00:03.0", NotConfigured, Verdict::NeedsSetup),
+            ],
+            unmatched: vec![],
+        };
+        assert!(r.all_ready(&[], false));
+        assert!(r.all_ready(&[Use::Vm], false));
+        assert!(!r.all_ready(&[], true), "a named GPU is judged");
+        assert!(
+            !r.all_ready(&[Use::Vm, Use::Host], false),
+            "another use judges every GPU"
+        );
+        let none_set_up = CheckReport {
+            gpus: vec![gpu("0000:00:03.0", NotConfigured, Verdict::NeedsSetup)],
+            ..r.clone()
+        };
+        assert!(!none_set_up.all_ready(&[], false));
+        let drifted = CheckReport {
+            gpus: vec![
+                gpu("0000:00:02.0", Drifted, Verdict::NeedsSetup),
+                gpu("0000:00:03.0", NotConfigured, Verdict::Ready),
+            ],
+            ..r.clone()
+        };
+        assert!(!drifted.all_ready(&[], false), "a drifted card fails it");
+    }
 
     #[test]
     fn a_selector_names_an_address_a_slot_ids_or_a_name_word() {

@@ -115,12 +115,12 @@ pub(super) fn check_reset(c: &Ctx) -> Vec<Finding> {
                 Severity::Info,
                 Effect::None,
                 &[Use::Vm, Use::Lxc, Use::Host],
-                format!(
-                    "the GPU is runtime-{st} (power_state {})",
-                    g.power.state.as_deref().unwrap_or("?")
-                ),
+                suspended_message(g.power.state.as_deref()),
             )
-            .evidence(format!("{path}/power/runtime_status")),
+            .evidence(format!(
+                "{path}/power/runtime_status: {st}; {path}/power_state: {}",
+                g.power.state.as_deref().unwrap_or("unreadable")
+            )),
         );
     }
     // The risk is there until vfio-pci is told to keep the card out of D3 (setup does so
@@ -154,4 +154,18 @@ fn disable_idle_d3_configured(s: &crate::model::Snapshot) -> bool {
     }) || v.cmdline_params.iter().any(|p| {
         p.key.replace('-', "_") == "vfio_pci.disable_idle_d3" && p.value.as_deref() == Some("1")
     })
+}
+
+/// What a runtime-suspended GPU's power state means. The kernel marks a device without PCI
+/// power management suspended too, and it stays in D0 (the e2e lab's emulated card): it is
+/// then idle to the kernel, not asleep, and "suspended (power_state D0)" would contradict
+/// itself.
+fn suspended_message(power_state: Option<&str>) -> String {
+    match power_state {
+        Some(d3) if d3.starts_with("D3") => format!("the GPU is runtime-suspended, asleep in {d3}"),
+        Some(d) => format!(
+            "the kernel has runtime-suspended the GPU, but it stays in {d}: it has no lower power state to enter, so it is idle, not asleep"
+        ),
+        None => "the GPU is runtime-suspended; its power state could not be read".to_string(),
+    }
 }

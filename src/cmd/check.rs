@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use passthru::check::{check_host, select_gpus, CheckReport, CheckRequest, Use, Verdict};
+use passthru::check::{check_host, select_gpus, CheckRequest};
 use passthru::model::ReadDetail;
 use passthru::output::check::render_check;
 use passthru::output::style::Style;
@@ -12,7 +12,9 @@ use passthru::output::style::Style;
 use super::{get_snapshot, write_json};
 use crate::cli::{CheckArgs, SourceArgs};
 
-/// Returns whether every selected GPU is ready for the judged use(s).
+/// Returns whether every judged GPU is ready for the judged use(s) ([`CheckReport::judged`]).
+///
+/// [`CheckReport::judged`]: passthru::check::CheckReport::judged
 pub fn run(
     source: &SourceArgs,
     args: &CheckArgs,
@@ -31,22 +33,7 @@ pub fn run(
     if args.json {
         write_json(out, &report)?;
     } else {
-        render_check(out, &report, &args.uses, style)?;
+        render_check(out, &report, &args.uses, !args.gpus.is_empty(), style)?;
     }
-    Ok(all_ready(&report, &args.uses))
-}
-
-/// Every selected GPU is ready for every judged use (`vm` when none was named), and every
-/// selector matched a GPU.
-// This judgement belongs with check/ (a `CheckReport` method); it stays here only while
-// that module is being reworked in parallel.
-fn all_ready(report: &CheckReport, uses: &[Use]) -> bool {
-    let judged: &[Use] = if uses.is_empty() { &[Use::Vm] } else { uses };
-    !report.gpus.is_empty()
-        && report.unmatched.is_empty()
-        && report.gpus.iter().all(|g| {
-            judged
-                .iter()
-                .all(|u| g.verdicts.get(u) == Some(&Verdict::Ready))
-        })
+    Ok(report.all_ready(&args.uses, !args.gpus.is_empty()))
 }

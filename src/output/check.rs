@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use crate::check::{CheckReport, Effect, Finding, Severity, Use, Verdict};
 
 use super::style::{sanitize, Style};
+use super::words;
 
 const WIDTH: usize = 80;
 
@@ -105,6 +106,7 @@ pub fn render_check(
     out: &mut dyn Write,
     r: &CheckReport,
     uses: &[Use],
+    named: bool,
     st: Style,
 ) -> io::Result<()> {
     for sel in &r.unmatched {
@@ -186,6 +188,19 @@ pub fn render_check(
             }
         }
     }
+    // Say so when the exit code judges fewer GPUs than are shown (CheckReport::judged).
+    let judged = r.judged(uses, named);
+    if !judged.is_empty() && judged.len() < r.gpus.len() {
+        let list: Vec<String> = judged.iter().map(|g| g.address.to_string()).collect();
+        writeln!(out)?;
+        let text = format!(
+            "The exit code judges the {} set up for vfio-pci ({}); the other GPUs stay with \
+             the host (name one to judge it).",
+            words::agree(judged.len(), "card", "cards"),
+            list.join(", ")
+        );
+        write!(out, "{}", wrap("", 0, &text))?;
+    }
     Ok(())
 }
 
@@ -211,7 +226,7 @@ mod tests {
             unmatched: vec![],
         };
         let mut out = Vec::new();
-        render_check(&mut out, &r, &[], Style::PLAIN).unwrap();
+        render_check(&mut out, &r, &[], false, Style::PLAIN).unwrap();
         let text = String::from_utf8(out).unwrap();
         text.lines().map(str::to_string).collect()
     }
