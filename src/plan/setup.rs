@@ -56,6 +56,12 @@ pub enum SetupError {
     Read(#[from] ReadError),
     #[error("no boot loader found (GRUB, systemd-boot, proxmox-boot-tool, grubby/BLS, kernelstub): add {0} to the kernel command line by hand")]
     NoBootloader(String),
+    /// systemd-boot entries that kernel-install rewrites: an edit to them would be lost at the
+    /// next initramfs update (Debian's post-update hook runs `kernel-install add`).
+    #[error("systemd-boot here is fed by kernel-install, which writes each boot entry from etc/kernel/cmdline, or from /proc/cmdline when that file is absent: an edit to the entries would be lost at the next initramfs update. Create the file with the options this host boots with, then run setup again: echo {0} > /etc/kernel/cmdline")]
+    KernelInstallWithoutCmdline(String),
+    #[error("kernel-install must be told about every kernel, but no installed kernel was found (usr/lib/modules/VERSION with boot/vmlinuz-VERSION or usr/lib/modules/VERSION/vmlinuz)")]
+    NoInstalledKernel,
 }
 
 /// What passthru manages, read back from its own files.

@@ -78,6 +78,7 @@ impl CmdlineSource {
 
 /// The target for the boot loader the snapshot found in use.
 fn target_for(
+    s: &Snapshot,
     kind: BootloaderKind,
     src: &dyn FileSource,
 ) -> Result<&'static dyn KernelParamTarget, SetupError> {
@@ -86,7 +87,21 @@ fn target_for(
         kind,
         BootloaderKind::ProxmoxBootTool | BootloaderKind::SystemdBoot
     ) && src.read(kernel_cmdline::KERNEL_CMDLINE)?.is_some();
-    Ok(match cmdline_source(kind, has_kernel_cmdline) {
+    let source = cmdline_source(kind, has_kernel_cmdline);
+    // systemd-boot fed by kernel-install (Debian's systemd-boot package runs `kernel-install
+    // add` from its kernel and initramfs hooks): the entries are rewritten from
+    // etc/kernel/cmdline, or /proc/cmdline without it, so editing them would not last.
+    if source == CmdlineSource::BlsEntries
+        && kind == BootloaderKind::SystemdBoot
+        && ["usr/bin", "bin"]
+            .iter()
+            .any(|d| src.list(d).iter().any(|n| n == "kernel-install"))
+    {
+        // The user pastes the command: one single-quoted word, whatever the options hold.
+        let quoted = format!("'{}'", boot_options(s).replace('\'', r"'\''"));
+        return Err(SetupError::KernelInstallWithoutCmdline(quoted));
+    }
+    Ok(match source {
         CmdlineSource::GrubDefaults => &grub::Grub,
         CmdlineSource::ProxmoxKernelCmdline => &kernel_cmdline::PROXMOX_BOOT_TOOL,
         CmdlineSource::KernelInstallCmdline => &kernel_cmdline::KERNEL_INSTALL,
@@ -94,6 +109,36 @@ fn target_for(
         CmdlineSource::GrubBls => &bls::GrubBls,
         CmdlineSource::Kernelstub => &kernelstub::Kernelstub,
     })
+}
+
+/// The options kernel-install would write without etc/kernel/cmdline: the in-use entry's
+/// options, else the running command line less what the boot loader adds (`BOOT_IMAGE=`,
+/// `initrd=`), as its 90-loaderentry plugin takes /proc/cmdline.
+fn boot_options(s: &Snapshot) -> String {
+    let configured = s
+        .boot
+        .bootloaders
+        .iter()
+        .find(|b| Some(b.kind) == s.boot.in_use)
+        .map(|b| b.configured_params.clone())
+        .unwrap_or_default();
+    let params = if configured.is_empty() {
+        s.system.cmdline_params.clone()
+    } else {
+        configured
+    };
+    params
+        .iter()
+        // kernel-install adds systemd.machine_id= itself when entries are named by machine id.
+        .filter(|p| {
+            !matches!(
+                p.key.as_str(),
+                "BOOT_IMAGE" | "initrd" | "systemd.machine_id"
+            )
+        })
+        .map(render_param)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Plans the command-line change for the boot loader in use.
@@ -106,5 +151,5 @@ pub fn plan_kernel_params(
         let words: Vec<String> = change.add.iter().map(render_param).collect();
         return Err(SetupError::NoBootloader(words.join(" ")));
     };
-    target_for(kind, src)?.plan_params(s, src, change)
+    target_for(s, kind, src)?.plan_params(s, src, change)
 }
