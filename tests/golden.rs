@@ -54,6 +54,8 @@ cases! {
         Host::Distro { pci: "amd-navi", distro: "proxmox8-grub" }, "03:00.0";
     golden_proxmox8_zfs_systemd_boot: "proxmox8-zfs-systemd-boot",
         Host::Distro { pci: "amd-navi", distro: "proxmox8-zfs-systemd-boot" }, "03:00.0";
+    golden_debian12_systemd_boot: "debian12-systemd-boot",
+        Host::Distro { pci: "amd-navi", distro: "debian12-systemd-boot" }, "03:00.0";
     golden_ubuntu2404_grub: "ubuntu2404-grub",
         Host::Distro { pci: "intel-n100", distro: "ubuntu2404-grub" }, "00:02.0";
     golden_fedora40_grubby_dracut: "fedora40-grubby-dracut",

@@ -96,6 +96,31 @@ fn read_managed(src: &dyn FileSource) -> Result<Managed, SetupError> {
     Ok(m)
 }
 
+/// The vfio modules to load from the initramfs, and those to drop: vfio_virqfd was merged
+/// into vfio in 6.2.
+fn early_modules(s: &Snapshot) -> (Vec<&'static str>, &'static [&'static str]) {
+    let new_kernel = crate::check::kernel_version(s).is_some_and(|v| v >= (6, 2));
+    let mut modules = vec!["vfio", "vfio_iommu_type1", "vfio_pci"];
+    if !new_kernel {
+        modules.push("vfio_virqfd");
+    }
+    let stale: &[&str] = if new_kernel { &["vfio_virqfd"] } else { &[] };
+    (modules, stale)
+}
+
+/// passthru's binding files that will exist after the plan, as absolute paths: what an
+/// initramfs must carry (dracut's `install_items`).
+fn carried_files(m: &Managed) -> Vec<String> {
+    let mut carry = Vec::new();
+    if render_modprobe(m).is_some() {
+        carry.push(format!("/{MODPROBE_FILE}"));
+    }
+    if render_udev(m).is_some() {
+        carry.push(format!("/{UDEV_FILE}"));
+    }
+    carry
+}
+
 fn render_modprobe(m: &Managed) -> Option<Vec<u8>> {
     render_vfio_binding(m.modprobe_before.as_deref(), &m.binding)
 }
@@ -377,14 +402,11 @@ pub fn plan_setup_vm(
     plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
 
     // Modules in the initramfs.
-    let new_kernel = crate::check::kernel_version(s).is_some_and(|v| v >= (6, 2));
-    let mut modules = vec!["vfio", "vfio_iommu_type1", "vfio_pci"];
-    if !new_kernel {
-        modules.push("vfio_virqfd");
-    }
-    let stale: &[&str] = if new_kernel { &["vfio_virqfd"] } else { &[] };
+    let (modules, stale) = early_modules(s);
     if !builtin {
-        plan.extend(super::initramfs::initramfs_for(s).plan_modules(src, &modules, stale)?);
+        let carry = carried_files(&managed);
+        let carry: Vec<&str> = carry.iter().map(String::as_str).collect();
+        plan.extend(super::initramfs::initramfs_for(s).plan_modules(src, &modules, stale, &carry)?);
     }
     plan.notes.push(format!(
         "Reboot, then run `passthru check {}` to verify.",
@@ -441,6 +463,11 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
         };
         plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
     }
+    // An initramfs drop-in that names passthru's binding files names only those left.
+    let (modules, _) = early_modules(s);
+    let carry = carried_files(&managed);
+    let carry: Vec<&str> = carry.iter().map(String::as_str).collect();
+    plan.extend(super::initramfs::initramfs_for(s).plan_carry(src, &modules, &carry)?);
     if !plan.edits.is_empty() {
         plan.commands.push(PlannedCommand {
             why: "rebuild the initramfs without this card's binding".into(),

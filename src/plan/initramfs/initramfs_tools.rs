@@ -17,6 +17,9 @@ impl InitramfsTarget for InitramfsTools {
         src: &dyn FileSource,
         modules: &[&str],
         stale: &[&str],
+        // mkinitramfs copies etc/modprobe.d and etc/udev/rules.d itself (the e2e lab's
+        // lsinitramfs shows both).
+        _carry: &[&str],
     ) -> Result<Steps, SetupError> {
         let text = src.read_text(MODULES_FILE)?.unwrap_or_default();
         let after = edit_module_list(&text, modules, stale);

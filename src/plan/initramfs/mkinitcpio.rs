@@ -6,7 +6,8 @@ pub const MKINITCPIO_FILE: &str = "etc/mkinitcpio.conf.d/90-passthru-vfio.conf";
 
 /// Drop-ins are sourced after the main file and override it: keep its MODULES after ours,
 /// so vfio loads before the GPU drivers.
-fn render(modules: &[&str]) -> String {
+// The `modconf` hook copies etc/modprobe.d; a udev rule it does not carry (not yet handled).
+fn render(modules: &[&str], _carry: &[&str]) -> String {
     format!(
         "# Written by passthru: load vfio before the GPU drivers.\nMODULES=({} \"${{MODULES[@]}}\")\n",
         modules.join(" ")

@@ -18,12 +18,25 @@ use super::{PlannedCommand, Steps};
 /// How one initramfs system is told to load modules early, and rebuilt.
 pub trait InitramfsTarget {
     /// Edits that load `modules` from the initramfs (and drop `stale` ones), with the rebuild.
+    /// `carry`: passthru's binding files (absolute paths) the initramfs must hold for
+    /// vfio-pci to take the card before its host driver does.
     fn plan_modules(
         &self,
         src: &dyn FileSource,
         modules: &[&str],
         stale: &[&str],
+        carry: &[&str],
     ) -> Result<Steps, SetupError>;
+    /// When the binding files change without the modules (`setup host`): what names them
+    /// again, so that none that is gone stays named. Nothing where none is named.
+    fn plan_carry(
+        &self,
+        _src: &dyn FileSource,
+        _modules: &[&str],
+        _carry: &[&str],
+    ) -> Result<Steps, SetupError> {
+        Ok(Steps::default())
+    }
     /// The command that rebuilds every initramfs (after modprobe.d changes too).
     fn rebuild(&self) -> PlannedCommand;
 }
@@ -32,7 +45,8 @@ pub trait InitramfsTarget {
 /// mkinitcpio.conf.d): the whole file is passthru's, then every initramfs is rebuilt.
 pub struct OwnDropin {
     pub path: &'static str,
-    pub render: fn(&[&str]) -> String,
+    /// The whole file, from the modules and the files to carry.
+    pub render: fn(&[&str], &[&str]) -> String,
     pub reason: &'static str,
     pub rebuild: &'static [&'static str],
 }
@@ -43,14 +57,33 @@ impl InitramfsTarget for OwnDropin {
         src: &dyn FileSource,
         modules: &[&str],
         _stale: &[&str],
+        carry: &[&str],
     ) -> Result<Steps, SetupError> {
-        let text = (self.render)(modules);
+        let text = (self.render)(modules, carry);
         Ok(Steps {
             edits: super::file_edit(src, self.path, Some(text.into_bytes()), 0o644, self.reason)?
                 .into_iter()
                 .collect(),
             commands: vec![self.rebuild()],
             notes: Vec::new(),
+        })
+    }
+
+    fn plan_carry(
+        &self,
+        src: &dyn FileSource,
+        modules: &[&str],
+        carry: &[&str],
+    ) -> Result<Steps, SetupError> {
+        if src.read(self.path)?.is_none() {
+            return Ok(Steps::default());
+        }
+        let text = (self.render)(modules, carry);
+        Ok(Steps {
+            edits: super::file_edit(src, self.path, Some(text.into_bytes()), 0o644, self.reason)?
+                .into_iter()
+                .collect(),
+            ..Steps::default()
         })
     }
 
@@ -69,6 +102,7 @@ impl InitramfsTarget for Booster {
     fn plan_modules(
         &self,
         _: &dyn FileSource,
+        _: &[&str],
         _: &[&str],
         _: &[&str],
     ) -> Result<Steps, SetupError> {
