@@ -6,13 +6,27 @@
 # to what goes into the image builds a new one. The golden pair is copied (sparse) per run,
 # since the journey changes the disks.
 
-E2E_PACKAGES=(linux-image-amd64 systemd-sysv kmod initramfs-tools pciutils udev
-	grub-efi-amd64 dosfstools e2fsprogs dbus
+# The image flavour (E2E_IMAGE, set by run.sh): grub (GRUB + initramfs-tools, Debian's
+# default), dracut (GRUB + dracut), systemd-boot (systemd-boot fed by kernel-install from
+# etc/kernel/cmdline, + initramfs-tools).
+E2E_IMAGE=${E2E_IMAGE:-grub}
+E2E_BASE_PACKAGES=(linux-image-amd64 systemd-sysv kmod pciutils udev iproute2
+	dosfstools e2fsprogs dbus
 	qemu-system-x86 seabios libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
-E2E_SOURCES=${E2E_SOURCES:-/etc/apt/sources.list.d/debian.sources}
+case $E2E_IMAGE in
+grub) E2E_PACKAGES=("${E2E_BASE_PACKAGES[@]}" initramfs-tools grub-efi-amd64) ;;
+dracut) E2E_PACKAGES=("${E2E_BASE_PACKAGES[@]}" dracut grub-efi-amd64) ;;
+systemd-boot) E2E_PACKAGES=("${E2E_BASE_PACKAGES[@]}" initramfs-tools systemd-boot) ;;
+*) echo "unknown image flavour $E2E_IMAGE" >&2; exit 2 ;;
+esac
+# Debian 12 images have deb822 sources; older set-ups have only sources.list.
+if [ -z "${E2E_SOURCES:-}" ]; then
+	E2E_SOURCES=/etc/apt/sources.list.d/debian.sources
+	[ -r "$E2E_SOURCES" ] || E2E_SOURCES=/etc/apt/sources.list
+fi
 
 image_key() {
-	{ printf '%s\n' "${E2E_PACKAGES[@]}"; cat "$E2E_SOURCES"; cat "$E2E_HERE/image.sh"; } | sha256sum | cut -c1-16
+	{ echo "$E2E_IMAGE"; printf '%s\n' "${E2E_PACKAGES[@]}"; cat "$E2E_SOURCES"; cat "$E2E_HERE/image.sh"; } | sha256sum | cut -c1-16
 }
 
 # Host-side edits of the unpacked tree ($1), before mkfs: fstab, GRUB defaults on the serial
@@ -24,7 +38,8 @@ customize_rootfs() {
 	printf '/dev/vda / ext4 errors=remount-ro 0 1\n/dev/vdb /boot/efi vfat defaults 0 2\n' >"$r/etc/fstab"
 	mkdir -p "$r/boot/efi" "$r/e2e"
 	echo passthru-e2e >"$r/etc/hostname"
-	cat >>"$r/etc/default/grub" <<'G'
+	if [ -e "$r/etc/default/grub" ]; then
+		cat >>"$r/etc/default/grub" <<'G'
 # passthru e2e lab: boot at once, kernel and GRUB on the serial console
 GRUB_TIMEOUT=0
 GRUB_CMDLINE_LINUX_DEFAULT="quiet console=ttyS0"
@@ -32,10 +47,25 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 G
+	fi
+	if [ "$E2E_IMAGE" = systemd-boot ]; then
+		# kernel-install writes every entry's options from this file (without it, from
+		# /proc/cmdline, and passthru refuses: tests/kernel_install.rs).
+		mkdir -p "$r/etc/kernel"
+		echo "root=/dev/vda ro quiet console=ttyS0" >"$r/etc/kernel/cmdline"
+	fi
 	# Only the modules this machine needs in the initramfs: under TCG, update-initramfs with
-	# Debian's default MODULES=most (a 36 MB image) took about 20 minutes per rebuild.
-	mkdir -p "$r/etc/initramfs-tools/conf.d"
-	echo MODULES=dep >"$r/etc/initramfs-tools/conf.d/e2e-modules.conf"
+	# Debian's default MODULES=most (a 36 MB image) took about 20 minutes per rebuild; dracut's
+	# hostonly is the same choice (Debian's dracut is generic by default). Written after the
+	# image's first initramfs was built generic, so the first boot finds its disks.
+	if [ -d "$r/etc/initramfs-tools" ]; then
+		mkdir -p "$r/etc/initramfs-tools/conf.d"
+		echo MODULES=dep >"$r/etc/initramfs-tools/conf.d/e2e-modules.conf"
+	fi
+	if [ -d "$r/etc/dracut.conf.d" ] || [ -x "$r/usr/bin/dracut" ]; then
+		mkdir -p "$r/etc/dracut.conf.d"
+		echo 'hostonly="yes"' >"$r/etc/dracut.conf.d/e2e-hostonly.conf"
+	fi
 	ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
 	ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
 	mkdir -p "$r/etc/systemd/network" "$r/etc/systemd/system/multi-user.target.wants" \
@@ -45,11 +75,23 @@ G
 	ln -sf /lib/systemd/system/systemd-networkd-wait-online.service "$r/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service"
 	cat >"$r/usr/local/sbin/e2e-boot" <<'B'
 #!/bin/sh
-# First boot: GRUB onto the ESP (removable path, no NVRAM: OVMF finds it), grub.cfg, power off.
+# First boot: the boot loader onto the ESP (removable path, no NVRAM: OVMF finds it) and its
+# configuration, then power off. GRUB: grub-install + update-grub. systemd-boot: bootctl
+# install, then kernel-install add for the kernel (what Debian's hook does on a kernel
+# install), which copies it and its initrd to the ESP and writes the entry.
 # Later boots: the journey from the third disk, then power off whatever it says.
 if [ ! -e /boot/efi/EFI/BOOT/BOOTX64.EFI ]; then
-	grub-install --target=x86_64-efi --removable --no-nvram --efi-directory=/boot/efi >/dev/ttyS1 2>&1 &&
-		update-grub >/dev/ttyS1 2>&1 && echo E2E-GRUB-INSTALLED >/dev/ttyS1
+	if command -v grub-install >/dev/null; then
+		grub-install --target=x86_64-efi --removable --no-nvram --efi-directory=/boot/efi >/dev/ttyS1 2>&1 &&
+			update-grub >/dev/ttyS1 2>&1 && echo E2E-GRUB-INSTALLED >/dev/ttyS1
+	else
+		v=$(ls /usr/lib/modules | sort -V | tail -1)
+		bootctl install --no-variables --esp-path=/boot/efi >/dev/ttyS1 2>&1 &&
+			printf 'timeout 0\n' >/boot/efi/loader/loader.conf &&
+			kernel-install add "$v" "/boot/vmlinuz-$v" "/boot/initrd.img-$v" >/dev/ttyS1 2>&1 &&
+			ls -R /boot/efi >/dev/ttyS1 && cat /boot/efi/loader/entries/*.conf >/dev/ttyS1 &&
+			echo E2E-GRUB-INSTALLED >/dev/ttyS1
+	fi
 	sync; systemctl poweroff; exit 0
 fi
 if mount /dev/vdc /e2e && [ -x /e2e/journey.sh ]; then

@@ -6,25 +6,41 @@
 # vfio can map), TCG. 00:02.0 VGA + 00:02.1 HDA: the GPU-like card (one IOMMU group);
 # 00:03.0 bochs-display: the host's other display; 00:04.0 virtio NIC on user-mode
 # networking (the default route); disks: root 05.0, ESP 06.0, journey 07.0.
+#
+# The single-GPU machine (E2E_VARIANT=single) has no second display, and puts the card and
+# the NIC behind one PCIe-to-PCI bridge (08.0), so that they share an IOMMU group: the card
+# is the host's only display and taking it would take the network too.
+machine_devices() {
+	if [ "$E2E_VARIANT" = single ]; then
+		echo -device pcie-pci-bridge,id=pb,bus=pcie.0,addr=08.0 \
+			-device VGA,bus=pb,addr=01.0,multifunction=on \
+			-device ich9-intel-hda,bus=pb,addr=01.1 -audiodev none,id=n \
+			-netdev user,id=net0 -device virtio-net-pci,netdev=net0,bus=pb,addr=02.0
+	else
+		echo -device VGA,bus=pcie.0,addr=02.0,multifunction=on \
+			-device ich9-intel-hda,bus=pcie.0,addr=02.1 -audiodev none,id=n \
+			-device bochs-display,bus=pcie.0,addr=03.0 \
+			-netdev user,id=net0 -device virtio-net-pci,netdev=net0,bus=pcie.0,addr=04.0
+	fi
+}
+
 boot_guest() { # boot number
 	local b=$1 d=$E2E_WORK/run
 	: >"$d/serial-boot$b.log"
+	# shellcheck disable=SC2046 # the device list is words
 	timeout "${E2E_BOOT_TIMEOUT:-2700}" "$QEMU" -nodefaults -display none \
 		-M q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 3072 \
 		-device intel-iommu,intremap=on,caching-mode=on \
 		-drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
 		-drive if=pflash,format=raw,unit=1,file="$d/vars.fd" \
-		-device VGA,bus=pcie.0,addr=02.0,multifunction=on \
-		-device ich9-intel-hda,bus=pcie.0,addr=02.1 -audiodev none,id=n \
-		-device bochs-display,bus=pcie.0,addr=03.0 \
-		-netdev user,id=net0 -device virtio-net-pci,netdev=net0,bus=pcie.0,addr=04.0 \
+		$(machine_devices) \
 		-drive file="$d/root.img",if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0,bus=pcie.0,addr=05.0 \
 		-drive file="$d/esp.img",if=none,id=d1,format=raw -device virtio-blk-pci,drive=d1,bus=pcie.0,addr=06.0 \
 		-drive file="$d/journey.img",if=none,id=d2,format=raw -device virtio-blk-pci,drive=d2,bus=pcie.0,addr=07.0 \
 		-serial file:"$d/console-boot$b.log" -serial file:"$d/serial-boot$b.log" -no-reboot
 }
 
-run_grub_journey() {
+run_journey() {
 	local t_start=$SECONDS
 	if [ ! -x "$PASSTHRU" ]; then
 		log "building passthru (cargo build --release)"
@@ -50,11 +66,13 @@ run_grub_journey() {
 		cp "$PASSTHRU" "$d/journey/passthru"
 		cp "$E2E_HERE/journey.sh" "$d/journey/journey.sh"
 		echo 1 >"$d/journey/stage"
+		echo "$E2E_VARIANT" >"$d/journey/variant"
 		mkfs.ext4 -q -L e2ejourney -d "$d/journey" "$d/journey.img" 1G || die "mkfs.ext4 of the journey disk failed"
 		: >"$TRANSCRIPT"
 	fi
-	local b t0 times=() ok=1
-	for b in $(seq "$first" 3); do
+	local b t0 times=() ok=1 boots=3
+	[ "$E2E_VARIANT" = single ] && boots=1
+	for b in $(seq "$first" "$boots"); do
 		log "boot $b: OVMF -> GRUB -> Debian 12 (TCG)"
 		t0=$SECONDS
 		boot_guest "$b" || log "boot $b: qemu exited $? (timeout or crash)"
@@ -77,7 +95,7 @@ run_grub_journey() {
 	log "times: $TIMES"
 	write_doc "$ok"
 	[ $ok = 1 ] || die "the journey failed (logs in $d)"
-	log "PASS: the GRUB + initramfs-tools journey"
+	log "PASS: the $E2E_VARIANT journey"
 }
 
 # Replaces the generated part of docs/e2e.md (between its markers) with this run's
@@ -87,7 +105,7 @@ write_doc() {
 	local verdict=PASS; [ "$1" = 1 ] || verdict=FAIL
 	local gen=$E2E_WORK/run/doc-part.md
 	{
-		echo "<!-- e2e:begin (written by scripts/e2e/run.sh; do not edit by hand) -->"
+		echo "<!-- e2e:begin $E2E_VARIANT (written by scripts/e2e/run.sh; do not edit by hand) -->"
 		echo "Last run: $(date -u +%FT%TZ), $verdict, passthru $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)."
 		echo
 		echo "Times: $TIMES"
@@ -95,10 +113,11 @@ write_doc() {
 		echo '```text'
 		cat "$TRANSCRIPT"
 		echo '```'
-		echo "<!-- e2e:end -->"
+		echo "<!-- e2e:end $E2E_VARIANT -->"
 	} >"$gen"
-	awk -v gen="$gen" '
-		/<!-- e2e:begin/ { while ((getline l < gen) > 0) print l; skip = 1; next }
-		/<!-- e2e:end -->/ { skip = 0; next }
+	grep -q "<!-- e2e:begin $E2E_VARIANT " "$E2E_DOC" || return 0
+	awk -v gen="$gen" -v v="$E2E_VARIANT" '
+		index($0, "<!-- e2e:begin " v " ") == 1 { while ((getline l < gen) > 0) print l; skip = 1; next }
+		$0 == "<!-- e2e:end " v " -->" { skip = 0; next }
 		!skip { print }' "$E2E_DOC" >"$E2E_DOC.tmp" && mv "$E2E_DOC.tmp" "$E2E_DOC"
 }

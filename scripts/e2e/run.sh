@@ -2,9 +2,14 @@
 # The end-to-end journey on a real Debian 12 system booted under QEMU (TCG, q35, emulated
 # Intel IOMMU, OVMF -> GRUB), with the real passthru binary run inside it. See docs/e2e.md.
 #
-#   bash scripts/e2e/run.sh grub      the GRUB + initramfs-tools journey (boot 1: setup,
-#                                     boot 2: vfio + libvirt + rollback, boot 3: restored)
-#   bash scripts/e2e/run.sh image     only build (or find) the cached image
+#   bash scripts/e2e/run.sh grub          the GRUB + initramfs-tools journey (boot 1: setup,
+#                                         boot 2: vfio + libvirt + rollback, boot 3: restored);
+#                                         its host has two identical 1234:1111 displays
+#   bash scripts/e2e/run.sh dracut        the same journey with dracut instead of initramfs-tools
+#   bash scripts/e2e/run.sh systemd-boot  the same journey with systemd-boot + kernel-install
+#   bash scripts/e2e/run.sh single        a single-GPU host whose card shares its group with
+#                                         the NIC: setup and bind refuse, nothing changes
+#   bash scripts/e2e/run.sh image [FLAVOUR]  only build (or find) a cached image
 #
 # Runs as root (installs its prerequisites with apt, as CI does). Exits non-zero on any failed
 # step. Environment:
@@ -43,13 +48,25 @@ install_prereqs() {
 	[ -r "$OVMF_CODE" ] && [ -r "$OVMF_VARS" ] || die "OVMF firmware not at $OVMF_CODE"
 }
 
+case ${1:-} in
+image) E2E_IMAGE=${2:-grub} ;;
+grub | single) E2E_VARIANT=$1 E2E_IMAGE=grub ;;
+dracut | systemd-boot) E2E_VARIANT=$1 E2E_IMAGE=$1 ;;
+*) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
+# A variant's disks and logs apart from the others' (the journey rewrites them).
+[ "${1:-}" = image ] || E2E_WORK=$E2E_WORK/$E2E_VARIANT
+
 # shellcheck source=image.sh
 . "$E2E_HERE/image.sh"
 # shellcheck source=journey-host.sh
 . "$E2E_HERE/journey-host.sh"
 
-case ${1:-} in
-image) install_prereqs; mkdir -p "$E2E_CACHE"; ensure_image; log "image: $IMG_DIR" ;;
-grub) install_prereqs; mkdir -p "$E2E_CACHE"; run_grub_journey ;;
-*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
-esac
+install_prereqs
+mkdir -p "$E2E_CACHE"
+if [ "$1" = image ]; then
+	ensure_image
+	log "image: $IMG_DIR"
+else
+	run_journey
+fi
