@@ -307,3 +307,47 @@ fn twin_cards_setup_replaces_the_users_capturing_ids_line_and_softdeps_the_host_
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read_to_string(&user).unwrap(), before);
 }
+
+/// Drifted: the files bind the card, the running kernel booted with them (its command line
+/// carries every word setup added and vfio-pci is loaded), yet the card is on its host
+/// driver (someone unbound it, or a driver update took it). The e2e lab shows it live
+/// (boot 2: unbind, check, bind).
+#[test]
+fn a_card_back_on_its_driver_after_booting_with_the_config_is_drifted() {
+    for (pci, distro, gpu) in CASES {
+        let t = compose_distro(pci, distro);
+        let root = t.path();
+        let label = format!("{pci} on {distro}");
+        let o = run(root, &["setup", "vm", gpu, "--force", "--yes"]);
+        assert!(o.status.success(), "{label}: {}", stdout(&o));
+        assert_eq!(
+            state(&check_json(root, gpu, &[])),
+            "reboot-pending",
+            "{label}"
+        );
+        // "Reboot": the running command line is what the boot loader's files now give, and
+        // vfio-pci is loaded; the card's functions keep their host drivers.
+        let snap = snapshot(root);
+        let next: Vec<String> = snap
+            .boot
+            .bootloaders
+            .iter()
+            .find(|b| Some(b.kind) == snap.boot.in_use)
+            .map(|b| {
+                b.configured_params
+                    .iter()
+                    .map(passthru::plan::files::render_param)
+                    .collect()
+            })
+            .unwrap_or_default();
+        std::fs::write(root.join("proc/cmdline"), format!("{}\n", next.join(" "))).unwrap();
+        let modules = root.join("proc/modules");
+        let mut m = std::fs::read_to_string(&modules).unwrap_or_default();
+        m.push_str("vfio_pci 16384 0 - Live 0x0000000000000000\n");
+        std::fs::write(&modules, m).unwrap();
+        let v = check_json(root, gpu, &[]);
+        assert_eq!(state(&v), "drifted", "{label}: {v:#}");
+        let next_step = v["gpus"][0]["state"]["next_step"].as_str().unwrap_or("");
+        assert!(next_step.contains("passthru bind"), "{label}: {next_step}");
+    }
+}

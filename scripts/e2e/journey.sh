@@ -253,6 +253,12 @@ case $stage in
 	step "virsh destroy $DOM" virsh destroy $DOM
 	step "passthru libvirt detach $DOM $GPU --yes" $P libvirt detach $DOM $GPU --yes
 	step "domain XML has no hostdev after detach" bash -c "! virsh dumpxml --inactive $DOM | grep -q hostdev"
+	# Drifted, live: the card back on its host driver although this kernel booted with the
+	# vfio configuration; bind puts it back (docs/states.md).
+	step "passthru unbind $GPU --yes (the card back on its host drivers now)" $P unbind $GPU --yes
+	step "check says drifted" bash -c "$P check $GPU >$E/out/drift.txt; cat $E/out/drift.txt; grep -q 'state: drifted' $E/out/drift.txt"
+	step "passthru bind $GPU --yes" $P bind $GPU --yes
+	step "check says effective again" bash -c "$P check $GPU >$E/out/eff.txt; cat $E/out/eff.txt; grep -q 'state: effective' $E/out/eff.txt"
 	step "passthru rollback SETUP --yes" bash -c "$P rollback \$(cat $E/setup-txn) --yes"
 	record "check after rollback, before reboot (verdict)" $P check
 	;;
