@@ -333,7 +333,7 @@ fn moving_between_vm_and_container_cleans_the_other_side() {
         &["vm", "attach", "100", "03:00.0", "--force", "--yes"],
     ));
     // The VM config, the record of the settings attach changed (for detach), the container.
-    assert!(out.contains("3 file(s) written"), "{out}");
+    assert!(out.contains("3 files written"), "{out}");
     assert!(
         !read(root, "etc/pve/lxc/200.conf").contains("/dev/dri/renderD128"),
         "the container's references went in the same transaction"

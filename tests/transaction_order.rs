@@ -154,7 +154,7 @@ fn the_plan_is_made_after_recovery() {
     let recovered = out.find("Recovered: transaction").expect(&out);
     let plan = out.find("Attach 0000:03:00.0 to VM 100").expect(&out);
     assert!(recovered < plan, "{out}");
-    assert!(out.contains("3 file(s) written"), "the whole change: {out}");
+    assert!(out.contains("3 files written"), "the whole change: {out}");
     let vm = std::fs::read_to_string(root.join(VM_CONF)).unwrap();
     let ct = std::fs::read_to_string(root.join(CT_CONF)).unwrap();
     assert!(vm.contains("0000:03:00"), "{vm}");

@@ -57,5 +57,5 @@ pub fn run(
     let outcome = session
         .apply_runtime(&plan)
         .with_context(|| format!("applying: {}", plan.title))?;
-    report(out, &outcome, "sysfs write(s)")
+    report(out, &outcome, ("sysfs write", "sysfs writes"))
 }

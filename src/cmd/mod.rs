@@ -257,7 +257,8 @@ fn show_pending(root: &HostRoot, out: &mut dyn Write) -> Result<bool> {
 
 /// What was applied, and how to undo it. `unit`: what `o.written` counts (`file(s)`,
 /// `sysfs write(s)`).
-pub fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: &str) -> Result<()> {
+/// `unit`: what was written, one and many (`("file", "files")`).
+pub fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: (&str, &str)) -> Result<()> {
     for m in &o.recovered {
         writeln!(out, "Recovered: {m}")?;
     }
@@ -266,8 +267,8 @@ pub fn report(out: &mut dyn Write, o: &ApplyOutcome, unit: &str) -> Result<()> {
         Some(id) => {
             writeln!(
                 out,
-                "Applied as transaction {id} ({} {unit} written).",
-                o.written.len()
+                "Applied as transaction {id} ({} written).",
+                passthru::output::words::count(o.written.len(), unit.0, unit.1)
             )?;
             for (argv, code) in &o.commands_run {
                 writeln!(out, "  ran {} (exit {code})", argv.join(" "))?;
@@ -315,5 +316,5 @@ pub fn change_host(
         .apply(&plan)
         .with_context(|| format!("applying: {}", plan.title))?;
     writeln!(out)?;
-    report(out, &outcome, "file(s)")
+    report(out, &outcome, ("file", "files"))
 }

@@ -63,9 +63,9 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
     }
     let outcome = session.rollback(Some(&t.id))?;
     let unit = if t.is_runtime() {
-        "sysfs write(s)"
+        ("sysfs write", "sysfs writes")
     } else {
-        "file(s)"
+        ("file", "files")
     };
     report(out, &outcome, unit)
 }

@@ -34,7 +34,11 @@ pub fn run(source: &SourceArgs, args: &ScanArgs, out: &mut dyn Write) -> Result<
     if issues.is_empty() {
         writeln!(out, "Everything expected was readable.")?;
     } else {
-        writeln!(out, "{} thing(s) could not be read:", issues.len())?;
+        writeln!(
+            out,
+            "{} could not be read:",
+            passthru::output::words::count(issues.len(), "thing", "things")
+        )?;
         for i in issues {
             writeln!(out, "  {}: {}", sanitize(&i.path), sanitize(&i.problem))?;
         }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use passthru::apply;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
+use passthru::output::words::count;
 use passthru::plan::setup::{
     plan_setup_host, plan_setup_vm, SetupRequest, DRACUT_FILE, GRUB_DROPIN, MKINITCPIO_FILE,
     MODPROBE_FILE, UDEV_FILE,
@@ -52,9 +53,9 @@ fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
             format!("{:?}", t.state).to_lowercase(),
             t.title,
             if t.is_runtime() {
-                format!("{} sysfs write(s)", t.runtime.len())
+                count(t.runtime.len(), "sysfs write", "sysfs writes")
             } else {
-                format!("{} file(s)", t.files.len())
+                count(t.files.len(), "file", "files")
             }
         )?;
     }

@@ -1116,7 +1116,8 @@ fn migrate_legacy_lines(
         }
     }
     plan.notes.push(format!(
-        "Migrated {removed} legacy lxc.* line(s) for these nodes to devN entries (Proxmox 8.1+)."
+        "Migrated {} for these nodes to devN entries (Proxmox 8.1+).",
+        crate::output::words::count(removed, "legacy lxc.* line", "legacy lxc.* lines")
     ));
 }
 

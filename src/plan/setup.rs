@@ -345,7 +345,11 @@ pub fn plan_setup_vm(
             Some(after.into_bytes()),
             "this ids= line also captured devices outside this card: it is replaced by a binding by address",
         )?);
-        plan.notes.push(format!("Your line(s) {} in {file} also bound other devices to vfio-pci: commented out, replaced by binding this card by address.", lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")));
+        plan.notes.push(format!(
+            "Your {} {} in {file} also bound other devices to vfio-pci: commented out, replaced by binding this card by address.",
+            crate::output::words::agree(lines.len(), "line", "lines"),
+            lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+        ));
     }
     // A secondary VGA card opts out of VGA arbitration, so the host's console stays put.
     let mut options = Vec::new();
