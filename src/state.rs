@@ -180,7 +180,12 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
     let (state, next_step) = if all_vfio {
         (
             CardState::Effective,
-            format!("none for a VM: attach it (passthru vm attach VMID {gpu_s})"),
+            // Proxmox guests are attached through their config; elsewhere through libvirt.
+            if s.system.proxmox.is_some() {
+                format!("none for a VM: attach it (passthru vm attach VMID {gpu_s})")
+            } else {
+                format!("none for a VM: attach it (passthru libvirt attach DOMAIN {gpu_s})")
+            },
         )
     } else if !configured {
         (

@@ -391,6 +391,22 @@ fn driver_state_blacklists_and_ids() {
     assert!(second.findings.iter().any(|f| f.id == RuleId::VfioBound));
     assert!(second.findings.iter().any(|f| f.id == RuleId::HostOnVfio));
     assert_eq!(second.verdicts[&Use::Host], Verdict::NeedsSetup);
+    // Effective: the next step is the attach command of the host's own VM manager.
+    let mut snap = check_snapshot_of("twin-gpus");
+    let addr = second.address;
+    let step = |s: &Snapshot| passthru::state::card_state(s, &addr).next_step;
+    snap.system.proxmox = None;
+    assert!(
+        step(&snap).contains("passthru libvirt attach DOMAIN"),
+        "{}",
+        step(&snap)
+    );
+    snap.system.proxmox = Some(Default::default());
+    assert!(
+        step(&snap).contains("passthru vm attach VMID"),
+        "{}",
+        step(&snap)
+    );
     // Identical cards: an ids= line captures both, and the configured one already does.
     assert!(has(&twins, RuleId::IdsCapture) && has(&twins, RuleId::IdsConfiguredCapture));
     assert!(!has(&desktop, RuleId::IdsCapture) && !has(&desktop, RuleId::IdsConfiguredCapture));
