@@ -215,6 +215,33 @@ pub fn gpu_by_pci_id(vendor_device: &str) -> Option<&'static GpuSpec> {
     gpus().iter().find(|g| g.pci_ids.contains(&wanted))
 }
 
+/// Every GPU whose `pci_ids` contain `vendor:device`: several when pci.ids names one id for
+/// several products (Navi 21: RX 6800 / 6800 XT / 6900 XT).
+pub fn gpus_by_pci_id(vendor_device: &str) -> Vec<&'static GpuSpec> {
+    let Some(first) = gpu_by_pci_id(vendor_device) else {
+        return Vec::new();
+    };
+    let id = first.pci_ids.iter().find(|i| {
+        gpu_by_pci_id(i).is_some() && normalise_id(i) == normalise_id(vendor_device)
+    });
+    let id = id.map_or_else(|| normalise_id(vendor_device), |i| i.clone());
+    gpus().iter().filter(|g| g.pci_ids.contains(&id)).collect()
+}
+
+fn normalise_id(vendor_device: &str) -> String {
+    let Some((v, d)) = vendor_device.trim().split_once(':') else {
+        return String::new();
+    };
+    let norm = |s: &str| {
+        let s = s.trim();
+        s.strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s)
+            .to_ascii_lowercase()
+    };
+    format!("{}:{}", norm(v), norm(d))
+}
+
 /// GeForce NVENC concurrent-session cap for a driver version (docs/domain-facts.md §12):
 /// below 530.41 -> 3, 530.41 up to 551 -> 5, 551 and later -> 8.
 ///

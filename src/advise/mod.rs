@@ -3,3 +3,5 @@ pub mod catalog;
 pub mod generate;
 pub mod llm;
 pub mod rank;
+pub mod request;
+pub mod speed;
