@@ -221,9 +221,10 @@ pub fn gpus_by_pci_id(vendor_device: &str) -> Vec<&'static GpuSpec> {
     let Some(first) = gpu_by_pci_id(vendor_device) else {
         return Vec::new();
     };
-    let id = first.pci_ids.iter().find(|i| {
-        gpu_by_pci_id(i).is_some() && normalise_id(i) == normalise_id(vendor_device)
-    });
+    let id = first
+        .pci_ids
+        .iter()
+        .find(|i| gpu_by_pci_id(i).is_some() && normalise_id(i) == normalise_id(vendor_device));
     let id = id.map_or_else(|| normalise_id(vendor_device), |i| i.clone());
     gpus().iter().filter(|g| g.pci_ids.contains(&id)).collect()
 }

@@ -138,7 +138,15 @@ const MODELS: &[ModelRow] = &[
     // Qwen/Qwen2.5-32B: 64 layers, 8 KV heads, 5120 / 40.
     ("qwen2.5-32b", 32.76, 32.76, 64, 8, 128, 131_072),
     // deepseek-ai/DeepSeek-R1-Distill-Qwen-32B: the Qwen2.5-32B architecture.
-    ("deepseek-r1-distill-qwen-32b", 32.76, 32.76, 64, 8, 128, 131_072),
+    (
+        "deepseek-r1-distill-qwen-32b",
+        32.76,
+        32.76,
+        64,
+        8,
+        128,
+        131_072,
+    ),
     // google/gemma-2-9b: 42 layers, 8 KV heads, head_dim 256 (explicit in config), 8192.
     ("gemma-2-9b", 9.24, 9.24, 42, 8, 256, 8192),
     // google/gemma-2-27b: 46 layers, 16 KV heads, head_dim 128 (explicit in config).

@@ -115,13 +115,20 @@ struct LlmJob {
 }
 
 /// Scores one card for the job; `Err` rules it out, with the reason.
-fn score(g: &GpuSpec, req: &AdviseRequest, job: Option<&LlmJob>) -> Result<(ScoreParts, Vec<String>), String> {
+fn score(
+    g: &GpuSpec,
+    req: &AdviseRequest,
+    job: Option<&LlmJob>,
+) -> Result<(ScoreParts, Vec<String>), String> {
     let mut why = Vec::new();
     let mut s = ScoreParts::default();
     let cost = |w: f64| w * 8.76 * req.price_kwh;
     let price_part = |s: &mut ScoreParts, per_dollar: f64| match g.used_price_usd {
         Some(p) => s.add("price", -per_dollar * p),
-        None => s.add("price (unknown, counted as $1500)", -per_dollar * UNKNOWN_PRICE_USD),
+        None => s.add(
+            "price (unknown, counted as $1500)",
+            -per_dollar * UNKNOWN_PRICE_USD,
+        ),
     };
     match req.use_case {
         UseCase::Transcode => {
@@ -137,11 +144,15 @@ fn score(g: &GpuSpec, req: &AdviseRequest, job: Option<&LlmJob>) -> Result<(Scor
                 let which = req
                     .nvidia_driver
                     .as_deref()
-                    .map_or("the current Linux driver".to_string(), |v| format!("driver {v}"));
+                    .map_or("the current Linux driver".to_string(), |v| {
+                        format!("driver {v}")
+                    });
                 if req.streams > cap {
                     return Err(format!("consumer NVENC allows {cap} simultaneous sessions with {which} (Windows 591.59+ allows 12; the keylase patch removes the cap)"));
                 }
-                why.push(format!("NVENC, {cap}-session cap on consumer cards with {which}"));
+                why.push(format!(
+                    "NVENC, {cap}-session cap on consumer cards with {which}"
+                ));
             }
             if g.transcode_4k_streams < f64::from(req.streams) {
                 return Err(format!(
@@ -154,17 +165,28 @@ fn score(g: &GpuSpec, req: &AdviseRequest, job: Option<&LlmJob>) -> Result<(Scor
                 g.transcode_4k_streams
             ));
             if g.vendor == Vendor::Intel {
-                why.push("Quick Sync: no session limit, shared with containers through /dev/dri alone".into());
+                why.push(
+                    "Quick Sync: no session limit, shared with containers through /dev/dri alone"
+                        .into(),
+                );
             }
             if g.av1_encode {
                 why.push("AV1 encode".into());
             }
-            why.push(format!("idles at {} W ({:.0}/year)", g.idle_w, cost(g.idle_w)));
+            why.push(format!(
+                "idles at {} W ({:.0}/year)",
+                g.idle_w,
+                cost(g.idle_w)
+            ));
             // Always-on: idle draw and price dominate; streams beyond the need add little.
             s.add("base", 100.0);
             s.add("power", -3.0 * g.idle_w);
             price_part(&mut s, 0.05);
-            s.add("quirks (Quick Sync, AV1)", if g.vendor == Vendor::Intel { 10.0 } else { 0.0 } + if g.av1_encode { 3.0 } else { 0.0 });
+            s.add(
+                "quirks (Quick Sync, AV1)",
+                if g.vendor == Vendor::Intel { 10.0 } else { 0.0 }
+                    + if g.av1_encode { 3.0 } else { 0.0 },
+            );
         }
         UseCase::Llm => {
             let job = job.expect("LLM jobs are checked before scoring");
@@ -193,14 +215,22 @@ fn score(g: &GpuSpec, req: &AdviseRequest, job: Option<&LlmJob>) -> Result<(Scor
             }
             match g.llm_backend.as_str() {
                 "cuda" => why.push("CUDA: every runtime supports it".into()),
-                "rocm" => why.push("ROCm: llama.cpp and Ollama support it, fewer other tools".into()),
+                "rocm" => {
+                    why.push("ROCm: llama.cpp and Ollama support it, fewer other tools".into())
+                }
                 other => why.push(format!("no CUDA: llama.cpp's {other} backend")),
             }
             let loaded = g.idle_w_loaded.unwrap_or(g.idle_w);
-            why.push(format!("idles at about {loaded} W with the model loaded ({:.0}/year)", cost(loaded)));
+            why.push(format!(
+                "idles at about {loaded} W with the model loaded ({:.0}/year)",
+                cost(loaded)
+            ));
             // Value: speed at full context, VRAM left over, CUDA, price, idle power.
             s.add("speed", full);
-            s.add("VRAM headroom", 10.0 * (1.0 - job.need.total_gib / g.vram_gib));
+            s.add(
+                "VRAM headroom",
+                10.0 * (1.0 - job.need.total_gib / g.vram_gib),
+            );
             price_part(&mut s, 0.05);
             s.add("power", -0.2 * loaded);
             s.add("quirks (CUDA)", if g.cuda { 10.0 } else { 0.0 });
@@ -218,22 +248,34 @@ fn score(g: &GpuSpec, req: &AdviseRequest, job: Option<&LlmJob>) -> Result<(Scor
                 why.push("FP16 runs at a fraction of FP32 on this card: diffusion is slow".into());
             }
             if !g.cuda {
-                why.push("without CUDA most Stable Diffusion tools are slower or need workarounds".into());
+                why.push(
+                    "without CUDA most Stable Diffusion tools are slower or need workarounds"
+                        .into(),
+                );
             }
             s.add("speed", tflops);
             s.add("VRAM", g.vram_gib / 2.0);
             price_part(&mut s, 0.02);
         }
         UseCase::GamingVm => {
-            if g.kind != Kind::Discrete || g.vram_gib < 6.0 || g.vendor == Vendor::Nvidia && !g.nvenc_session_capped {
+            if g.kind != Kind::Discrete
+                || g.vram_gib < 6.0
+                || g.vendor == Vendor::Nvidia && !g.nvenc_session_capped
+            {
                 return Err("not a gaming card".into());
             }
             if let Some(f) = &g.reset_family {
                 why.push(format!("AMD reset behaviour ({f}): test start-stop-start of the VM; vendor-reset does not cover newer generations"));
             }
-            why.push(format!("{} GB/s memory bandwidth as a speed proxy", g.bandwidth_gbs));
+            why.push(format!(
+                "{} GB/s memory bandwidth as a speed proxy",
+                g.bandwidth_gbs
+            ));
             s.add("speed", g.bandwidth_gbs / 10.0);
-            s.add("quirks (reset)", if g.reset_family.is_some() { -30.0 } else { 0.0 });
+            s.add(
+                "quirks (reset)",
+                if g.reset_family.is_some() { -30.0 } else { 0.0 },
+            );
             price_part(&mut s, 0.05);
         }
         UseCase::CameraAi => {
@@ -288,7 +330,10 @@ fn server_fit(g: &GpuSpec, s: &ServerSpec, count: u32) -> Result<(), String> {
             return if s.igpus.contains(&g.key) {
                 Ok(())
             } else {
-                Err(format!("an integrated GPU comes with its CPU; {} does not have this one", s.name))
+                Err(format!(
+                    "an integrated GPU comes with its CPU; {} does not have this one",
+                    s.name
+                ))
             };
         }
         Kind::Discrete => {}
@@ -297,19 +342,27 @@ fn server_fit(g: &GpuSpec, s: &ServerSpec, count: u32) -> Result<(), String> {
         return Err(format!("{} has no PCIe slot", s.name));
     }
     if count > s.gpu_slots {
-        return Err(format!("{} has {} GPU slot(s), {count} cards asked", s.name, s.gpu_slots));
+        return Err(format!(
+            "{} has {} GPU slot(s), {count} cards asked",
+            s.name, s.gpu_slots
+        ));
     }
     // A low-profile box takes the low-profile variant, with that variant's connector.
     let connector = if s.pcie_slot == "low-profile" {
         if !g.low_profile {
             return Err(format!("{} takes low-profile cards only", s.name));
         }
-        g.low_profile_connector.as_deref().unwrap_or(&g.power_connector)
+        g.low_profile_connector
+            .as_deref()
+            .unwrap_or(&g.power_connector)
     } else {
         &g.power_connector
     };
     if g.slot_width > s.max_slot_width {
-        return Err(format!("{}-slot card, {} fits {}", g.slot_width, s.name, s.max_slot_width));
+        return Err(format!(
+            "{}-slot card, {} fits {}",
+            g.slot_width, s.name, s.max_slot_width
+        ));
     }
     let needs = connectors_needed(connector);
     let mut have = s.connectors.clone();
@@ -319,15 +372,28 @@ fn server_fit(g: &GpuSpec, s: &ServerSpec, count: u32) -> Result<(), String> {
                 have.remove(i);
             } else {
                 return Err(if s.connectors.is_empty() {
-                    format!("needs {connector} power, {} has no PCIe power connector", s.name)
+                    format!(
+                        "needs {connector} power, {} has no PCIe power connector",
+                        s.name
+                    )
                 } else {
-                    format!("needs {connector} power{}, {} offers {}", if count > 1 { " per card" } else { "" }, s.name, s.connectors.join(", "))
+                    format!(
+                        "needs {connector} power{}, {} offers {}",
+                        if count > 1 { " per card" } else { "" },
+                        s.name,
+                        s.connectors.join(", ")
+                    )
                 });
             }
         }
     }
-    if g.tdp_w * f64::from(count) > s.max_card_watts * f64::from(count.max(1)) || g.tdp_w > s.max_card_watts {
-        return Err(format!("{} W card, {} can feed {} W per card", g.tdp_w, s.name, s.max_card_watts));
+    if g.tdp_w * f64::from(count) > s.max_card_watts * f64::from(count.max(1))
+        || g.tdp_w > s.max_card_watts
+    {
+        return Err(format!(
+            "{} W card, {} can feed {} W per card",
+            g.tdp_w, s.name, s.max_card_watts
+        ));
     }
     Ok(())
 }
@@ -352,29 +418,48 @@ fn connector_serves(have: &str, need: &str) -> bool {
 }
 
 /// The box's iGPUs and the host's, by key: an iGPU is offered only when this CPU has it.
-fn igpu_available(g: &GpuSpec, server: Option<&ServerSpec>, req: &AdviseRequest) -> Result<(), String> {
+fn igpu_available(
+    g: &GpuSpec,
+    server: Option<&ServerSpec>,
+    req: &AdviseRequest,
+) -> Result<(), String> {
     if g.kind != Kind::Integrated {
         return Ok(());
     }
     match server {
         Some(_) => Ok(()), // server_fit decides from the profile's list
         None if g.pci_ids.iter().any(|id| req.host_gpus.contains(id)) => Ok(()),
-        None => Err("an integrated GPU comes with its CPU, and this host's CPU does not have this one".into()),
+        None => Err(
+            "an integrated GPU comes with its CPU, and this host's CPU does not have this one"
+                .into(),
+        ),
     }
 }
 
 pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
     let server = request::check_server(req.server.as_deref())?;
     let price_kwh = request::check_amount("--price-kwh", req.price_kwh)?;
-    let budget = req.budget_usd.map(|b| request::check_amount("--budget", b)).transpose()?;
+    let budget = req
+        .budget_usd
+        .map(|b| request::check_amount("--budget", b))
+        .transpose()?;
     let only = request::check_gpus(&req.only_gpus)?;
-    let req = &AdviseRequest { price_kwh, budget_usd: budget, ..req.clone() };
+    let req = &AdviseRequest {
+        price_kwh,
+        budget_usd: budget,
+        ..req.clone()
+    };
     let mut notes = Vec::new();
     let job = if req.use_case == UseCase::Llm {
         let r = request::check_model(req.model.as_deref(), &req.quant, req.context)?;
         notes.extend(r.warnings.iter().cloned());
         let need = llm::vram_needed(&r.model, r.quant, r.context);
-        Some(LlmJob { m: r.model, q: r.quant, context: r.context, need })
+        Some(LlmJob {
+            m: r.model,
+            q: r.quant,
+            context: r.context,
+            need,
+        })
     } else {
         None
     };
@@ -386,7 +471,10 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
             continue;
         }
         let installed = g.pci_ids.iter().any(|id| req.host_gpus.contains(id));
-        let loaded = g.idle_w_loaded.filter(|_| req.use_case == UseCase::Llm).unwrap_or(g.idle_w);
+        let loaded = g
+            .idle_w_loaded
+            .filter(|_| req.use_case == UseCase::Llm)
+            .unwrap_or(g.idle_w);
         let mut pick = Pick {
             key: g.key.clone(),
             name: g.name.clone(),
@@ -406,8 +494,12 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
             .map_or(Ok(()), |s| server_fit(g, s, 1))
             .and_then(|()| igpu_available(g, server, req))
             .and_then(|()| match (req.budget_usd, g.used_price_usd) {
-                (Some(b), Some(p)) if p > b && !installed => Err(format!("about ${p:.0} used, over the ${b:.0} budget")),
-                (Some(_), None) if !installed && g.kind == Kind::Discrete => Err("used price unknown, so it cannot be held to the budget".into()),
+                (Some(b), Some(p)) if p > b && !installed => {
+                    Err(format!("about ${p:.0} used, over the ${b:.0} budget"))
+                }
+                (Some(_), None) if !installed && g.kind == Kind::Discrete => {
+                    Err("used price unknown, so it cannot be held to the budget".into())
+                }
                 _ => Ok(()),
             })
             .and_then(|()| score(g, req, job.as_ref()));
@@ -421,7 +513,10 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
                 pick.reasons = why;
                 pick.reasons.push(parts.render());
                 if installed {
-                    pick.reasons.insert(0, "already in this host: ranks first, costs nothing more".into());
+                    pick.reasons.insert(
+                        0,
+                        "already in this host: ranks first, costs nothing more".into(),
+                    );
                 }
                 picks.push(pick);
             }
@@ -432,24 +527,39 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
         }
     }
     // The host's own cards first, then by score.
-    picks.sort_by(|a, b| b.already_installed.cmp(&a.already_installed).then(b.score.total_cmp(&a.score)));
+    picks.sort_by(|a, b| {
+        b.already_installed
+            .cmp(&a.already_installed)
+            .then(b.score.total_cmp(&a.score))
+    });
     if let Some(j) = &job {
-        if picks.iter().all(|p| catalog::gpu_by_key(&p.key).is_none_or(|g| g.kind != Kind::Discrete)) {
+        if picks
+            .iter()
+            .all(|p| catalog::gpu_by_key(&p.key).is_none_or(|g| g.kind != Kind::Discrete))
+        {
             notes.extend(plan_pairs(j, server, req, &only));
         }
     }
     if let Some(s) = server {
         notes.push(format!(
             "{}: the box itself idles at about {} W ({:.0}/year at {} per kWh).",
-            s.name, s.idle_w, s.idle_w * 8.76 * req.price_kwh, req.price_kwh
+            s.name,
+            s.idle_w,
+            s.idle_w * 8.76 * req.price_kwh,
+            req.price_kwh
         ));
     }
     // The guide's comparison: an always-on discrete card against a whole N100 box.
     if let (Some(n100), Some(card)) = (
         catalog::servers().iter().find(|s| s.key == "n100"),
-        picks.iter().find(|p| catalog::gpu_by_key(&p.key).is_some_and(|g| g.kind == Kind::Discrete)),
+        picks
+            .iter()
+            .find(|p| catalog::gpu_by_key(&p.key).is_some_and(|g| g.kind == Kind::Discrete)),
     ) {
-        if matches!(req.use_case, UseCase::Transcode | UseCase::CameraAi | UseCase::VideoEncode) {
+        if matches!(
+            req.use_case,
+            UseCase::Transcode | UseCase::CameraAi | UseCase::VideoEncode
+        ) {
             notes.push(format!(
                 "For comparison: {} idles at {} W ({:.0}/year) on its own; a whole {} idles at about {} W ({:.0}/year) and transcodes with Quick Sync.",
                 card.name, card.idle_w, card.yearly_idle_cost, n100.name, n100.idle_w, n100.idle_w * 8.76 * req.price_kwh
@@ -482,11 +592,16 @@ fn host_notes(req: &AdviseRequest) -> Vec<String> {
     for id in &req.host_gpus {
         let matches = catalog::gpus_by_pci_id(id);
         match matches.as_slice() {
-            [] => notes.push(format!("This host's GPU {id} is not in the catalog (unknown PCI id): it is not ranked.")),
+            [] => notes.push(format!(
+                "This host's GPU {id} is not in the catalog (unknown PCI id): it is not ranked."
+            )),
             [_] => {}
             many => notes.push(format!(
                 "This host's GPU {id} is one of {}: each is ranked as if installed.",
-                many.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(" / ")
+                many.iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             )),
         }
     }
@@ -495,11 +610,18 @@ fn host_notes(req: &AdviseRequest) -> Vec<String> {
 
 /// Pairs of identical cards, only when no single card holds the model, within the budget,
 /// and only pairs the box can take (two slots, connectors and power for both).
-fn plan_pairs(j: &LlmJob, server: Option<&ServerSpec>, req: &AdviseRequest, only: &[String]) -> Vec<String> {
+fn plan_pairs(
+    j: &LlmJob,
+    server: Option<&ServerSpec>,
+    req: &AdviseRequest,
+    only: &[String],
+) -> Vec<String> {
     let pairs: Vec<String> = catalog::gpus()
         .iter()
         .filter(|g| only.is_empty() || only.contains(&g.key))
-        .filter(|g| g.kind == Kind::Discrete && llm::fits(j.need.total_gib, &[g.vram_gib, g.vram_gib]))
+        .filter(|g| {
+            g.kind == Kind::Discrete && llm::fits(j.need.total_gib, &[g.vram_gib, g.vram_gib])
+        })
         .filter(|g| server.is_none_or(|s| server_fit(g, s, 2).is_ok()))
         .filter(|g| match (req.budget_usd, g.used_price_usd) {
             (Some(b), Some(p)) => 2.0 * p <= b,

@@ -33,7 +33,11 @@ pub struct ResolvedModel {
 }
 
 /// Checks `--model`, `--quant` and `--context` (LLM use only).
-pub fn check_model(model: Option<&str>, quant: &str, context: u32) -> Result<ResolvedModel, RequestError> {
+pub fn check_model(
+    model: Option<&str>,
+    quant: &str,
+    context: u32,
+) -> Result<ResolvedModel, RequestError> {
     let given = model.unwrap_or("8b");
     let m = llm::model(given).ok_or_else(|| RequestError::UnknownModel {
         given: given.to_string(),
@@ -45,7 +49,11 @@ pub fn check_model(model: Option<&str>, quant: &str, context: u32) -> Result<Res
     })?;
     let q = llm::quant(quant).ok_or_else(|| RequestError::UnknownQuant {
         given: quant.to_string(),
-        known: llm::quants().iter().map(|q| q.name).collect::<Vec<_>>().join(", "),
+        known: llm::quants()
+            .iter()
+            .map(|q| q.name)
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     if context == 0 {
         return Err(RequestError::ZeroContext);

@@ -154,7 +154,13 @@ pub struct Estimate {
 }
 
 /// The LLM estimate for one card, rounded to 0.1 for printing and JSON.
-pub fn plan_estimate(g: &GpuSpec, m: &ModelSpec, q: Quant, context: u32, vram_gib: f64) -> Estimate {
+pub fn plan_estimate(
+    g: &GpuSpec,
+    m: &ModelSpec,
+    q: Quant,
+    context: u32,
+    vram_gib: f64,
+) -> Estimate {
     let round = |v: f64| (v * 10.0).round() / 10.0;
     let d = Device::of(g);
     Estimate {
@@ -162,7 +168,10 @@ pub fn plan_estimate(g: &GpuSpec, m: &ModelSpec, q: Quant, context: u32, vram_gi
         decode_tokens_per_s_full_context: d
             .as_ref()
             .map(|d| round(decode_tokens_per_s(d, m, q, context))),
-        prompt_tokens_per_s: d.as_ref().and_then(|d| prompt_tokens_per_s(d, m)).map(round),
+        prompt_tokens_per_s: d
+            .as_ref()
+            .and_then(|d| prompt_tokens_per_s(d, m))
+            .map(round),
         vram_gib: Some(round(vram_gib)),
     }
 }
