@@ -17,6 +17,7 @@ fn req(use_case: UseCase) -> AdviseRequest {
         price_kwh: 0.30,
         host_gpus: vec![],
         nvidia_driver: None,
+        only_gpus: vec![],
     }
 }
 

