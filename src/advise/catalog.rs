@@ -153,6 +153,10 @@ pub struct ServerSpec {
     /// varies or has none.
     #[serde(default)]
     pub igpus: Vec<String>,
+    /// A host whose iGPU is one of these keys is taken to be this box when no `--server` is
+    /// given (an N100 host is an N100 mini PC: no slot for a discrete card).
+    #[serde(default)]
+    pub detect_igpus: Vec<String>,
     /// The box itself at idle, without a card.
     pub idle_w: f64,
     pub notes: String,

@@ -127,7 +127,7 @@ fn score(
         Some(p) => s.add("price", -per_dollar * p),
         None if g.kind == Kind::Integrated => s.add("price (comes with the CPU)", 0.0),
         None => s.add(
-            "price (unknown, counted as $3000)",
+            "price (unknown: counted as $3000)",
             -per_dollar * UNKNOWN_PRICE_USD,
         ),
     };
@@ -184,7 +184,7 @@ fn score(
             s.add("power", -3.0 * g.idle_w);
             price_part(&mut s, 0.05);
             s.add(
-                "quirks (Quick Sync, AV1)",
+                "quirks (Quick Sync/AV1)",
                 if g.vendor == Vendor::Intel { 10.0 } else { 0.0 }
                     + if g.av1_encode { 3.0 } else { 0.0 },
             );
@@ -441,7 +441,16 @@ fn igpu_available(
 }
 
 pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
-    let server = request::check_server(req.server.as_deref())?;
+    let mut notes = Vec::new();
+    let server = match request::check_server(req.server.as_deref())? {
+        Some(s) => Some(s),
+        None => detect_server(req).inspect(|s| {
+            notes.push(format!(
+                "This host's iGPU says it is an {}: advising for that box (--server {}); pass --server for a board with a PCIe slot.",
+                s.name, s.key
+            ))
+        }),
+    };
     let price_kwh = request::check_amount("--price-kwh", req.price_kwh)?;
     let budget = req
         .budget_usd
@@ -453,7 +462,6 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
         budget_usd: budget,
         ..req.clone()
     };
-    let mut notes = Vec::new();
     let job = if req.use_case == UseCase::Llm {
         let r = request::check_model(req.model.as_deref(), &req.quant, req.context)?;
         notes.extend(r.warnings.iter().cloned());
@@ -573,13 +581,23 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
     Ok(AdviseReport {
         schema_version: crate::model::SCHEMA_VERSION,
         use_case: req.use_case,
-        server: req.server.clone(),
+        server: server.map(|s| s.key.clone()),
         model: job.as_ref().map(|j| j.m.name.clone()),
         quant: job.as_ref().map(|j| j.q.name.to_string()),
         context: job.as_ref().map(|j| j.context),
         picks,
         ruled_out,
         notes,
+    })
+}
+
+/// The box a host is, from its iGPU, when the profile says its iGPU identifies it.
+fn detect_server(req: &AdviseRequest) -> Option<&'static ServerSpec> {
+    catalog::servers().iter().find(|s| {
+        s.detect_igpus.iter().any(|k| {
+            catalog::gpu_by_key(k)
+                .is_some_and(|g| g.pci_ids.iter().any(|id| req.host_gpus.contains(id)))
+        })
     })
 }
 

@@ -59,7 +59,12 @@ pub fn check_model(
         return Err(RequestError::ZeroContext);
     }
     let mut warnings = Vec::new();
-    if !m.name.eq_ignore_ascii_case(given.trim()) {
+    if model.is_none() {
+        warnings.push(format!(
+            "No --model given: the estimates are for {} ({given}).",
+            m.name
+        ));
+    } else if !m.name.eq_ignore_ascii_case(given.trim()) {
         warnings.push(format!(
             "--model {given} means {} ({:.2}B parameters{}).",
             m.name,
