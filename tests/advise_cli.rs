@@ -32,24 +32,57 @@ fn the_nvenc_cap_is_the_host_drivers() {
     // nvidia-desktop: an RTX 3080 (10de:2206) with driver 550.54.14 in proc/driver/nvidia/version;
     // DOMAIN.md §13 puts 550 in the 5-session era (530.41 up to 551).
     let h = host("nvidia-desktop");
-    let out = passthru(&["advise", "--use", "transcode", "--streams", "6", "--json", "--root", s(h.path())]);
+    let out = passthru(&[
+        "advise",
+        "--use",
+        "transcode",
+        "--streams",
+        "6",
+        "--json",
+        "--root",
+        s(h.path()),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let card = v["ruled_out"].as_array().unwrap().iter().find(|p| p["key"] == "rtx-3080").expect("the host's RTX 3080");
+    let card = v["ruled_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "rtx-3080")
+        .expect("the host's RTX 3080");
     assert_eq!(card["already_installed"], true);
     let why = card["ruled_out"].as_str().unwrap();
-    assert!(why.contains("5 simultaneous sessions with driver 550.54.14"), "{why}");
+    assert!(
+        why.contains("5 simultaneous sessions with driver 550.54.14"),
+        "{why}"
+    );
     // An AMD CPU: no Intel iGPU is offered.
-    assert!(!v["picks"].as_array().unwrap().iter().any(|p| p["key"].as_str().unwrap().starts_with("uhd-")));
+    assert!(!v["picks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["key"].as_str().unwrap().starts_with("uhd-")));
 }
 
 #[test]
 fn an_n100_host_gets_no_discrete_card() {
     let h = host("intel-n100");
-    let out = passthru(&["advise", "--use", "transcode", "--json", "--root", s(h.path())]);
+    let out = passthru(&[
+        "advise",
+        "--use",
+        "transcode",
+        "--json",
+        "--root",
+        s(h.path()),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let picks: Vec<&str> = v["picks"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
+    let picks: Vec<&str> = v["picks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
     assert_eq!(picks, ["n100-uhd"], "{picks:?}");
 }
 
@@ -85,14 +118,33 @@ fn mistyped_inputs_exit_2_and_name_the_valid_choices() {
 
 #[test]
 fn json_carries_an_estimate_for_every_card_listed() {
-    let out = passthru(&["advise", "--use", "llm", "--model", "mixtral-8x7b", "--server", "r730", "--json"]);
+    let out = passthru(&[
+        "advise",
+        "--use",
+        "llm",
+        "--model",
+        "mixtral-8x7b",
+        "--server",
+        "r730",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cards: Vec<&serde_json::Value> = v["picks"].as_array().unwrap().iter().chain(v["ruled_out"].as_array().unwrap()).collect();
+    let cards: Vec<&serde_json::Value> = v["picks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["ruled_out"].as_array().unwrap())
+        .collect();
     assert!(cards.len() > 150, "{} cards", cards.len());
     for c in cards {
         let e = &c["estimate"];
-        for k in ["decode_tokens_per_s", "decode_tokens_per_s_full_context", "prompt_tokens_per_s", "vram_gib"] {
+        for k in [
+            "decode_tokens_per_s",
+            "decode_tokens_per_s_full_context",
+            "prompt_tokens_per_s",
+            "vram_gib",
+        ] {
             assert!(e.get(k).is_some(), "{}: {k} missing", c["key"]);
         }
     }

@@ -113,7 +113,7 @@ pub fn check_server(key: Option<&str>) -> Result<Option<&'static ServerSpec>, Re
 /// Checks a money or energy figure (`--budget`, `--price-kwh`): NaN, infinities and negative
 /// numbers would print as nonsense costs.
 pub fn check_amount(flag: &'static str, value: f64) -> Result<f64, RequestError> {
-    if value.is_finite() && value >= 0.0 && value < 1e9 {
+    if (0.0..1e9).contains(&value) {
         Ok(value)
     } else {
         Err(RequestError::BadNumber { flag, value })
