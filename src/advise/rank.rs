@@ -517,11 +517,9 @@ pub fn advise(req: &AdviseRequest) -> Result<AdviseReport, RequestError> {
             .and_then(|()| score(g, req, job.as_ref()));
         match verdict {
             Ok((parts, why)) => {
-                if installed {
-                    parts_with_host(&mut pick, &parts);
-                } else {
-                    pick.score = parts.total();
-                }
+                // A card the host has keeps its own score (so the parts still add up) and is
+                // sorted first by `already_installed`, not by a hidden bonus.
+                pick.score = parts.total();
                 pick.reasons = why;
                 pick.reasons.push(parts.render());
                 if installed {
@@ -599,12 +597,6 @@ fn detect_server(req: &AdviseRequest) -> Option<&'static ServerSpec> {
                 .is_some_and(|g| g.pci_ids.iter().any(|id| req.host_gpus.contains(id)))
         })
     })
-}
-
-/// A card the host already has keeps its score parts (so the reasons still add up) and is
-/// sorted first by `already_installed`, not by a hidden bonus.
-fn parts_with_host(pick: &mut Pick, parts: &ScoreParts) {
-    pick.score = parts.total();
 }
 
 /// Notes on the host's GPUs that the catalog cannot rank: ids it does not know, and ids
