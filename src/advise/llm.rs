@@ -7,8 +7,10 @@
 //! - **KV cache** = 2 (K and V) × layers × context × KV heads × head dim × bytes per element.
 //! - **Overhead** = [`OVERHEAD_FIXED_GIB`] + [`OVERHEAD_WEIGHT_SHARE`] × weights (CUDA context,
 //!   cuBLAS workspace, compute buffers and allocator slack); see `docs/advice.md`, "LLM fit".
-//! - **Decode speed** = [`DECODE_EFFICIENCY`] × memory bandwidth / weight bytes: every generated
-//!   token reads all weights once. Calibrated on real llama.cpp runs (see `tests/llm.rs`).
+//! - **Decode speed**: `advise` uses `super::speed` (KV cache at depth, MoE active weights, card
+//!   classes, checked on held-out measurements). [`decode_tokens_per_s`] here is the plain
+//!   one-constant model ([`DECODE_EFFICIENCY`] × bandwidth / weight bytes) that `tests/llm.rs`
+//!   keeps as the corpus baseline.
 //!
 //! Units: sizes in GiB (2^30 bytes), bandwidth in GB/s (10^9 bytes/s), params in billions (10^9).
 
