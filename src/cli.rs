@@ -342,13 +342,16 @@ pub struct AdviseArgs {
     /// Most you would pay for a used card, in USD.
     #[arg(long)]
     pub budget: Option<f64>,
-    /// The box it goes in: n100, hp-elitedesk-mini, optiplex-sff, optiplex-mt, diy-nas, r730.
-    /// Without it, passthru advises for the host it reads.
+    /// The box it goes in: n100, hp-elitedesk-mini, optiplex-micro, optiplex-sff, optiplex-mt,
+    /// diy-nas, r730, proxmox-cluster. Without it, passthru advises for the host it reads.
     #[arg(long)]
     pub server: Option<String>,
     /// Electricity price per kWh, for the yearly cost.
     #[arg(long, default_value_t = 0.30)]
     pub price_kwh: f64,
+    /// Only these cards (catalog key such as rtx-3090, or name); repeatable.
+    #[arg(long, value_name = "NAME|KEY")]
+    pub gpu: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }

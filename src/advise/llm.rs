@@ -7,8 +7,10 @@
 //! - **KV cache** = 2 (K and V) × layers × context × KV heads × head dim × bytes per element.
 //! - **Overhead** = [`OVERHEAD_FIXED_GIB`] + [`OVERHEAD_WEIGHT_SHARE`] × weights (CUDA context,
 //!   cuBLAS workspace, compute buffers and allocator slack); see `docs/advice.md`, "LLM fit".
-//! - **Decode speed** = [`DECODE_EFFICIENCY`] × memory bandwidth / weight bytes: every generated
-//!   token reads all weights once. Calibrated on real llama.cpp runs (see `tests/llm.rs`).
+//! - **Decode speed**: `advise` uses `super::speed` (KV cache at depth, MoE active weights, card
+//!   classes, checked on held-out measurements). [`decode_tokens_per_s`] here is the plain
+//!   one-constant model ([`DECODE_EFFICIENCY`] × bandwidth / weight bytes) that `tests/llm.rs`
+//!   keeps as the corpus baseline.
 //!
 //! Units: sizes in GiB (2^30 bytes), bandwidth in GB/s (10^9 bytes/s), params in billions (10^9).
 
@@ -94,54 +96,72 @@ pub struct ModelSpec {
     pub name: String,
     /// Total parameters in billions (all experts for a mixture of experts: all stay in memory).
     pub params_b: f64,
+    /// Parameters read per generated token, in billions: `params_b` for dense models, the
+    /// shared weights plus the routed experts for a mixture of experts (Mixtral 8x7B: 12.9).
+    pub active_params_b: f64,
     pub layers: u32,
     /// Key/value heads (fewer than query heads under grouped-query attention).
     pub kv_heads: u32,
     pub head_dim: u32,
+    /// The context the model was trained for (`max_position_embeddings`).
+    pub max_context: u32,
 }
 
-/// (name, params_b, layers, kv_heads, head_dim). Architecture numbers are from each model's
-/// `config.json` on Hugging Face (num_hidden_layers, num_key_value_heads, head_dim or
-/// hidden_size / num_attention_heads); parameter counts are the total the safetensors hold,
-/// which the Q8_0 GGUF sizes in model cards confirm to within 1% (`tests/llm.rs`).
-const MODELS: &[(&str, f64, u32, u32, u32)] = &[
-    // meta-llama/Llama-3.1-8B: 32 layers, 8 KV heads, 4096 / 32 heads.
-    ("llama-3.1-8b", 8.03, 32, 8, 128),
+/// (name, params_b, active_params_b, layers, kv_heads, head_dim, max_context). Architecture
+/// numbers are from each model's `config.json` on Hugging Face (num_hidden_layers,
+/// num_key_value_heads, head_dim or hidden_size / num_attention_heads,
+/// max_position_embeddings); parameter counts are the total the safetensors hold, which the
+/// Q8_0 GGUF sizes in model cards confirm to within 1% (`tests/llm.rs`).
+type ModelRow = (&'static str, f64, f64, u32, u32, u32, u32);
+const MODELS: &[ModelRow] = &[
+    // meta-llama/Llama-3.1-8B: 32 layers, 8 KV heads, 4096 / 32 heads, 131072 positions.
+    ("llama-3.1-8b", 8.03, 8.03, 32, 8, 128, 131_072),
     // meta-llama/Llama-3.1-70B: 80 layers, 8 KV heads, 8192 / 64 heads.
-    ("llama-3.1-70b", 70.6, 80, 8, 128),
+    ("llama-3.1-70b", 70.6, 70.6, 80, 8, 128, 131_072),
     // meta-llama/Llama-3.2-3B: 28 layers, 8 KV heads, 3072 / 24 heads.
-    ("llama-3.2-3b", 3.21, 28, 8, 128),
-    // meta-llama/Llama-2-7b-hf: 32 layers, no GQA (32 KV heads), 4096 / 32.
-    ("llama-2-7b", 6.74, 32, 32, 128),
+    ("llama-3.2-3b", 3.21, 3.21, 28, 8, 128, 131_072),
+    // meta-llama/Llama-2-7b-hf: 32 layers, no GQA (32 KV heads), 4096 / 32, 4096 positions.
+    ("llama-2-7b", 6.74, 6.74, 32, 32, 128, 4096),
     // meta-llama/Llama-2-13b-hf: 40 layers, no GQA (40 KV heads), 5120 / 40.
-    ("llama-2-13b", 13.02, 40, 40, 128),
+    ("llama-2-13b", 13.02, 13.02, 40, 40, 128, 4096),
     // meta-llama/Llama-2-70b-hf: 80 layers, 8 KV heads, 8192 / 64.
-    ("llama-2-70b", 68.98, 80, 8, 128),
-    // codellama/CodeLlama-34b-hf: 48 layers, 8 KV heads, 8192 / 64.
-    ("codellama-34b", 33.74, 48, 8, 128),
-    // mistralai/Mistral-7B-v0.1: 32 layers, 8 KV heads, 4096 / 32.
-    ("mistral-7b", 7.24, 32, 8, 128),
-    // mistralai/Mixtral-8x7B-v0.1: 32 layers, 8 KV heads, 4096 / 32; 46.7B total.
-    ("mixtral-8x7b", 46.7, 32, 8, 128),
-    // Qwen/Qwen2.5-7B: 28 layers, 4 KV heads, 3584 / 28.
-    ("qwen2.5-7b", 7.62, 28, 4, 128),
+    ("llama-2-70b", 68.98, 68.98, 80, 8, 128, 4096),
+    // codellama/CodeLlama-34b-hf: 48 layers, 8 KV heads, 8192 / 64, 16384 positions.
+    ("codellama-34b", 33.74, 33.74, 48, 8, 128, 16_384),
+    // mistralai/Mistral-7B-v0.1: 32 layers, 8 KV heads, 4096 / 32, 32768 positions.
+    ("mistral-7b", 7.24, 7.24, 32, 8, 128, 32_768),
+    // mistralai/Mixtral-8x7B-v0.1: 32 layers, 8 KV heads, 4096 / 32; 46.7B total. Two of eight
+    // experts per token: Mistral's announcement gives 12.9B active parameters per token.
+    ("mixtral-8x7b", 46.7, 12.9, 32, 8, 128, 32_768),
+    // Qwen/Qwen2.5-7B: 28 layers, 4 KV heads, 3584 / 28, 131072 positions.
+    ("qwen2.5-7b", 7.62, 7.62, 28, 4, 128, 131_072),
     // Qwen/Qwen2.5-14B: 48 layers, 8 KV heads, 5120 / 40.
-    ("qwen2.5-14b", 14.77, 48, 8, 128),
+    ("qwen2.5-14b", 14.77, 14.77, 48, 8, 128, 131_072),
     // Qwen/Qwen2.5-32B: 64 layers, 8 KV heads, 5120 / 40.
-    ("qwen2.5-32b", 32.76, 64, 8, 128),
+    ("qwen2.5-32b", 32.76, 32.76, 64, 8, 128, 131_072),
     // deepseek-ai/DeepSeek-R1-Distill-Qwen-32B: the Qwen2.5-32B architecture.
-    ("deepseek-r1-distill-qwen-32b", 32.76, 64, 8, 128),
-    // google/gemma-2-9b: 42 layers, 8 KV heads, head_dim 256 (explicit in config).
-    ("gemma-2-9b", 9.24, 42, 8, 256),
+    (
+        "deepseek-r1-distill-qwen-32b",
+        32.76,
+        32.76,
+        64,
+        8,
+        128,
+        131_072,
+    ),
+    // google/gemma-2-9b: 42 layers, 8 KV heads, head_dim 256 (explicit in config), 8192.
+    ("gemma-2-9b", 9.24, 9.24, 42, 8, 256, 8192),
     // google/gemma-2-27b: 46 layers, 16 KV heads, head_dim 128 (explicit in config).
-    ("gemma-2-27b", 27.23, 46, 16, 128),
+    ("gemma-2-27b", 27.23, 27.23, 46, 16, 128, 8192),
 ];
 
-/// Plain sizes and the model that stands for them. 7B and 13B map to Llama 2, which has no
-/// grouped-query attention, so their KV cache is the large (conservative) kind.
+/// Plain sizes and the current model that stands for them (the answer says which). 7B is
+/// Qwen 2.5 7B, not Llama 2: Llama 2's 4096-token window is below the default context, and
+/// its KV cache (no grouped-query attention) is four times a current 7B's. 13B has no current
+/// model of that size, so it stays Llama 2 13B, whose context is clamped to 4096.
 const PLAIN_SIZES: &[(&str, &str)] = &[
     ("3b", "llama-3.2-3b"),
-    ("7b", "llama-2-7b"),
+    ("7b", "qwen2.5-7b"),
     ("8b", "llama-3.1-8b"),
     ("9b", "gemma-2-9b"),
     ("13b", "llama-2-13b"),
@@ -152,6 +172,16 @@ const PLAIN_SIZES: &[(&str, &str)] = &[
     ("70b", "llama-3.1-70b"),
 ];
 
+/// Every known model name, for error messages.
+pub fn model_names() -> Vec<&'static str> {
+    MODELS.iter().map(|m| m.0).collect()
+}
+
+/// The plain sizes (`7b`, `13b`, ...) [`model`] resolves.
+pub fn plain_sizes() -> Vec<&'static str> {
+    PLAIN_SIZES.iter().map(|p| p.0).collect()
+}
+
 /// Look up a known model ("llama-3.1-8b", "mixtral-8x7b", ...) or a plain size ("13b"),
 /// case-insensitively. A plain size returns its representative model under that model's name.
 pub fn model(name: &str) -> Option<ModelSpec> {
@@ -160,16 +190,17 @@ pub fn model(name: &str) -> Option<ModelSpec> {
         .iter()
         .find(|(size, _)| *size == key)
         .map_or(key.as_str(), |(_, m)| m);
-    MODELS
-        .iter()
-        .find(|(n, ..)| *n == key)
-        .map(|&(n, params_b, layers, kv_heads, head_dim)| ModelSpec {
+    MODELS.iter().find(|(n, ..)| *n == key).map(
+        |&(n, params_b, active_params_b, layers, kv_heads, head_dim, max_context)| ModelSpec {
             name: n.to_string(),
             params_b,
+            active_params_b,
             layers,
             kv_heads,
             head_dim,
-        })
+            max_context,
+        },
+    )
 }
 
 /// VRAM needed to run a model on GPU, all in GiB.

@@ -9,9 +9,13 @@ pub fn render_advice(out: &mut dyn Write, r: &AdviseReport, price: f64) -> io::R
         writeln!(out, "No card in the catalog fits this job here.")?;
     }
     for (i, p) in r.picks.iter().enumerate().take(8) {
-        let price_s = p
-            .used_price_usd
-            .map_or("price ?".to_string(), |v| format!("~${v:.0} used"));
+        let integrated = crate::advise::catalog::gpu_by_key(&p.key)
+            .is_some_and(|g| g.kind == crate::advise::catalog::Kind::Integrated);
+        let price_s = match p.used_price_usd {
+            Some(v) => format!("~${v:.0} used"),
+            None if integrated => "comes with the CPU".to_string(),
+            None => "price unknown".to_string(),
+        };
         writeln!(
             out,
             "{}. {}  ({price_s}; idle {} W = {:.0}/year at {price}/kWh)",
