@@ -622,7 +622,13 @@ fn nvenc_session_limit_follows_the_driver_eras() {
     assert_eq!(nvenc_session_limit("530.30.02"), Some(3));
     assert_eq!(nvenc_session_limit("530.41.03"), Some(5));
     assert_eq!(nvenc_session_limit("530.41"), Some(5));
-    assert_eq!(nvenc_session_limit("550.54.14"), Some(5));
+    // 8 from the 550 branch (keylase/nvidia-patch#776: 550.67 runs past 5 unpatched) and in
+    // the 535 LTS branch from 535.183.01 (#811: "nvidia limits to 8 without the patch").
+    assert_eq!(nvenc_session_limit("550.54.14"), Some(8));
+    assert_eq!(nvenc_session_limit("550.67"), Some(8));
+    assert_eq!(nvenc_session_limit("535.183.01"), Some(8));
+    assert_eq!(nvenc_session_limit("535.154.05"), Some(5));
+    assert_eq!(nvenc_session_limit("545.29.06"), Some(5));
     assert_eq!(nvenc_session_limit("551.23"), Some(8));
     assert_eq!(nvenc_session_limit("551"), Some(8));
     assert_eq!(nvenc_session_limit("565.57.01"), Some(8));

@@ -243,8 +243,11 @@ fn normalise_id(vendor_device: &str) -> String {
     format!("{}:{}", norm(v), norm(d))
 }
 
-/// GeForce NVENC concurrent-session cap for a driver version (docs/domain-facts.md §12):
-/// below 530.41 -> 3, 530.41 up to 551 -> 5, 551 and later -> 8.
+/// GeForce NVENC concurrent-session cap for a Linux driver version (docs/domain-facts.md §12):
+/// below 530.41 -> 3; 530.41 on -> 5; 8 from the 550 branch (550.40.07, January 2024: "increased
+/// to 8 somewhere around the end of January 2024", keylase/nvidia-patch#776 on 550.67) and in
+/// the 535 long-term branch from 535.183 ("nvidia limits to 8 without the patch",
+/// keylase/nvidia-patch#811 on 535.183.01).
 ///
 /// The cap is system-wide across consumer cards; Quadro/RTX A/Tesla parts are not capped.
 /// The older cap of 2 (Maxwell/Pascal-era drivers, before about 2020) is out of scope: such
@@ -265,10 +268,10 @@ pub fn nvenc_session_limit(driver_version: &str) -> Option<u32> {
     let version = (major, minor);
     Some(if version < (530, 41) {
         3
-    } else if version < (551, 0) {
-        5
-    } else {
+    } else if version >= (550, 40) || (major == 535 && minor >= 183) {
         8
+    } else {
+        5
     })
 }
 
