@@ -98,8 +98,14 @@ fn igpus_are_offered_only_when_this_cpu_or_the_box_has_one() {
 
 #[test]
 fn the_nvenc_cap_follows_the_installed_driver() {
-    // DOMAIN.md §13: before 530.41 the cap is 3, from 530.41 5, from 551 8.
-    for (driver, cap) in [("525.147.05", 3), ("550.54.14", 5), ("565.57.01", 8)] {
+    // DOMAIN.md §13 and keylase/nvidia-patch #776/#811: before 530.41 the cap is 3, from
+    // 530.41 5, 8 from the 550 branch and from 535.183 in the 535 branch.
+    for (driver, cap) in [
+        ("525.147.05", 3),
+        ("545.29.06", 5),
+        ("550.54.14", 8),
+        ("565.57.01", 8),
+    ] {
         let mut r = req(UseCase::Transcode);
         r.streams = 5;
         r.nvidia_driver = Some(driver.into());
