@@ -30,14 +30,14 @@ fn s(p: &Path) -> &str {
 #[test]
 fn the_nvenc_cap_is_the_host_drivers() {
     // nvidia-desktop: an RTX 3080 (10de:2206) with driver 550.54.14 in proc/driver/nvidia/version;
-    // DOMAIN.md §13 puts 550 in the 5-session era (530.41 up to 551).
+    // the 550 branch has the 8-session cap (keylase/nvidia-patch#776), so 9 streams rule it out.
     let h = host("nvidia-desktop");
     let out = passthru(&[
         "advise",
         "--use",
         "transcode",
         "--streams",
-        "6",
+        "9",
         "--json",
         "--root",
         s(h.path()),
@@ -53,7 +53,7 @@ fn the_nvenc_cap_is_the_host_drivers() {
     assert_eq!(card["already_installed"], true);
     let why = card["ruled_out"].as_str().unwrap();
     assert!(
-        why.contains("5 simultaneous sessions with driver 550.54.14"),
+        why.contains("8 simultaneous sessions with driver 550.54.14"),
         "{why}"
     );
     // An AMD CPU: no Intel iGPU is offered.
