@@ -178,13 +178,19 @@ pub fn card_state(s: &Snapshot, gpu: &PciAddress) -> StateReport {
     let configured = by_passthru || !user_lines.is_empty();
     let gpu_s = gpu.to_string();
     let (state, next_step) = if all_vfio {
+        // Proxmox guests are attached through their config; elsewhere through libvirt.
+        let attach = if s.system.proxmox.is_some() {
+            format!("passthru vm attach VMID {gpu_s}")
+        } else {
+            format!("passthru libvirt attach DOMAIN {gpu_s}")
+        };
         (
             CardState::Effective,
-            // Proxmox guests are attached through their config; elsewhere through libvirt.
-            if s.system.proxmox.is_some() {
-                format!("none for a VM: attach it (passthru vm attach VMID {gpu_s})")
+            if configured {
+                format!("none for a VM: attach it ({attach})")
             } else {
-                format!("none for a VM: attach it (passthru libvirt attach DOMAIN {gpu_s})")
+                // `passthru bind`, or a rollback not yet rebooted: nothing binds it at boot.
+                format!("none for a VM until the next boot: attach it ({attach}); no file binds it at boot, so to keep it run passthru setup vm {gpu_s}")
             },
         )
     } else if !configured {

@@ -407,6 +407,20 @@ fn driver_state_blacklists_and_ids() {
         "{}",
         step(&snap)
     );
+    assert!(
+        !step(&snap).contains("until the next boot"),
+        "{}",
+        step(&snap)
+    );
+    // On vfio-pci with no file binding it (passthru bind, or rolled back, not rebooted): it
+    // lasts until the next boot, and check says how to keep it.
+    snap.vfio_config = Default::default();
+    assert!(
+        step(&snap).contains("until the next boot"),
+        "{}",
+        step(&snap)
+    );
+    assert!(step(&snap).contains("passthru setup vm"), "{}", step(&snap));
     // Identical cards: an ids= line captures both, and the configured one already does.
     assert!(has(&twins, RuleId::IdsCapture) && has(&twins, RuleId::IdsConfiguredCapture));
     assert!(!has(&desktop, RuleId::IdsCapture) && !has(&desktop, RuleId::IdsConfiguredCapture));
