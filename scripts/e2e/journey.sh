@@ -57,7 +57,8 @@ hash_tree() { find /etc /boot /boot/efi -xdev -type f -print0 2>/dev/null | sort
 # The initramfs's file list, whichever tool built it.
 initrd_list() {
 	if command -v lsinitramfs >/dev/null; then lsinitramfs "$1"
-	else lsinitrd "$1" 2>/dev/null | awk '$1 ~ /^[-dlcbps][rwxsStT-]{9}$/ { if ($(NF-1) == "->") print $(NF-2); else print $NF }'
+	# (Debian's awk is mawk: no {n} intervals in regular expressions)
+	else lsinitrd "$1" 2>/dev/null | awk 'length($1) == 10 && $1 ~ /^[-dlcbps]/ { if ($(NF-1) == "->") print $(NF-2); else print $NF }'
 	fi
 }
 # The paths the setup transaction's manifest names (the journal's own list of what it wrote).
