@@ -35,7 +35,10 @@ image_key() {
 # third disk (or, on the very first boot, installs GRUB on the ESP and powers off).
 customize_rootfs() {
 	local r=$1
-	printf '/dev/vda / ext4 errors=remount-ro 0 1\n/dev/vdb /boot/efi vfat defaults 0 2\n' >"$r/etc/fstab"
+	# bootctl wants the ESP on a GPT partition of type ESP; GRUB takes a bare FAT disk.
+	local esp=/dev/vdb
+	[ "$E2E_IMAGE" = systemd-boot ] && esp=/dev/vdb1
+	printf '/dev/vda / ext4 errors=remount-ro 0 1\n%s /boot/efi vfat defaults 0 2\n' "$esp" >"$r/etc/fstab"
 	mkdir -p "$r/boot/efi" "$r/e2e"
 	echo passthru-e2e >"$r/etc/hostname"
 	if [ -e "$r/etc/default/grub" ]; then
@@ -141,7 +144,15 @@ ensure_image() {
 	customize_rootfs "$tmp/rootfs"
 	mkfs.ext4 -q -L e2eroot -d "$tmp/rootfs" "$tmp/root.img" 6G || die "mkfs.ext4 -d failed"
 	truncate -s 128M "$tmp/esp.img"
-	mkfs.vfat -F 32 -n ESP "$tmp/esp.img" >/dev/null || die "mkfs.vfat failed"
+	if [ "$E2E_IMAGE" = systemd-boot ]; then
+		# One ESP partition (sectors 2048 .. 2048+253952, 124 MiB) in a GPT; the FAT written
+		# at its offset, no loop device.
+		printf 'label: gpt\nstart=2048, size=253952, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=ESP\n' |
+			sfdisk -q "$tmp/esp.img" || die "sfdisk failed"
+		mkfs.vfat -F 32 -n ESP --offset=2048 "$tmp/esp.img" 126976 >/dev/null || die "mkfs.vfat failed"
+	else
+		mkfs.vfat -F 32 -n ESP "$tmp/esp.img" >/dev/null || die "mkfs.vfat failed"
+	fi
 	local kernel initrd
 	kernel=$(ls "$tmp"/rootfs/boot/vmlinuz-* | sort -V | tail -1)
 	initrd=$(ls "$tmp"/rootfs/boot/initrd.img-* | sort -V | tail -1)

@@ -36,6 +36,8 @@ die() { log "FAIL: $*"; exit 1; }
 
 install_prereqs() {
 	local need=(mmdebstrap qemu-system-x86 ovmf dosfstools e2fsprogs) missing=()
+	# sfdisk: the systemd-boot image's ESP is a GPT partition (bootctl refuses a bare disk)
+	[ "${E2E_IMAGE:-grub}" = systemd-boot ] && need+=(fdisk)
 	for p in "${need[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 	done
