@@ -81,6 +81,11 @@ pub enum Command {
     Bind(BindArgs),
     /// Give a GPU on vfio-pci back to its host driver now.
     Unbind(BindArgs),
+    /// Compare what passthru prepared (its journal) with the running host and the next
+    /// boot: cards still on vfio-pci, the next kernel's initramfs and modules, NVIDIA
+    /// libraries, Proxmox hostpci addresses, passthru's own files.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
     /// Apply a saved plan (JSON). For tests and debugging.
     #[command(hide = true)]
     DebugApplyPlan(DebugApplyArgs),
@@ -175,6 +180,27 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+pub const VERIFY_EXIT_CODES: &str = "Exit codes: 0 everything passthru prepared still holds (pending and unknown findings included); 1 something drifted (each finding says what and how to fix it); 2 error.";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only what the next boot will find: the next kernel's initramfs and modules, and
+    /// passthru's files (for the kernel postinst hook, before the reboot).
+    #[arg(long)]
+    pub next_boot: bool,
+    /// The kernel release the next boot runs (default: GRUB's default entry, the
+    /// proxmox-boot-tool pin, else the newest installed kernel).
+    #[arg(long, value_name = "RELEASE")]
+    pub kernel: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the result in the node_exporter textfile-collector format to FILE
+    /// (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -159,6 +159,9 @@ pub struct Manifest {
     /// For a `rollback` transaction: the id of the transaction it rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolls_back: Option<String>,
+    /// What the plan prepared (the plan's own record), for `passthru verify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<crate::plan::Prepared>,
 }
 
 impl Manifest {
@@ -387,6 +390,7 @@ impl Journal {
                 touched: Vec::new(),
                 records_touched: true,
                 rolls_back: rolls_back.map(str::to_string),
+                prepared: plan.prepared.clone(),
             },
         };
         j.save()?;
@@ -425,6 +429,7 @@ impl Journal {
                 touched: Vec::new(),
                 records_touched: false,
                 rolls_back: None,
+                prepared: Vec::new(),
             },
         };
         j.save()?;

@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod power;
 pub mod rollback;
 pub mod scan;
+pub mod verify;
 pub mod setup;
 pub mod vm;
 
@@ -83,6 +84,9 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+        Command::Verify(_) => HostUse::Files(
+            "verify reads the host's journal (var/lib/passthru), boot files and modules",
+        ),
     }
 }
 

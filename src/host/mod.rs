@@ -5,7 +5,9 @@
 pub mod archive;
 pub mod boot;
 pub mod drm;
+pub mod container_libs;
 pub mod iommu;
+pub mod next_boot;
 pub mod nvml;
 pub mod pci;
 pub mod power;

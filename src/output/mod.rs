@@ -6,4 +6,5 @@ pub mod check;
 pub mod list;
 pub mod power;
 pub mod style;
+pub mod verify;
 pub mod words;

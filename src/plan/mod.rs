@@ -51,6 +51,74 @@ pub struct Plan {
     pub commands: Vec<PlannedCommand>,
     /// What the user should know (a reboot is needed, what to check after it).
     pub notes: Vec<String>,
+    /// What the plan prepares, as data: kept in the journal with the transaction, so that
+    /// `passthru verify` can later compare the host with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<Prepared>,
+}
+
+/// One PCI function as it was when a plan was made: its address and the ids that tell the
+/// card it held then from another card at the same address later (a BIOS update renumbers
+/// buses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionIdentity {
+    pub address: crate::model::PciAddress,
+    pub vendor: Option<crate::model::PciId>,
+    pub device: Option<crate::model::PciId>,
+    #[serde(default)]
+    pub subsystem_vendor: Option<crate::model::PciId>,
+    #[serde(default)]
+    pub subsystem_device: Option<crate::model::PciId>,
+}
+
+impl FunctionIdentity {
+    pub fn of(d: &crate::model::PciDevice) -> Self {
+        FunctionIdentity {
+            address: d.address,
+            vendor: d.vendor,
+            device: d.device,
+            subsystem_vendor: d.subsystem_vendor,
+            subsystem_device: d.subsystem_device,
+        }
+    }
+
+    /// `10de:2206 (subsystem 1458:403f)`, or what of it is known.
+    pub fn ids(&self) -> String {
+        let id = |v: Option<crate::model::PciId>| v.map_or("????".to_string(), |v| v.to_string());
+        format!(
+            "{}:{} (subsystem {}:{})",
+            id(self.vendor),
+            id(self.device),
+            id(self.subsystem_vendor),
+            id(self.subsystem_device)
+        )
+    }
+
+    /// Whether `d` is the same kind of function (vendor, device and subsystem alike).
+    pub fn same_ids(&self, d: &crate::model::PciDevice) -> bool {
+        self.vendor == d.vendor
+            && self.device == d.device
+            && self.subsystem_vendor == d.subsystem_vendor
+            && self.subsystem_device == d.subsystem_device
+    }
+}
+
+/// What a transaction prepared, for `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Prepared {
+    /// `setup vm`: these functions go to vfio-pci from the next boot on.
+    Vfio { functions: Vec<FunctionIdentity> },
+    /// `setup host`: the card at this address goes back to its host driver.
+    HostDriver { address: crate::model::PciAddress },
+    /// `vm attach` with a raw address: `key` (`hostpci0`) of `config` names `host`
+    /// (`0000:01:00`), which held these functions.
+    HostPci {
+        config: String,
+        key: String,
+        host: String,
+        functions: Vec<FunctionIdentity>,
+    },
 }
 
 impl Plan {
