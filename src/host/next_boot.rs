@@ -377,9 +377,14 @@ pub fn read_kernel_modules(root: &HostRoot, release: &str) -> KernelModules {
     }
 }
 
-/// Loaded modules built outside the kernel tree (`sys/module/M/taint` holds `O`): what a
-/// new kernel must have built for it too (vendor-reset, i915-sriov, nvidia from DKMS).
+/// Loaded modules built outside the kernel tree: what a new kernel must have built for it
+/// too (vendor-reset, i915-sriov, nvidia from DKMS). `proc/modules` marks them with `O` in
+/// the taint flags (`nvidia 56717312 97 - Live 0x0 (POE)`); `sys/module/M/taint` where
+/// proc/modules cannot be read.
 pub fn read_out_of_tree_modules(root: &HostRoot) -> Vec<String> {
+    if let FileRead::Text(t) = root.read("proc/modules") {
+        return parse_out_of_tree(&t);
+    }
     let Ok(mut names) = root.read_dir_names("sys/module") else {
         return Vec::new();
     };
@@ -391,6 +396,21 @@ pub fn read_out_of_tree_modules(root: &HostRoot) -> Vec<String> {
             _ => false,
         })
         .collect()
+}
+
+/// The modules `proc/modules` marks out of tree (`O` among the taint flags), sorted.
+pub fn parse_out_of_tree(proc_modules: &str) -> Vec<String> {
+    let mut out: Vec<String> = proc_modules
+        .lines()
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?;
+            let flags = l.trim_end().rsplit(' ').next()?;
+            let flags = flags.strip_prefix('(')?.strip_suffix(')')?;
+            flags.contains('O').then(|| name.to_string())
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 #[cfg(test)]
@@ -420,6 +440,12 @@ mod tests {
             parse_listing(lsinitrd),
             vec!["etc/modprobe.d/passthru-vfio.conf", "bin"]
         );
+    }
+
+    #[test]
+    fn out_of_tree_modules_from_proc_modules() {
+        let t = "nvidia_drm 77824 4 - Live 0x0000000000000000 (POE)\nsnd_hda_intel 57344 4 - Live 0x0000000000000000\nvendor_reset 110592 0 - Live 0x0000000000000000 (OE)\nkvm 1142784 1 kvm_amd, Live 0x0000000000000000\n";
+        assert_eq!(parse_out_of_tree(t), vec!["nvidia_drm", "vendor_reset"]);
     }
 
     #[test]
