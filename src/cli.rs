@@ -89,6 +89,9 @@ pub enum Command {
     /// Apply a saved plan (JSON). For tests and debugging.
     #[command(hide = true)]
     DebugApplyPlan(DebugApplyArgs),
+    /// Write the man pages and shell completions below DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(GenerateAssetsArgs),
 }
 
 /// What every writing command takes.
@@ -153,6 +156,12 @@ pub struct RollbackArgs {
     pub id: Option<String>,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateAssetsArgs {
+    /// The directory to write man/ and completions/ in.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

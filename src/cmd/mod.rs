@@ -9,6 +9,7 @@ pub mod bind;
 pub mod check;
 pub mod debug_apply_plan;
 pub mod docker;
+pub mod generate_assets;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;
@@ -44,6 +45,8 @@ pub enum HostUse {
     Snapshot,
     /// Reads files of the host that a snapshot does not hold (guest configs, the journal).
     Files(&'static str),
+    /// Reads nothing of any host (it writes the man pages).
+    Nothing,
     /// Changes the host.
     Changes {
         command: &'static str,
@@ -84,6 +87,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+        Command::GenerateAssets(_) => HostUse::Nothing,
         Command::Verify(_) => HostUse::Files(
             "verify reads the host's journal (var/lib/passthru), boot files and modules",
         ),
@@ -97,7 +101,7 @@ pub fn refuse_snapshot_for(cmd: &Command, source: &SourceArgs) -> Result<()> {
         return Ok(());
     };
     match host_use(cmd) {
-        HostUse::Snapshot => Ok(()),
+        HostUse::Snapshot | HostUse::Nothing => Ok(()),
         HostUse::Changes { command, .. } => anyhow::bail!(
             "{command} changes a host, and a snapshot is not a host to change (--from {}): \
              use --root DIR for a host tree, or neither option for this machine",
