@@ -14,10 +14,20 @@ use crate::cli::{DockerArgs, SourceArgs};
 pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     let snap = get_snapshot(source, ReadDetail::Check)?;
-    write!(
-        out,
-        "{}",
-        docker_snippet(&snap, &RootFiles::new(&root), &a.gpu)?
-    )?;
+    let snippet = docker_snippet(&snap, &RootFiles::new(&root), &a.gpu)?;
+    if a.json {
+        let gpu = passthru::check::select_one(&snap, &a.gpu)?;
+        return super::write_json(
+            out,
+            &serde_json::json!({
+                "schema_version": 1,
+                "gpu": gpu.address,
+                "nvidia": gpu.on_nvidia_driver(),
+                "device_nodes": passthru::plan::attach::gpu_nodes(&snap, &RootFiles::new(&root), gpu),
+                "snippet": snippet,
+            }),
+        );
+    }
+    write!(out, "{snippet}")?;
     Ok(())
 }

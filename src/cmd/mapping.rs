@@ -26,11 +26,11 @@ pub fn run(source: &SourceArgs, cmd: &MappingCommand, out: &mut dyn Write) -> Re
                 &a.gpu,
             )?)
         }),
-        MappingCommand::List => list(&root, out),
+        MappingCommand::List(j) => list(&root, j.json, out),
     }
 }
 
-fn list(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
+fn list(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
     let reading = || format!("reading {}", root.join(MAPPING_FILE).display());
     // Absent is "no mappings"; present but unreadable or not text is an error, never an
     // empty list.
@@ -39,6 +39,22 @@ fn list(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
         .with_context(reading)?
         .unwrap_or_default();
     let maps = parse_pci_mappings(&text).with_context(reading)?;
+    if json {
+        let mappings: Vec<serde_json::Value> = maps
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id,
+                    "description": m.description,
+                    "maps": m.maps.iter().map(|map| map.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return super::write_json(
+            out,
+            &serde_json::json!({ "schema_version": 1, "mappings": mappings }),
+        );
+    }
     if maps.is_empty() {
         writeln!(out, "No PCI resource mappings.")?;
     }

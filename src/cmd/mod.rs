@@ -29,6 +29,7 @@ use serde::Serialize;
 use passthru::apply::{self, ApplyOptions, ApplyOutcome};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
+use passthru::output::plan::{plan_document, PlanDocument};
 use passthru::plan::diff::render_plan;
 use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
@@ -69,14 +70,14 @@ pub fn host_use(cmd: &Command) -> HostUse {
         },
         Command::Setup(SetupCommand::Vm(a)) => changes("setup vm", &a.write),
         Command::Setup(SetupCommand::Host(a)) => changes("setup host", &a.write),
-        Command::Setup(SetupCommand::Status) => {
+        Command::Setup(SetupCommand::Status(_)) => {
             HostUse::Files("setup status reads the host's journal (var/lib/passthru)")
         }
         Command::Rollback(a) => changes("rollback", &a.write),
         Command::Vm(VmCommand::Attach(a)) => changes("vm attach", &a.write),
         Command::Vm(VmCommand::Detach(a)) => changes("vm detach", &a.write),
         Command::Mapping(MappingCommand::Create(a)) => changes("mapping create", &a.write),
-        Command::Mapping(MappingCommand::List) => {
+        Command::Mapping(MappingCommand::List(_)) => {
             HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
         }
         Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
@@ -197,6 +198,20 @@ pub enum Start {
 /// neither ever plans over an unfinished transaction.
 pub fn start(root: &HostRoot, write: WriteArgs, out: &mut dyn Write) -> Result<Start> {
     if write.dry_run || !can_confirm(write) {
+        if write.json {
+            // stdout holds one JSON document: the words go to stderr, the ids into it.
+            let ids: Vec<String> = apply::pending_undo(root.path())?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            show_pending(root, &mut io::stderr())?;
+            if !ids.is_empty() {
+                write_json(out, &PlanDocument::pending(&ids))?;
+            }
+            return Ok(Start::Preview {
+                pending: !ids.is_empty(),
+            });
+        }
         let pending = show_pending(root, out)?;
         return Ok(Start::Preview { pending });
     }
@@ -303,7 +318,11 @@ pub fn change_host(
         Start::Preview { pending: true } => return end_preview(write, true, false),
         Start::Preview { pending: false } => {
             let plan = make_plan()?;
-            render_plan(out, &plan, run)?;
+            if write.json {
+                write_json(out, &plan_document(&plan, run))?;
+            } else {
+                render_plan(out, &plan, run)?;
+            }
             out.flush()?;
             return end_preview(write, false, !plan.is_empty());
         }

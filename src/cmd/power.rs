@@ -43,7 +43,14 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             })
             .collect();
         if a.json {
-            write_json(out, &rows)?;
+            let doc = serde_json::json!({ "schema_version": 1, "gpus": rows });
+            if a.watch.is_some() {
+                // JSON lines: one document a reading, each on its own line.
+                serde_json::to_writer(&mut *out, &doc)?;
+                writeln!(out)?;
+            } else {
+                write_json(out, &doc)?;
+            }
         } else {
             render_power(out, &rows, a.price_kwh)?;
         }
@@ -61,7 +68,9 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             Some(secs) if secs > 0 => std::thread::sleep(Duration::from_secs(secs)),
             _ => return Ok(()),
         }
-        writeln!(out)?;
+        if !a.json {
+            writeln!(out)?;
+        }
     }
 }
 

@@ -34,13 +34,16 @@ pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Resu
             let snap = get_snapshot(source, ReadDetail::Check)?;
             Ok(plan_setup_host(&snap, &RootFiles::new(&root), &a.gpu)?)
         }),
-        SetupCommand::Status => status(&root, out),
+        SetupCommand::Status(j) => status(&root, j.json, out),
     }
 }
 
 /// The transactions in the journal, then the files passthru writes as they are now.
-fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
+fn status(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
     let txs = apply::list_transactions(root.path())?;
+    if json {
+        return status_json(root, &txs, out);
+    }
     if txs.is_empty() {
         writeln!(out, "No passthru transactions on this host.")?;
     }
@@ -78,4 +81,43 @@ fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `setup status --json`: the transactions (without their saved bytes or command output) and
+/// passthru's own files with the lines that are not comments.
+fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) -> Result<()> {
+    let files = RootFiles::new(root);
+    let mut own = Vec::new();
+    for f in [MODPROBE_FILE, UDEV_FILE, GRUB_DROPIN, DRACUT_FILE, MKINITCPIO_FILE] {
+        let text = files
+            .read_text(f)
+            .with_context(|| format!("reading {}", root.join(f).display()))?;
+        if let Some(text) = text {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            own.push(serde_json::json!({ "path": f, "lines": lines }));
+        }
+    }
+    let transactions: Vec<serde_json::Value> = txs
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "state": t.state,
+                "kind": t.kind,
+                "title": t.title,
+                "created": t.created,
+                "files": t.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+                "sysfs_writes": t.runtime.len(),
+                "prepared": t.prepared,
+            })
+        })
+        .collect();
+    super::write_json(
+        out,
+        &serde_json::json!({
+            "schema_version": 1,
+            "transactions": transactions,
+            "files": own,
+        }),
+    )
 }

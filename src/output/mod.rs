@@ -4,6 +4,7 @@
 pub mod advise;
 pub mod check;
 pub mod list;
+pub mod plan;
 pub mod power;
 pub mod style;
 pub mod verify;
