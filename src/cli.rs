@@ -454,11 +454,27 @@ pub struct PowerArgs {
     pub runtime_pm: Option<String>,
     /// The GPU for --runtime-pm.
     pub gpu: Option<String>,
-    /// Print JSON instead of text (with --watch, one JSON document a line).
+    /// Print JSON instead of text (with --watch, one JSON document a line; with
+    /// --runtime-pm --dry-run, the plan).
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub write: WriteArgs,
+    /// With --runtime-pm: apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// With --runtime-pm: only show the change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl PowerArgs {
+    /// What --runtime-pm's transaction takes (`--json` is power's own, for the readings too).
+    pub fn write(&self) -> WriteArgs {
+        WriteArgs {
+            yes: self.yes,
+            dry_run: self.dry_run,
+            json: self.json && self.dry_run,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
             HostUse::Snapshot
         }
         Command::Power(a) => match &a.runtime_pm {
-            Some(_) => changes("power --runtime-pm", &a.write),
+            Some(_) => changes("power --runtime-pm", &a.write()),
             None => HostUse::Snapshot,
         },
         Command::Setup(SetupCommand::Vm(a)) => changes("setup vm", &a.write),

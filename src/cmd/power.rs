@@ -83,7 +83,7 @@ fn runtime_pm(
     out: &mut dyn Write,
 ) -> Result<()> {
     let sel = a.gpu.as_deref().unwrap_or_default();
-    change_host(root, a.write, out, || {
+    change_host(root, a.write(), out, || {
         let snap = get_snapshot(source, ReadDetail::Check)?;
         Ok(plan_runtime_pm(&snap, &RootFiles::new(root), sel, mode)?)
     })
