@@ -13,7 +13,7 @@
 #   /etc/kernel/postinst.d/zz-passthru-verify           verify --next-boot after a kernel
 #   /etc/initramfs/post-update.d/zz-passthru-verify     ... and after an initramfs update
 #   /etc/default/passthru                               options (a conffile)
-#   /usr/share/doc/passthru/{copyright,README.md,changelog.gz}
+#   /usr/share/doc/passthru/{copyright,README.md,schema.json,changelog.gz}
 # Depends: what dpkg-shlibdeps finds the binary linked against, and pci.ids (the names).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -68,6 +68,7 @@ printf '%s\n' /etc/default/passthru /etc/kernel/postinst.d/zz-passthru-verify \
 cargo metadata --format-version 1 --locked --filter-platform "$triple" \
   | "$repo/target/release/deb-copyright" passthru packaging/licenses > "$pkg/usr/share/doc/passthru/copyright"
 install -m 0644 README.md "$pkg/usr/share/doc/passthru/README.md"
+install -m 0644 "$stage/assets/schema.json" "$pkg/usr/share/doc/passthru/schema.json"
 printf 'passthru (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- passthru <passthru@localhost>  %s\n' \
   "$version" "$(git rev-parse --short HEAD 2>/dev/null || echo 'a source tree')" \
   "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" \

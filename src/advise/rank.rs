@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::catalog::{self, GpuSpec, Kind, ServerSpec, Vendor};
 use super::llm;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UseCase {
     /// Plex/Jellyfin hardware transcoding (4K HEVC to 1080p H.264).
@@ -40,7 +40,7 @@ pub struct AdviseRequest {
     pub nvidia_driver: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Pick {
     pub key: String,
     pub name: String,
@@ -55,7 +55,7 @@ pub struct Pick {
     pub already_installed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdviseReport {
     pub schema_version: u32,
     pub use_case: UseCase,

@@ -17,16 +17,14 @@ pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<(
     let snippet = docker_snippet(&snap, &RootFiles::new(&root), &a.gpu)?;
     if a.json {
         let gpu = passthru::check::select_one(&snap, &a.gpu)?;
-        return super::write_json(
-            out,
-            &serde_json::json!({
-                "schema_version": 1,
-                "gpu": gpu.address,
-                "nvidia": gpu.on_nvidia_driver(),
-                "device_nodes": passthru::plan::attach::gpu_nodes(&snap, &RootFiles::new(&root), gpu),
-                "snippet": snippet,
-            }),
-        );
+        let doc = passthru::output::documents::DockerDocument {
+            schema_version: passthru::output::documents::DOCUMENT_SCHEMA_VERSION,
+            gpu: gpu.address,
+            nvidia: gpu.on_nvidia_driver(),
+            device_nodes: passthru::plan::attach::gpu_nodes(&snap, &RootFiles::new(&root), gpu),
+            snippet,
+        };
+        return super::write_json(out, &doc);
     }
     write!(out, "{snippet}")?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `passthru generate-assets DIR` (hidden): the man pages (one for the command and one for
 //! each subcommand, clap_mangen) and the bash, zsh and fish completions (clap_complete),
 //! rendered from the same clap definition the binary parses with, so they cannot drift from
-//! it. The .deb build (`scripts/deb/build.sh`) runs it. Writes only below DIR.
+//! it; and the JSON Schema of every `--json` output. The .deb build (`scripts/deb/build.sh`) runs it. Writes only below DIR.
 
 use std::fs;
 use std::io::Write;
@@ -27,6 +27,10 @@ pub fn run(a: &GenerateAssetsArgs, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "{}", path.display())?;
     }
     writeln!(out, "{}", man.display())?;
+    let schema = a.dir.join("schema.json");
+    fs::write(&schema, passthru::output::schema::render_output_schema())
+        .with_context(|| format!("writing {}", schema.display()))?;
+    writeln!(out, "{}", schema.display())?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use passthru::formats::pve_config::parse_pci_mappings;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
+use passthru::output::documents::{MappingDoc, MappingListDocument, DOCUMENT_SCHEMA_VERSION};
 use passthru::plan::attach::{plan_mapping_create, MAPPING_FILE};
 use passthru::plan::source::FileSource;
 
@@ -40,20 +41,18 @@ fn list(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
         .unwrap_or_default();
     let maps = parse_pci_mappings(&text).with_context(reading)?;
     if json {
-        let mappings: Vec<serde_json::Value> = maps
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "id": m.id,
-                    "description": m.description,
-                    "maps": m.maps.iter().map(|map| map.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>()).collect::<Vec<_>>(),
+        let doc = MappingListDocument {
+            schema_version: DOCUMENT_SCHEMA_VERSION,
+            mappings: maps
+                .into_iter()
+                .map(|m| MappingDoc {
+                    id: m.id,
+                    description: m.description,
+                    maps: m.maps,
                 })
-            })
-            .collect();
-        return super::write_json(
-            out,
-            &serde_json::json!({ "schema_version": 1, "mappings": mappings }),
-        );
+                .collect(),
+        };
+        return super::write_json(out, &doc);
     }
     if maps.is_empty() {
         writeln!(out, "No PCI resource mappings.")?;

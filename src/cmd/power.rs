@@ -43,7 +43,10 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             })
             .collect();
         if a.json {
-            let doc = serde_json::json!({ "schema_version": 1, "gpus": rows });
+            let doc = passthru::output::documents::PowerDocument {
+                schema_version: passthru::output::documents::DOCUMENT_SCHEMA_VERSION,
+                gpus: rows.clone(),
+            };
             if a.watch.is_some() {
                 // JSON lines: one document a reading, each on its own line.
                 serde_json::to_writer(&mut *out, &doc)?;

@@ -8,6 +8,9 @@ use anyhow::{Context, Result};
 use passthru::apply;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
+use passthru::output::documents::{
+    OwnFile, StatusDocument, TransactionSummary, DOCUMENT_SCHEMA_VERSION,
+};
 use passthru::plan::setup::{
     plan_setup_host, plan_setup_vm, SetupRequest, DRACUT_FILE, GRUB_DROPIN, MKINITCPIO_FILE,
     MODPROBE_FILE, UDEV_FILE,
@@ -93,31 +96,22 @@ fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) ->
             .read_text(f)
             .with_context(|| format!("reading {}", root.join(f).display()))?;
         if let Some(text) = text {
-            let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-            own.push(serde_json::json!({ "path": f, "lines": lines }));
+            own.push(OwnFile {
+                path: f.to_string(),
+                lines: text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect(),
+            });
         }
     }
-    let transactions: Vec<serde_json::Value> = txs
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "id": t.id,
-                "state": t.state,
-                "kind": t.kind,
-                "title": t.title,
-                "created": t.created,
-                "files": t.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
-                "sysfs_writes": t.runtime.len(),
-                "prepared": t.prepared,
-            })
-        })
-        .collect();
     super::write_json(
         out,
-        &serde_json::json!({
-            "schema_version": 1,
-            "transactions": transactions,
-            "files": own,
-        }),
+        &StatusDocument {
+            schema_version: DOCUMENT_SCHEMA_VERSION,
+            transactions: txs.iter().map(TransactionSummary::of).collect(),
+            files: own,
+        },
     )
 }

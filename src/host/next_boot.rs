@@ -16,7 +16,7 @@ use crate::model::{BootloaderKind, InitramfsKind, Snapshot};
 use super::root::{FileRead, HostRoot};
 
 /// The kernel the next boot runs, and how that was decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NextKernel {
     pub release: String,
     /// `GRUB's default entry (boot/grub/grub.cfg, GRUB_DEFAULT=0)`, `the newest installed
@@ -25,7 +25,7 @@ pub struct NextKernel {
 }
 
 /// What an initramfs listing gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Listing {
     /// The paths in the image, without a leading `/` or `./`.
@@ -37,7 +37,7 @@ pub enum Listing {
 }
 
 /// One initramfs image and its listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct InitramfsImage {
     /// Relative to the root: `boot/initrd.img-6.1.0-18-amd64`.
     pub path: String,
@@ -47,7 +47,7 @@ pub struct InitramfsImage {
 }
 
 /// The modules installed for one kernel release.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct KernelModules {
     /// `lib/modules/6.1.0-18-amd64`, or `None` when no such directory exists.
     pub dir: Option<String>,

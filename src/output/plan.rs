@@ -11,7 +11,7 @@ use crate::plan::{digest, Plan, PlannedCommand, Prepared};
 /// The version of every `--dry-run --json` document.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct EditDoc {
     pub path: String,
     pub reason: String,
@@ -28,7 +28,7 @@ pub struct EditDoc {
     pub diff: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CommandDoc {
     pub argv: Vec<String>,
     pub why: String,
@@ -37,7 +37,7 @@ pub struct CommandDoc {
 }
 
 /// A file plan (`setup`, `vm`, `lxc`, `libvirt`, `mapping create`, `power --runtime-pm`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PlanDocument {
     pub schema_version: u32,
     /// `files`, `runtime` (bind, unbind), `rollback`, or `pending` (an interrupted
@@ -53,7 +53,7 @@ pub struct PlanDocument {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimePlan>,
     /// For `rollback`: each file and what it gets back.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restores: Vec<(String, String)>,
 }
 

@@ -10,7 +10,7 @@ use crate::host::power::PowerReading;
 use super::style::sanitize;
 
 /// One GPU's line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PowerRow {
     pub name: String,
     #[serde(flatten)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// One file to change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEdit {
     /// Path relative to the host root.
     pub path: String,
@@ -32,14 +32,14 @@ pub struct FileEdit {
 }
 
 /// A command to run after the files are written (a refresh: update-grub, update-initramfs...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlannedCommand {
     /// Program and arguments, run without a shell.
     pub argv: Vec<String>,
     pub why: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     /// What the plan does (`prepare 0000:01:00.0 for VM passthrough`).
     pub title: String,
@@ -60,7 +60,7 @@ pub struct Plan {
 /// One PCI function as it was when a plan was made: its address and the ids that tell the
 /// card it held then from another card at the same address later (a BIOS update renumbers
 /// buses).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FunctionIdentity {
     pub address: crate::model::PciAddress,
     pub vendor: Option<crate::model::PciId>,
@@ -104,7 +104,7 @@ impl FunctionIdentity {
 }
 
 /// What a transaction prepared, for `verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Prepared {
     /// `setup vm`: these functions go to vfio-pci from the next boot on.

@@ -26,7 +26,7 @@ pub use prepared::{read_prepared, PreparedState};
 /// The version of the JSON document `verify --json` prints.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Ok,
@@ -49,7 +49,7 @@ impl Status {
 }
 
 /// One thing verify compared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VerifyFinding {
     /// `verify.bound`, `verify.initramfs`, `verify.modules`, `verify.nvidia`,
     /// `verify.hostpci`, `verify.files`.
@@ -88,7 +88,7 @@ impl VerifyFinding {
 }
 
 /// Which host verify judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scope {
     /// The running host and the next boot.
@@ -122,7 +122,7 @@ pub struct VerifyInputs<'a> {
 }
 
 /// What `verify` prints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     pub schema_version: u32,
     pub scope: Scope,
