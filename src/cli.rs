@@ -512,7 +512,13 @@ mod tests {
     #[test]
     fn help_names_every_exit_code_and_root() {
         let help = Cli::command().render_long_help().to_string();
-        for code in ["0 success", "1 `check`", "`verify`", "2 error", "130 interrupted"] {
+        for code in [
+            "0 success",
+            "1 `check`",
+            "`verify`",
+            "2 error",
+            "130 interrupted",
+        ] {
             assert!(help.contains(code), "{code} missing from --help:\n{help}");
         }
         assert!(help.contains("Proxmox VE has no sudo"), "{help}");

@@ -86,7 +86,12 @@ fn validate(root: &Value, s: &Value, v: &Value, at: &str, errs: &mut Vec<String>
         _ => {}
     }
     if let (Some(props), Some(obj)) = (s.get("properties"), v.as_object()) {
-        for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in s
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if !obj.contains_key(r.as_str().unwrap()) {
                 errs.push(format!("{at}: required {r} missing"));
             }
@@ -121,8 +126,17 @@ fn check_output(schema: &Value, command: &str, root: &Path, args: &[&str]) {
         )
     });
     let mut errs = Vec::new();
-    validate(schema, &schema["properties"][command], &v, command, &mut errs);
-    assert!(errs.is_empty(), "{args:?} does not fit the schema:\n{errs:#?}");
+    validate(
+        schema,
+        &schema["properties"][command],
+        &v,
+        command,
+        &mut errs,
+    );
+    assert!(
+        errs.is_empty(),
+        "{args:?} does not fit the schema:\n{errs:#?}"
+    );
 }
 
 #[test]
@@ -133,7 +147,10 @@ fn every_json_output_fits_the_schema() {
     let root = t.path();
     let ok = std::process::Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", repo().join("examples/hosts/homelab").display()))
+        .arg(format!(
+            "{}/.",
+            repo().join("examples/hosts/homelab").display()
+        ))
         .arg(root)
         .status()
         .unwrap();
@@ -151,7 +168,12 @@ fn every_json_output_fits_the_schema() {
     );
     check_output(&schema, "power", root, &["power", "--json"]);
     check_output(&schema, "docker", root, &["docker", gpu, "--json"]);
-    check_output(&schema, "mapping_list", root, &["mapping", "list", "--json"]);
+    check_output(
+        &schema,
+        "mapping_list",
+        root,
+        &["mapping", "list", "--json"],
+    );
     check_output(
         &schema,
         "plan",
@@ -166,7 +188,12 @@ fn every_json_output_fits_the_schema() {
     );
     let o = passthru_fixed(root, &["setup", "vm", gpu, "--force", "--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    check_output(&schema, "setup_status", root, &["setup", "status", "--json"]);
+    check_output(
+        &schema,
+        "setup_status",
+        root,
+        &["setup", "status", "--json"],
+    );
     check_output(&schema, "verify", root, &["verify", "--json"]);
     check_output(&schema, "plan", root, &["rollback", "--dry-run", "--json"]);
 }
@@ -178,7 +205,10 @@ fn dry_run_json_digests_are_the_bytes_written() {
     let root = t.path();
     let ok = std::process::Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", repo().join("examples/hosts/homelab").display()))
+        .arg(format!(
+            "{}/.",
+            repo().join("examples/hosts/homelab").display()
+        ))
         .arg(root)
         .status()
         .unwrap();

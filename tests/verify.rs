@@ -62,7 +62,10 @@ fn set_up_host() -> tempfile::TempDir {
     let root = t.path();
     let ok = std::process::Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", repo().join("examples/hosts/homelab").display()))
+        .arg(format!(
+            "{}/.",
+            repo().join("examples/hosts/homelab").display()
+        ))
         .arg(root)
         .status()
         .unwrap();
@@ -73,7 +76,11 @@ fn set_up_host() -> tempfile::TempDir {
     set_driver(root, GPU, "vfio-pci");
     set_driver(root, AUDIO, "vfio-pci");
     let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap();
-    write(root, "proc/cmdline", &format!("{} iommu=pt\n", cmdline.trim()));
+    write(
+        root,
+        "proc/cmdline",
+        &format!("{} iommu=pt\n", cmdline.trim()),
+    );
     let modules = std::fs::read_to_string(root.join("proc/modules")).unwrap();
     write(
         root,
@@ -81,7 +88,11 @@ fn set_up_host() -> tempfile::TempDir {
         &format!("{modules}vfio_pci 16384 0 - Live 0x0000000000000000\n"),
     );
     let files = vfio_listing(KERNEL);
-    initramfs(root, KERNEL, &files.iter().map(String::as_str).collect::<Vec<_>>());
+    initramfs(
+        root,
+        KERNEL,
+        &files.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     t
 }
 
@@ -133,7 +144,10 @@ fn a_host_as_set_up_holds() {
     // The running kernel is the next: nothing to build.
     assert!(findings(&v, "verify.modules").is_empty(), "{v:#}");
     let files = statuses(&v, "verify.files");
-    assert!(!files.is_empty() && files.iter().all(|s| s == "ok"), "{v:#}");
+    assert!(
+        !files.is_empty() && files.iter().all(|s| s == "ok"),
+        "{v:#}"
+    );
     assert_eq!(v["next_kernel"]["release"], KERNEL);
     assert_eq!(v["transactions"].as_array().unwrap().len(), 1);
 }
@@ -205,14 +219,21 @@ fn initramfs_fires_when_the_next_kernel_lacks_vfio() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(msg.contains("vfio-pci module") && msg.contains("passthru-vfio.conf"), "{msg}");
+    assert!(
+        msg.contains("vfio-pci module") && msg.contains("passthru-vfio.conf"),
+        "{msg}"
+    );
     // The hook names the kernel it was called for.
     let (code, v) = verify(root, &["--next-boot", "--kernel", KERNEL]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(statuses(&v, "verify.initramfs"), ["ok"]);
     // Rebuilt with vfio: it holds.
     let files = vfio_listing(new);
-    initramfs(root, new, &files.iter().map(String::as_str).collect::<Vec<_>>());
+    initramfs(
+        root,
+        new,
+        &files.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let (_, v) = verify(root, &["--next-boot"]);
     assert_eq!(statuses(&v, "verify.initramfs"), ["ok"], "{v:#}");
 }
@@ -234,7 +255,11 @@ fn modules_fire_when_the_next_kernel_lacks_a_dkms_module() {
     let root = t.path();
     let new = "6.1.0-20-amd64";
     let files = vfio_listing(new);
-    initramfs(root, new, &files.iter().map(String::as_str).collect::<Vec<_>>());
+    initramfs(
+        root,
+        new,
+        &files.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     write(root, &format!("lib/modules/{new}/modules.builtin"), "");
     write(
         root,
@@ -245,12 +270,22 @@ fn modules_fire_when_the_next_kernel_lacks_a_dkms_module() {
     assert_eq!(code, 1, "{v:#}");
     let f = findings(&v, "verify.modules");
     let names: Vec<&str> = f.iter().map(|f| f.0.as_str()).collect();
-    assert_eq!(names, ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]);
+    assert_eq!(
+        names,
+        ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]
+    );
     assert!(f.iter().all(|f| f.1 == "drifted"));
-    assert!(f[0].2.starts_with(&format!("dkms autoinstall -k {new}")), "{f:?}");
+    assert!(
+        f[0].2.starts_with(&format!("dkms autoinstall -k {new}")),
+        "{f:?}"
+    );
     // DKMS built them for the new kernel: they hold.
     for m in ["nvidia", "nvidia-drm", "nvidia-modeset", "nvidia-uvm"] {
-        write(root, &format!("lib/modules/{new}/updates/dkms/{m}.ko.xz"), "");
+        write(
+            root,
+            &format!("lib/modules/{new}/updates/dkms/{m}.ko.xz"),
+            "",
+        );
     }
     let (code, v) = verify(root, &["--next-boot"]);
     assert_eq!(code, 0, "{v:#}");
@@ -282,7 +317,10 @@ fn nvidia_fires_when_containers_get_another_drivers_libraries() {
     let f = findings(&v, "verify.nvidia");
     assert_eq!(f.len(), 2, "{f:?}");
     assert!(f.iter().all(|f| f.1 == "drifted"));
-    assert_eq!(f[0].2, "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml");
+    assert_eq!(
+        f[0].2,
+        "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+    );
     assert!(f[1].2.contains("etc/pve/lxc/101.conf"), "{f:?}");
 }
 
@@ -304,7 +342,10 @@ fn files_fire_when_passthrus_file_changes_and_note_a_shared_file() {
     let f = findings(&v, "verify.files");
     let mine = f.iter().find(|f| f.0 == own).unwrap();
     assert_eq!(mine.1, "drifted");
-    assert!(mine.2.starts_with(&format!("passthru setup vm {GPU}")), "{mine:?}");
+    assert!(
+        mine.2.starts_with(&format!("passthru setup vm {GPU}")),
+        "{mine:?}"
+    );
 }
 
 #[test]
@@ -319,7 +360,10 @@ fn after_rollback_nothing_is_in_effect() {
     assert!(findings(&v, "verify.bound").is_empty(), "{v:#}");
     assert!(findings(&v, "verify.initramfs").is_empty(), "{v:#}");
     // The rollback's own files (put back) are what is in effect, and they hold.
-    assert!(statuses(&v, "verify.files").iter().all(|s| s == "ok"), "{v:#}");
+    assert!(
+        statuses(&v, "verify.files").iter().all(|s| s == "ok"),
+        "{v:#}"
+    );
 }
 
 #[test]
@@ -331,7 +375,10 @@ fn hostpci_fires_when_the_address_names_another_card() {
     let src = corpus().join("proxmox/qemu-server/parse-config-input/regular-vm-efi.conf");
     std::fs::create_dir_all(root.join("etc/pve/qemu-server")).unwrap();
     std::fs::copy(&src, root.join("etc/pve/qemu-server/100.conf")).unwrap();
-    let o = run(root, &["vm", "attach", "100", "03:00.0", "--force", "--yes"]);
+    let o = run(
+        root,
+        &["vm", "attach", "100", "03:00.0", "--force", "--yes"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (code, v) = verify(root, &[]);
     let f = findings(&v, "verify.hostpci");
@@ -361,10 +408,19 @@ fn prometheus_textfile_and_text_output() {
     let o = run(root, &["verify", "--prometheus", prom.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&o);
-    assert!(text.contains("[DRIFTED] verify.bound 0000:07:00.0"), "{text}");
-    assert!(text.contains("    fix: passthru bind 0000:07:00.0"), "{text}");
+    assert!(
+        text.contains("[DRIFTED] verify.bound 0000:07:00.0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    fix: passthru bind 0000:07:00.0"),
+        "{text}"
+    );
     let metrics = std::fs::read_to_string(&prom).unwrap();
-    assert!(metrics.contains("passthru_verify_drifted{scope=\"all\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("passthru_verify_drifted{scope=\"all\"} 1\n"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(
             "passthru_verify_finding{check=\"verify.bound\",subject=\"0000:07:00.0\",status=\"drifted\"} 1\n"

@@ -23,7 +23,19 @@ pub use reset::{amd_reset_family, ResetFamily};
 pub use rule::RuleId;
 
 /// What the GPU is to be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Use {
     /// Passed through to a virtual machine (vfio-pci).

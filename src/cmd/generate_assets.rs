@@ -23,7 +23,12 @@ pub fn run(a: &GenerateAssetsArgs, out: &mut dyn Write) -> Result<()> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = Cli::command();
         let path = clap_complete::generate_to(shell, &mut cmd, "passthru", &completions)
-            .with_context(|| format!("writing the {shell} completion in {}", completions.display()))?;
+            .with_context(|| {
+                format!(
+                    "writing the {shell} completion in {}",
+                    completions.display()
+                )
+            })?;
         writeln!(out, "{}", path.display())?;
     }
     writeln!(out, "{}", man.display())?;

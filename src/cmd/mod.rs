@@ -17,8 +17,8 @@ pub mod mapping;
 pub mod power;
 pub mod rollback;
 pub mod scan;
-pub mod verify;
 pub mod setup;
+pub mod verify;
 pub mod vm;
 
 use std::io::{self, BufRead, IsTerminal, Write};

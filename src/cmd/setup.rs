@@ -91,7 +91,13 @@ fn status(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
 fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) -> Result<()> {
     let files = RootFiles::new(root);
     let mut own = Vec::new();
-    for f in [MODPROBE_FILE, UDEV_FILE, GRUB_DROPIN, DRACUT_FILE, MKINITCPIO_FILE] {
+    for f in [
+        MODPROBE_FILE,
+        UDEV_FILE,
+        GRUB_DROPIN,
+        DRACUT_FILE,
+        MKINITCPIO_FILE,
+    ] {
         let text = files
             .read_text(f)
             .with_context(|| format!("reading {}", root.join(f).display()))?;

@@ -66,7 +66,10 @@ pub fn read_container_libs(root: &HostRoot) -> Vec<(String, String)> {
             continue;
         };
         names.sort();
-        for n in names.iter().filter(|n| n.ends_with(".yaml") || n.ends_with(".json")) {
+        for n in names
+            .iter()
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".json"))
+        {
             scan(format!("{dir}/{n}"), false);
         }
     }
@@ -86,7 +89,10 @@ mod tests {
     #[test]
     fn versions_from_library_paths() {
         assert_eq!(
-            parse_library_version("  - hostPath: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14").as_deref(),
+            parse_library_version(
+                "  - hostPath: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14"
+            )
+            .as_deref(),
             Some("550.54.14")
         );
         assert_eq!(

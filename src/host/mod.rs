@@ -4,8 +4,8 @@
 
 pub mod archive;
 pub mod boot;
-pub mod drm;
 pub mod container_libs;
+pub mod drm;
 pub mod iommu;
 pub mod next_boot;
 pub mod nvml;

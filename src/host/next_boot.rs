@@ -166,8 +166,8 @@ fn read_grub_default_kernel(root: &HostRoot) -> Option<NextKernel> {
     let default = match root.read("etc/default/grub") {
         FileRead::Text(t) => t
             .lines()
-            .filter_map(|l| l.trim().strip_prefix("GRUB_DEFAULT="))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("GRUB_DEFAULT="))
             .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string()),
         _ => None,
     }
@@ -281,14 +281,12 @@ pub fn read_initramfs_listing(root: &HostRoot, path: &str, argv: &[String], live
         let saved = format!("{path}.list");
         match root.read(&saved) {
             FileRead::Text(t) => t,
-            FileRead::Missing => {
-                return Listing::Failed {
-                    why: format!(
-                        "not the live host, so {} is not run, and no saved listing {saved} is there",
-                        argv.join(" ")
-                    ),
-                }
-            }
+            FileRead::Missing => return Listing::Failed {
+                why: format!(
+                    "not the live host, so {} is not run, and no saved listing {saved} is there",
+                    argv.join(" ")
+                ),
+            },
             FileRead::Failed(why) => {
                 return Listing::Failed {
                     why: format!("reading {saved}: {why}"),
@@ -356,9 +354,7 @@ pub fn read_kernel_modules(root: &HostRoot, release: &str) -> KernelModules {
             if let Some(m) = module_of_file(&n) {
                 files.push(m);
             } else if root.metadata(&rel).is_ok_and(|m| m.is_dir())
-                && root
-                    .read_link(&rel)
-                    .is_none()
+                && root.read_link(&rel).is_none()
             {
                 stack.push(rel);
             }
@@ -450,13 +446,19 @@ mod tests {
 
     #[test]
     fn module_names_from_files() {
-        assert_eq!(module_of_file("vfio-pci.ko.zst").as_deref(), Some("vfio_pci"));
+        assert_eq!(
+            module_of_file("vfio-pci.ko.zst").as_deref(),
+            Some("vfio_pci")
+        );
         assert_eq!(
             module_of_file("kernel/drivers/vfio/vfio.ko").as_deref(),
             Some("vfio")
         );
         assert_eq!(module_of_file("modules.dep"), None);
-        assert_eq!(module_of_file("vendor-reset.ko").as_deref(), Some("vendor_reset"));
+        assert_eq!(
+            module_of_file("vendor-reset.ko").as_deref(),
+            Some("vendor_reset")
+        );
     }
 
     #[test]

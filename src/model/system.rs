@@ -122,7 +122,9 @@ pub struct IommuUnit {
 }
 
 /// Whether interrupt remapping is in effect.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum IrqRemapping {
     /// `IR-` interrupt chips in `proc/interrupts`.

@@ -77,7 +77,10 @@ impl PlanDocument {
     pub fn pending(ids: &[String]) -> Self {
         let mut d = Self::empty(
             "pending",
-            format!("interrupted transaction(s) {} to undo first", ids.join(", ")),
+            format!(
+                "interrupted transaction(s) {} to undo first",
+                ids.join(", ")
+            ),
         );
         d.notes.push("No plan is made: it is made after that undo. Run the command without --dry-run: it undoes first, then shows its plan and asks.".into());
         d
@@ -114,8 +117,16 @@ pub fn plan_document(plan: &Plan, run_commands: bool) -> PlanDocument {
         .edits
         .iter()
         .map(|e| {
-            let before = e.before.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let after = e.after.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let before = e
+                .before
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let after = e
+                .after
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             let old = if e.before.is_some() {
                 format!("a/{}", e.path)
             } else {

@@ -3,7 +3,9 @@
 //! committed; a test fails when the types change without it (regenerate with
 //! `passthru generate-assets DIR`, which writes DIR/schema.json).
 
-use crate::output::documents::{DockerDocument, MappingListDocument, PowerDocument, StatusDocument};
+use crate::output::documents::{
+    DockerDocument, MappingListDocument, PowerDocument, StatusDocument,
+};
 
 /// Each command's `--json` output, as the properties of one object.
 #[derive(schemars::JsonSchema)]

@@ -39,11 +39,7 @@ pub fn render_verify(out: &mut dyn Write, r: &VerifyReport) -> io::Result<()> {
     writeln!(
         out,
         "{}: {} ok, {} drifted, {} pending, {} unknown, {} note(s).",
-        if r.drifted {
-            "DRIFTED"
-        } else {
-            "All holds"
-        },
+        if r.drifted { "DRIFTED" } else { "All holds" },
         count(Status::Ok),
         count(Status::Drifted),
         count(Status::Pending),

@@ -18,7 +18,9 @@ pub const OWN_FILES: &[&str] = &[
 ];
 
 fn short(d: Option<&str>) -> String {
-    d.map_or("absent".to_string(), |d| format!("sha256 {}", &d[..d.len().min(12)]))
+    d.map_or("absent".to_string(), |d| {
+        format!("sha256 {}", &d[..d.len().min(12)])
+    })
 }
 
 pub fn check_files(
@@ -57,7 +59,9 @@ pub fn check_files(
             short(current.as_deref())
         );
         if current == after {
-            out.push(VerifyFinding::new(ID, Status::Ok, path).says("as passthru wrote it", evidence));
+            out.push(
+                VerifyFinding::new(ID, Status::Ok, path).says("as passthru wrote it", evidence),
+            );
         } else if own {
             let gone = current.is_none();
             out.push(
@@ -75,10 +79,10 @@ pub fn check_files(
                     )),
             );
         } else {
-            out.push(
-                VerifyFinding::new(ID, Status::Note, path)
-                    .says("changed since passthru edited it (by you, or by a tool that owns the file)", evidence),
-            );
+            out.push(VerifyFinding::new(ID, Status::Note, path).says(
+                "changed since passthru edited it (by you, or by a tool that owns the file)",
+                evidence,
+            ));
         }
     }
     out

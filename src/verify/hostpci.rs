@@ -38,10 +38,10 @@ pub fn check_hostpci(
         let value = match parse_guest_config(text) {
             Ok(cfg) => cfg.main_get(key).map(str::to_string),
             Err(e) => {
-                out.push(
-                    VerifyFinding::new(ID, Status::Unknown, &subject)
-                        .says(format!("{config} cannot be read as a VM config"), e.to_string()),
-                );
+                out.push(VerifyFinding::new(ID, Status::Unknown, &subject).says(
+                    format!("{config} cannot be read as a VM config"),
+                    e.to_string(),
+                ));
                 continue;
             }
         };
@@ -62,22 +62,20 @@ pub fn check_hostpci(
                     FunctionIds(d),
                     f.ids()
                 )),
-                None => wrong.push(format!(
-                    "{} is gone ({} when attached)",
-                    f.address,
-                    f.ids()
-                )),
+                None => wrong.push(format!("{} is gone ({} when attached)", f.address, f.ids())),
             }
         }
         if wrong.is_empty() {
-            out.push(VerifyFinding::new(ID, Status::Ok, &subject).says(
-                format!("{key}: {host} still names the card attached in transaction {tx}"),
-                functions
-                    .iter()
-                    .map(|f| format!("{} {}", f.address, f.ids()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ));
+            out.push(
+                VerifyFinding::new(ID, Status::Ok, &subject).says(
+                    format!("{key}: {host} still names the card attached in transaction {tx}"),
+                    functions
+                        .iter()
+                        .map(|f| format!("{} {}", f.address, f.ids()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            );
             continue;
         }
         let first = functions.first();

@@ -26,17 +26,16 @@ pub fn check_initramfs(i: &VerifyInputs, p: &PreparedState) -> Vec<VerifyFinding
     let Some(image) = &i.initramfs else {
         return Vec::new();
     };
-    let rebuild = rebuild_initramfs_command(
-        i.snapshot,
-        release,
-        image.listing == Listing::NoImage,
-    );
+    let rebuild = rebuild_initramfs_command(i.snapshot, release, image.listing == Listing::NoImage);
     let subject = image.path.clone();
     let files = match &image.listing {
         Listing::NoImage => {
             return vec![VerifyFinding::new(ID, Status::Drifted, &subject)
                 .says(
-                    format!("the next boot's kernel {release} ({}) has no initramfs", next.how),
+                    format!(
+                        "the next boot's kernel {release} ({}) has no initramfs",
+                        next.how
+                    ),
                     format!("{} does not exist", image.path),
                 )
                 .fix(rebuild)]
@@ -44,7 +43,10 @@ pub fn check_initramfs(i: &VerifyInputs, p: &PreparedState) -> Vec<VerifyFinding
         Listing::Failed { why } => {
             return vec![VerifyFinding::new(ID, Status::Unknown, &subject)
                 .says("the initramfs could not be listed", why.clone())
-                .fix(format!("install the lister ({}), then passthru verify", image.argv[0]))]
+                .fix(format!(
+                    "install the lister ({}), then passthru verify",
+                    image.argv[0]
+                ))]
         }
         Listing::Files { files } => files,
     };

@@ -25,12 +25,10 @@ pub fn check_nvidia(s: &Snapshot, libs: &[(String, String)]) -> Vec<VerifyFindin
     for (place, version) in libs {
         let file = place.split(':').next().unwrap_or(place);
         if version == host {
-            out.push(
-                VerifyFinding::new(ID, Status::Ok, file).says(
-                    format!("gives containers the libraries of driver {host}, the host's"),
-                    format!("{place}: {version}; proc/driver/nvidia/version: {host}"),
-                ),
-            );
+            out.push(VerifyFinding::new(ID, Status::Ok, file).says(
+                format!("gives containers the libraries of driver {host}, the host's"),
+                format!("{place}: {version}; proc/driver/nvidia/version: {host}"),
+            ));
             continue;
         }
         let fix = if file.contains("cdi") {

@@ -48,9 +48,8 @@ pub fn read_prepared(transactions: &[Manifest]) -> PreparedState {
                     }
                 }
                 Prepared::HostDriver { address } => {
-                    st.vfio.retain(|_, (fns, _)| {
-                        !fns.iter().any(|f| f.address.same_slot(address))
-                    });
+                    st.vfio
+                        .retain(|_, (fns, _)| !fns.iter().any(|f| f.address.same_slot(address)));
                 }
                 Prepared::HostPci {
                     config,

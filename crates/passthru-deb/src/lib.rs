@@ -14,7 +14,14 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Licences whose text Debian ships in `/usr/share/common-licenses`.
-const COMMON: &[&str] = &["Apache-2.0", "MPL-2.0", "CC0-1.0", "GPL-2", "GPL-3", "LGPL-2.1"];
+const COMMON: &[&str] = &[
+    "Apache-2.0",
+    "MPL-2.0",
+    "CC0-1.0",
+    "GPL-2",
+    "GPL-3",
+    "LGPL-2.1",
+];
 
 /// One shipped crate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -255,12 +262,22 @@ mod tests {
         for linked in ["clap", "serde_json", "sha2", "rustix", "libloading"] {
             assert!(names.contains(&linked), "{linked} missing: {names:?}");
         }
-        for not_shipped in ["insta", "proptest", "tempfile", "serde_derive", "clap_derive"] {
-            assert!(!names.contains(&not_shipped), "{not_shipped} listed: {names:?}");
+        for not_shipped in [
+            "insta",
+            "proptest",
+            "tempfile",
+            "serde_derive",
+            "clap_derive",
+        ] {
+            assert!(
+                !names.contains(&not_shipped),
+                "{not_shipped} listed: {names:?}"
+            );
         }
         for c in &crates {
             assert!(
-                text.contains(&format!("Rust crate {} {}", c.name, c.version)) || c.name == "passthru",
+                text.contains(&format!("Rust crate {} {}", c.name, c.version))
+                    || c.name == "passthru",
                 "{}",
                 c.name
             );
