@@ -281,12 +281,14 @@ pub fn read_initramfs_listing(root: &HostRoot, path: &str, argv: &[String], live
         let saved = format!("{path}.list");
         match root.read(&saved) {
             FileRead::Text(t) => t,
-            FileRead::Missing => return Listing::Failed {
-                why: format!(
+            FileRead::Missing => {
+                return Listing::Failed {
+                    why: format!(
                     "not the live host, so {} is not run, and no saved listing {saved} is there",
                     argv.join(" ")
                 ),
-            },
+                }
+            }
             FileRead::Failed(why) => {
                 return Listing::Failed {
                     why: format!("reading {saved}: {why}"),

@@ -81,10 +81,21 @@ pub fn shipped_crates(metadata: &str, package: &str) -> Result<Vec<Crate>, Strin
         .find(|p| p["name"] == package)
         .and_then(|p| p["id"].as_str())
         .ok_or_else(|| format!("no package {package} in the metadata"))?;
+    let is_proc_macro = |p: &Value| {
+        p["targets"].as_array().into_iter().flatten().any(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "proc-macro"))
+        })
+    };
     let mut seen = BTreeSet::new();
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
+            continue;
+        }
+        // A proc macro and what it depends on (syn, quote …) run in the compiler only.
+        if by_id.get(id).is_some_and(|p| is_proc_macro(p)) {
             continue;
         }
         let Some(node) = nodes.get(id) else { continue };
@@ -104,12 +115,7 @@ pub fn shipped_crates(metadata: &str, package: &str) -> Result<Vec<Crate>, Strin
         let p = by_id
             .get(id)
             .ok_or_else(|| format!("{id} is in the graph but not among the packages"))?;
-        let proc_macro = p["targets"].as_array().into_iter().flatten().any(|t| {
-            t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "proc-macro"))
-        });
-        if proc_macro {
+        if is_proc_macro(p) {
             continue;
         }
         let name = p["name"].as_str().unwrap_or_default().to_string();
