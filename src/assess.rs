@@ -155,7 +155,7 @@ pub fn firmware_iommu_setting(s: &Snapshot) -> (&'static str, Option<&'static st
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IommuStatus {
     /// Units registered and groups formed.
@@ -165,7 +165,7 @@ pub enum IommuStatus {
     Off,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct IommuSummary {
     pub status: IommuStatus,
     /// One line: what is the case.

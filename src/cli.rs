@@ -23,8 +23,16 @@ pub struct Cli {
     pub command: Command,
 }
 
-pub const EXIT_CODES: &str =
-    "Exit codes: 0 success; 2 error (bad arguments, unreadable --from file); 130 interrupted.";
+pub const EXIT_CODES: &str = "\
+Exit codes: 0 success; 1 `check`: a GPU is not ready for the judged use, or no GPU matched; \
+`verify`: the host drifted from what passthru prepared; 2 error (bad arguments, an \
+unreadable --from file, a file passthru would edit but cannot read or parse safely); 130 \
+interrupted. A closed pipe counts as success, except for a command that changed the host.
+
+Root: list, scan, check, advise, power, docker and mapping list need no root (attributes \
+only root may read are reported as unknown). setup, rollback, bind, unbind, vm, lxc, \
+libvirt, mapping create, power --runtime-pm, setup status and verify (passthru's journal is \
+root's) need root: log in as root (Proxmox VE has no sudo), or prefix them with sudo.";
 
 /// Where the host comes from.
 #[derive(Debug, Args)]
@@ -81,9 +89,19 @@ pub enum Command {
     Bind(BindArgs),
     /// Give a GPU on vfio-pci back to its host driver now.
     Unbind(BindArgs),
+    /// Check that what passthru prepared still holds, now and at the next boot.
+    ///
+    /// Compares passthru's journal with the running host and the next boot: cards still on
+    /// vfio-pci, the next kernel's initramfs and modules, NVIDIA libraries, Proxmox hostpci
+    /// addresses, passthru's own files. Each problem with its evidence and exact fix.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
     /// Apply a saved plan (JSON). For tests and debugging.
     #[command(hide = true)]
     DebugApplyPlan(DebugApplyArgs),
+    /// Write the man pages and shell completions below DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(GenerateAssetsArgs),
 }
 
 /// What every writing command takes.
@@ -95,6 +113,18 @@ pub struct WriteArgs {
     /// Only show the change (a diff and the commands); write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON (each edit with the digests before and after,
+    /// the commands, the notes) instead of a diff.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+}
+
+/// `--json` alone, for a listing command.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,7 +134,7 @@ pub enum SetupCommand {
     /// Give GPU back to its host driver (removes passthru's binding for it).
     Host(SetupHostArgs),
     /// The transactions in the journal and passthru's files on this host.
-    Status,
+    Status(JsonArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +157,7 @@ pub struct SetupVmArgs {
 
 #[derive(Debug, Args)]
 pub struct SetupHostArgs {
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -134,6 +165,7 @@ pub struct SetupHostArgs {
 
 #[derive(Debug, Args)]
 pub struct BindArgs {
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     /// Take the host's only display, boot disk controller or network anyway.
     #[arg(long)]
@@ -151,7 +183,14 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GenerateAssetsArgs {
+    /// The directory to write man/ and completions/ in.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct DebugApplyArgs {
+    /// The plan, as JSON.
     pub plan: PathBuf,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -175,6 +214,27 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+pub const VERIFY_EXIT_CODES: &str = "Exit codes: 0 everything passthru prepared still holds (pending and unknown findings included); 1 something drifted (each finding says what and how to fix it); 2 error.";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only what the next boot will find: the next kernel's initramfs and modules, and
+    /// passthru's files (for the kernel postinst hook, before the reboot).
+    #[arg(long)]
+    pub next_boot: bool,
+    /// The kernel release the next boot runs (default: GRUB's default entry, the
+    /// proxmox-boot-tool pin, else the newest installed kernel).
+    #[arg(long, value_name = "RELEASE")]
+    pub kernel: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the result in the node_exporter textfile-collector format to FILE
+    /// (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +269,9 @@ pub enum VmCommand {
 
 #[derive(Debug, Args)]
 pub struct VmAttachArgs {
+    /// The Proxmox VM id (etc/pve/qemu-server/VMID.conf).
     pub vmid: u32,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     /// The VM's primary display (x-vga=1).
     #[arg(long)]
@@ -226,6 +288,8 @@ pub struct VmAttachArgs {
     /// Hide the hypervisor from the guest (cpu hidden=1), for old GeForce drivers.
     #[arg(long)]
     pub hidden: bool,
+    /// Attach even what check blocks (the host's only display, boot disk controller or
+    /// network in the group).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -234,7 +298,9 @@ pub struct VmAttachArgs {
 
 #[derive(Debug, Args)]
 pub struct VmDetachArgs {
+    /// The Proxmox VM id.
     pub vmid: u32,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -245,12 +311,14 @@ pub enum MappingCommand {
     /// Map GPU on this node under NAME (etc/pve/mapping/pci.cfg).
     Create(MappingCreateArgs),
     /// The mappings in etc/pve/mapping/pci.cfg.
-    List,
+    List(JsonArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct MappingCreateArgs {
+    /// The mapping's id (what VMs name with mapping=NAME).
     pub name: String,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -266,7 +334,9 @@ pub enum LxcCommand {
 
 #[derive(Debug, Args)]
 pub struct LxcShareArgs {
+    /// The Proxmox container id (etc/pve/lxc/CTID.conf).
     pub ctid: u32,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     /// The container's render gid, when its etc/group cannot be read from here.
     #[arg(long)]
@@ -280,7 +350,9 @@ pub struct LxcShareArgs {
 
 #[derive(Debug, Args)]
 pub struct LxcUnshareArgs {
+    /// The Proxmox container id.
     pub ctid: u32,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -296,13 +368,18 @@ pub enum LibvirtCommand {
 
 #[derive(Debug, Args)]
 pub struct LibvirtAttachArgs {
+    /// The libvirt domain's name (etc/libvirt/qemu/DOMAIN.xml).
     pub domain: String,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
+    /// A ROM file for the card (<rom file='FILE'/>).
     #[arg(long, value_name = "FILE")]
     pub romfile: Option<String>,
     /// <kvm><hidden state='on'/></kvm> and a Hyper-V vendor_id.
     #[arg(long)]
     pub hidden: bool,
+    /// Attach even what check blocks (the host's only display, boot disk controller or
+    /// network in the group).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -311,7 +388,9 @@ pub struct LibvirtAttachArgs {
 
 #[derive(Debug, Args)]
 pub struct LibvirtDetachArgs {
+    /// The libvirt domain's name.
     pub domain: String,
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -319,7 +398,11 @@ pub struct LibvirtDetachArgs {
 
 #[derive(Debug, Args)]
 pub struct DockerArgs {
+    /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +435,7 @@ pub struct AdviseArgs {
     /// Only these cards (catalog key such as rtx-3090, or name); repeatable.
     #[arg(long, value_name = "NAME|KEY")]
     pub gpu: Vec<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -373,8 +457,73 @@ pub struct PowerArgs {
     pub runtime_pm: Option<String>,
     /// The GPU for --runtime-pm.
     pub gpu: Option<String>,
+    /// Print JSON instead of text (with --watch, one JSON document a line; with
+    /// --runtime-pm --dry-run, the plan).
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub write: WriteArgs,
+    /// With --runtime-pm: apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// With --runtime-pm: only show the change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl PowerArgs {
+    /// What --runtime-pm's transaction takes (`--json` is power's own, for the readings too).
+    pub fn write(&self) -> WriteArgs {
+        WriteArgs {
+            yes: self.yes,
+            dry_run: self.dry_run,
+            json: self.json && self.dry_run,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument and option of every subcommand has a help line, and every command
+    /// says what it does: the man pages and `--help` are made from these.
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path}: the command itself"));
+            }
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    /// `--help` names every exit code passthru uses, and who needs root.
+    #[test]
+    fn help_names_every_exit_code_and_root() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in [
+            "0 success",
+            "1 `check`",
+            "`verify`",
+            "2 error",
+            "130 interrupted",
+        ] {
+            assert!(help.contains(code), "{code} missing from --help:\n{help}");
+        }
+        assert!(help.contains("Proxmox VE has no sudo"), "{help}");
+    }
 }

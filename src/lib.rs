@@ -23,3 +23,4 @@ pub mod pciids;
 pub mod plan;
 pub mod snapshot_io;
 pub mod state;
+pub mod verify;

@@ -97,6 +97,15 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        Command::Verify(a) => {
+            let holds = cmd::verify::run(source, a, &mut out)?;
+            out.flush()?;
+            return Ok(if holds {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         Command::Setup(c) => cmd::setup::run(source, c, &mut out)?,
         Command::Rollback(a) => cmd::rollback::run(source, a, &mut out)?,
         Command::Bind(a) => cmd::bind::run(source, a, cmd::bind::Direction::Bind, &mut out)?,
@@ -109,6 +118,7 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
         Command::Advise(a) => cmd::advise::run(source, a, &mut out)?,
         Command::Power(a) => cmd::power::run(source, a, &mut out)?,
         Command::DebugApplyPlan(a) => cmd::debug_apply_plan::run(source, a, &mut out)?,
+        Command::GenerateAssets(a) => cmd::generate_assets::run(a, &mut out)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -22,7 +22,7 @@ use crate::formats::modprobe::{same_module, vfio_ids_from_options};
 use crate::model::{PciAddress, Snapshot};
 use crate::plan::setup::{module_of, MODPROBE_FILE, UDEV_FILE};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CardState {
     #[default]
@@ -48,7 +48,7 @@ impl CardState {
 
 /// A line of the user's own (not passthru's files) that binds the card to vfio-pci or keeps
 /// its driver off it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct UserLine {
     /// `etc/modprobe.d/vfio.conf:1`.
     pub place: String,
@@ -59,7 +59,7 @@ pub struct UserLine {
 }
 
 /// Where the card stands, with what shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StateReport {
     pub state: CardState,
     /// passthru's own files bind this card (modprobe ids=, udev rule, vfio-pci.ids= it wrote).

@@ -204,7 +204,7 @@ pub fn model(name: &str) -> Option<ModelSpec> {
 }
 
 /// VRAM needed to run a model on GPU, all in GiB.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct VramEstimate {
     pub weights_gib: f64,
     pub kv_cache_gib: f64,

@@ -9,7 +9,7 @@ use super::llm::{self, ModelSpec, Quant};
 use super::request::{self, RequestError};
 use super::speed::{self, Device, Estimate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UseCase {
     /// Plex/Jellyfin hardware transcoding (4K HEVC to 1080p H.264).
@@ -47,7 +47,7 @@ pub struct AdviseRequest {
     pub only_gpus: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Pick {
     pub key: String,
     pub name: String,
@@ -64,7 +64,7 @@ pub struct Pick {
     pub estimate: Estimate,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdviseReport {
     pub schema_version: u32,
     pub use_case: UseCase,

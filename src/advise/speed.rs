@@ -142,7 +142,7 @@ pub fn prompt_tokens_per_s(d: &Device, m: &ModelSpec) -> Option<f64> {
 
 /// What `advise --json` carries for each card: the numbers behind its rank, so others can
 /// check them. `None` (JSON null) where not estimated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Estimate {
     /// Decode at the start of a conversation (empty context).
     pub decode_tokens_per_s: Option<f64>,

@@ -23,7 +23,7 @@ use super::{crash_point, ApplyError, STATE_DIR};
 use crate::plan::runtime::{DeviceState, Restore};
 use crate::plan::{digest, Plan, PlannedCommand};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TxState {
     /// Pre-images being saved; nothing written yet.
@@ -44,7 +44,7 @@ pub enum TxState {
     UndoIncomplete,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Original {
     pub mode: u32,
     pub uid: u32,
@@ -57,7 +57,7 @@ pub struct Original {
 }
 
 /// One extended attribute; the value in hex (attributes are binary: ACLs, capabilities).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SavedXattr {
     pub name: String,
     pub value: String,
@@ -93,7 +93,7 @@ impl Original {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SavedFileMeta {
     pub path: String,
     /// The file before the change; `None`: it did not exist.
@@ -102,7 +102,7 @@ pub struct SavedFileMeta {
     pub after_digest: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandLog {
     pub argv: Vec<String>,
     pub exit_code: i32,
@@ -111,7 +111,7 @@ pub struct CommandLog {
 }
 
 /// One sysfs write of a runtime transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuntimeRecord {
     pub path: String,
     pub value: String,
@@ -121,7 +121,7 @@ pub struct RuntimeRecord {
     pub before: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Manifest {
     pub id: String,
     /// `apply`, `runtime` or `rollback`.
@@ -159,6 +159,9 @@ pub struct Manifest {
     /// For a `rollback` transaction: the id of the transaction it rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolls_back: Option<String>,
+    /// What the plan prepared (the plan's own record), for `passthru verify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<crate::plan::Prepared>,
 }
 
 impl Manifest {
@@ -387,6 +390,7 @@ impl Journal {
                 touched: Vec::new(),
                 records_touched: true,
                 rolls_back: rolls_back.map(str::to_string),
+                prepared: plan.prepared.clone(),
             },
         };
         j.save()?;
@@ -425,6 +429,7 @@ impl Journal {
                 touched: Vec::new(),
                 records_touched: false,
                 rolls_back: None,
+                prepared: Vec::new(),
             },
         };
         j.save()?;

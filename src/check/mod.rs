@@ -23,7 +23,19 @@ pub use reset::{amd_reset_family, ResetFamily};
 pub use rule::RuleId;
 
 /// What the GPU is to be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Use {
     /// Passed through to a virtual machine (vfio-pci).
@@ -36,7 +48,7 @@ pub enum Use {
 
 pub const ALL_USES: [Use; 3] = [Use::Vm, Use::Lxc, Use::Host];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -45,7 +57,7 @@ pub enum Severity {
 }
 
 /// What a finding does to the verdict of the uses it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Effect {
     None,
@@ -54,7 +66,7 @@ pub enum Effect {
     Blocks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Ready,
@@ -63,7 +75,7 @@ pub enum Verdict {
     Blocked,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Finding {
     /// The rule that produced it; serialised as its stable id (`iommu.kernel-off`).
     pub id: RuleId,
@@ -125,7 +137,7 @@ pub struct CheckRequest {
     pub force: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuCheck {
     pub address: PciAddress,
     pub name: String,
@@ -143,7 +155,7 @@ pub struct GpuCheck {
     pub findings: Vec<Finding>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CheckReport {
     pub schema_version: u32,
     pub gpus: Vec<GpuCheck>,

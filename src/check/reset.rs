@@ -7,7 +7,7 @@ use super::{Ctx, Effect, Finding, RuleId, Severity, Use};
 const VM: &[Use] = &[Use::Vm];
 
 /// AMD GPU generations and what is known about resetting them for passthrough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResetFamily {
     /// Polaris, Vega, Navi 10/12/14: the "AMD reset bug"; gnif/vendor-reset covers them.

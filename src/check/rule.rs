@@ -221,3 +221,10 @@ mod tests {
         assert_eq!(RuleId::GroupShared.to_string(), "group.shared");
     }
 }
+
+crate::string_schema!(
+    RuleId,
+    "RuleId",
+    "A finding's stable id (iommu.kernel-off, group.shared ...).",
+    "^[a-z0-9-]+\\.[a-z0-9.-]+$"
+);

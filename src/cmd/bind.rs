@@ -42,6 +42,11 @@ pub fn run(
         Start::Preview { pending: true } => return end_preview(a.write, true, false),
         Start::Preview { pending: false } => {
             let plan = make_plan()?;
+            if a.write.json {
+                super::write_json(out, &passthru::output::plan::PlanDocument::runtime(&plan))?;
+                out.flush()?;
+                return end_preview(a.write, false, !plan.is_empty());
+            }
             render_runtime_plan(out, &plan, live)?;
             out.flush()?;
             return end_preview(a.write, false, !plan.is_empty());

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use passthru::formats::pve_config::parse_pci_mappings;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
+use passthru::output::documents::{MappingDoc, MappingListDocument, DOCUMENT_SCHEMA_VERSION};
 use passthru::plan::attach::{plan_mapping_create, MAPPING_FILE};
 use passthru::plan::source::FileSource;
 
@@ -26,11 +27,11 @@ pub fn run(source: &SourceArgs, cmd: &MappingCommand, out: &mut dyn Write) -> Re
                 &a.gpu,
             )?)
         }),
-        MappingCommand::List => list(&root, out),
+        MappingCommand::List(j) => list(&root, j.json, out),
     }
 }
 
-fn list(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
+fn list(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
     let reading = || format!("reading {}", root.join(MAPPING_FILE).display());
     // Absent is "no mappings"; present but unreadable or not text is an error, never an
     // empty list.
@@ -39,6 +40,20 @@ fn list(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
         .with_context(reading)?
         .unwrap_or_default();
     let maps = parse_pci_mappings(&text).with_context(reading)?;
+    if json {
+        let doc = MappingListDocument {
+            schema_version: DOCUMENT_SCHEMA_VERSION,
+            mappings: maps
+                .into_iter()
+                .map(|m| MappingDoc {
+                    id: m.id,
+                    description: m.description,
+                    maps: m.maps,
+                })
+                .collect(),
+        };
+        return super::write_json(out, &doc);
+    }
     if maps.is_empty() {
         writeln!(out, "No PCI resource mappings.")?;
     }

@@ -9,6 +9,7 @@ pub mod bind;
 pub mod check;
 pub mod debug_apply_plan;
 pub mod docker;
+pub mod generate_assets;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;
@@ -17,6 +18,7 @@ pub mod power;
 pub mod rollback;
 pub mod scan;
 pub mod setup;
+pub mod verify;
 pub mod vm;
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -27,6 +29,7 @@ use serde::Serialize;
 use passthru::apply::{self, ApplyOptions, ApplyOutcome};
 use passthru::host::{self, HostRoot, PciIdsSource};
 use passthru::model::{ReadDetail, Snapshot};
+use passthru::output::plan::{plan_document, PlanDocument};
 use passthru::plan::diff::render_plan;
 use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
@@ -43,6 +46,8 @@ pub enum HostUse {
     Snapshot,
     /// Reads files of the host that a snapshot does not hold (guest configs, the journal).
     Files(&'static str),
+    /// Reads nothing of any host (it writes the man pages).
+    Nothing,
     /// Changes the host.
     Changes {
         command: &'static str,
@@ -60,19 +65,19 @@ pub fn host_use(cmd: &Command) -> HostUse {
             HostUse::Snapshot
         }
         Command::Power(a) => match &a.runtime_pm {
-            Some(_) => changes("power --runtime-pm", &a.write),
+            Some(_) => changes("power --runtime-pm", &a.write()),
             None => HostUse::Snapshot,
         },
         Command::Setup(SetupCommand::Vm(a)) => changes("setup vm", &a.write),
         Command::Setup(SetupCommand::Host(a)) => changes("setup host", &a.write),
-        Command::Setup(SetupCommand::Status) => {
+        Command::Setup(SetupCommand::Status(_)) => {
             HostUse::Files("setup status reads the host's journal (var/lib/passthru)")
         }
         Command::Rollback(a) => changes("rollback", &a.write),
         Command::Vm(VmCommand::Attach(a)) => changes("vm attach", &a.write),
         Command::Vm(VmCommand::Detach(a)) => changes("vm detach", &a.write),
         Command::Mapping(MappingCommand::Create(a)) => changes("mapping create", &a.write),
-        Command::Mapping(MappingCommand::List) => {
+        Command::Mapping(MappingCommand::List(_)) => {
             HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
         }
         Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
@@ -83,6 +88,10 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+        Command::GenerateAssets(_) => HostUse::Nothing,
+        Command::Verify(_) => HostUse::Files(
+            "verify reads the host's journal (var/lib/passthru), boot files and modules",
+        ),
     }
 }
 
@@ -93,7 +102,7 @@ pub fn refuse_snapshot_for(cmd: &Command, source: &SourceArgs) -> Result<()> {
         return Ok(());
     };
     match host_use(cmd) {
-        HostUse::Snapshot => Ok(()),
+        HostUse::Snapshot | HostUse::Nothing => Ok(()),
         HostUse::Changes { command, .. } => anyhow::bail!(
             "{command} changes a host, and a snapshot is not a host to change (--from {}): \
              use --root DIR for a host tree, or neither option for this machine",
@@ -189,6 +198,20 @@ pub enum Start {
 /// neither ever plans over an unfinished transaction.
 pub fn start(root: &HostRoot, write: WriteArgs, out: &mut dyn Write) -> Result<Start> {
     if write.dry_run || !can_confirm(write) {
+        if write.json {
+            // stdout holds one JSON document: the words go to stderr, the ids into it.
+            let ids: Vec<String> = apply::pending_undo(root.path())?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            show_pending(root, &mut io::stderr())?;
+            if !ids.is_empty() {
+                write_json(out, &PlanDocument::pending(&ids))?;
+            }
+            return Ok(Start::Preview {
+                pending: !ids.is_empty(),
+            });
+        }
         let pending = show_pending(root, out)?;
         return Ok(Start::Preview { pending });
     }
@@ -296,7 +319,11 @@ pub fn change_host(
         Start::Preview { pending: true } => return end_preview(write, true, false),
         Start::Preview { pending: false } => {
             let plan = make_plan()?;
-            render_plan(out, &plan, run)?;
+            if write.json {
+                write_json(out, &plan_document(&plan, run))?;
+            } else {
+                render_plan(out, &plan, run)?;
+            }
             out.flush()?;
             return end_preview(write, false, !plan.is_empty());
         }

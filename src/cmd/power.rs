@@ -43,7 +43,17 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             })
             .collect();
         if a.json {
-            write_json(out, &rows)?;
+            let doc = passthru::output::documents::PowerDocument {
+                schema_version: passthru::output::documents::DOCUMENT_SCHEMA_VERSION,
+                gpus: rows.clone(),
+            };
+            if a.watch.is_some() {
+                // JSON lines: one document a reading, each on its own line.
+                serde_json::to_writer(&mut *out, &doc)?;
+                writeln!(out)?;
+            } else {
+                write_json(out, &doc)?;
+            }
         } else {
             render_power(out, &rows, a.price_kwh)?;
         }
@@ -61,7 +71,9 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             Some(secs) if secs > 0 => std::thread::sleep(Duration::from_secs(secs)),
             _ => return Ok(()),
         }
-        writeln!(out)?;
+        if !a.json {
+            writeln!(out)?;
+        }
     }
 }
 
@@ -74,7 +86,7 @@ fn runtime_pm(
     out: &mut dyn Write,
 ) -> Result<()> {
     let sel = a.gpu.as_deref().unwrap_or_default();
-    change_host(root, a.write, out, || {
+    change_host(root, a.write(), out, || {
         let snap = get_snapshot(source, ReadDetail::Check)?;
         Ok(plan_runtime_pm(&snap, &RootFiles::new(root), sel, mode)?)
     })

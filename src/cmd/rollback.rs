@@ -25,6 +25,36 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
     // that --dry-run refuses where --yes refuses, with the same words and exit code.
     let target = apply::rollback_target(root.path(), id, session.is_some())?;
     let t = &target;
+    if a.write.json && session.is_none() {
+        let mut restores: Vec<(String, String)> = t
+            .files
+            .iter()
+            .map(|f| {
+                let what = if f.original.is_some() {
+                    "its saved contents"
+                } else {
+                    "removed (it did not exist)"
+                };
+                (f.path.clone(), what.to_string())
+            })
+            .collect();
+        for d in &t.devices {
+            restores.push((
+                d.address.clone(),
+                format!(
+                    "back to driver {}, driver_override {}",
+                    d.driver.as_deref().unwrap_or("none"),
+                    d.driver_override.as_deref().unwrap_or("(null)")
+                ),
+            ));
+        }
+        let doc = passthru::output::plan::PlanDocument::rollback(
+            format!("Roll back {} ({})", t.id, t.title),
+            restores,
+        );
+        super::write_json(out, &doc)?;
+        return end_preview(a.write, false, true);
+    }
     writeln!(out, "Roll back {} ({}), restoring:", t.id, t.title)?;
     for f in &t.files {
         let what = if f.original.is_some() {

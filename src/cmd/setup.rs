@@ -9,6 +9,9 @@ use passthru::apply;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
 use passthru::output::words::count;
+use passthru::output::documents::{
+    OwnFile, StatusDocument, TransactionSummary, DOCUMENT_SCHEMA_VERSION,
+};
 use passthru::plan::setup::{
     plan_setup_host, plan_setup_vm, SetupRequest, DRACUT_FILE, GRUB_DROPIN, MKINITCPIO_FILE,
     MODPROBE_FILE, UDEV_FILE,
@@ -35,13 +38,16 @@ pub fn run(source: &SourceArgs, cmd: &SetupCommand, out: &mut dyn Write) -> Resu
             let snap = get_snapshot(source, ReadDetail::Check)?;
             Ok(plan_setup_host(&snap, &RootFiles::new(&root), &a.gpu)?)
         }),
-        SetupCommand::Status => status(&root, out),
+        SetupCommand::Status(j) => status(&root, j.json, out),
     }
 }
 
 /// The transactions in the journal, then the files passthru writes as they are now.
-fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
+fn status(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
     let txs = apply::list_transactions(root.path())?;
+    if json {
+        return status_json(root, &txs, out);
+    }
     if txs.is_empty() {
         writeln!(out, "No passthru transactions on this host.")?;
     }
@@ -79,4 +85,40 @@ fn status(root: &HostRoot, out: &mut dyn Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `setup status --json`: the transactions (without their saved bytes or command output) and
+/// passthru's own files with the lines that are not comments.
+fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) -> Result<()> {
+    let files = RootFiles::new(root);
+    let mut own = Vec::new();
+    for f in [
+        MODPROBE_FILE,
+        UDEV_FILE,
+        GRUB_DROPIN,
+        DRACUT_FILE,
+        MKINITCPIO_FILE,
+    ] {
+        let text = files
+            .read_text(f)
+            .with_context(|| format!("reading {}", root.join(f).display()))?;
+        if let Some(text) = text {
+            own.push(OwnFile {
+                path: f.to_string(),
+                lines: text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+    }
+    super::write_json(
+        out,
+        &StatusDocument {
+            schema_version: DOCUMENT_SCHEMA_VERSION,
+            transactions: txs.iter().map(TransactionSummary::of).collect(),
+            files: own,
+        },
+    )
 }

@@ -4,8 +4,10 @@
 
 pub mod archive;
 pub mod boot;
+pub mod container_libs;
 pub mod drm;
 pub mod iommu;
+pub mod next_boot;
 pub mod nvml;
 pub mod pci;
 pub mod power;

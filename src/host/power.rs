@@ -16,7 +16,7 @@ use crate::model::PciDevice;
 
 use super::root::{FileRead, HostRoot};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PowerReading {
     pub address: String,
     /// `power/runtime_status`: `suspended` means asleep (not woken to be measured).

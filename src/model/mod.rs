@@ -18,7 +18,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Something that could not be read, and why. Missing hardware is data, not an error: a
 /// reader records an `Issue` and goes on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Issue {
     /// Path relative to the host root (`sys/bus/pci/devices/0000:01:00.0/class`).
     pub path: String,
@@ -36,7 +36,7 @@ impl Issue {
 }
 
 /// One IOMMU group (`sys/kernel/iommu_groups/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IommuGroup {
     /// The directory name. Opaque: usually a number, but not contiguous and not stable
     /// across hardware changes; compare as strings.
@@ -56,7 +56,7 @@ impl IommuGroup {
 }
 
 /// How much of the host a snapshot holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadDetail {
     /// What `list` shows: identity, class, names, driver and group of each device, the
@@ -71,7 +71,7 @@ pub enum ReadDetail {
 }
 
 /// Who made the snapshot, from where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SnapshotSource {
     /// The host root it was read from (`/` for the live host).
     pub root: String,
@@ -83,7 +83,7 @@ pub struct SnapshotSource {
 }
 
 /// Everything read from one host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     pub schema_version: u32,
     pub source: SnapshotSource,

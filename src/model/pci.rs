@@ -186,7 +186,7 @@ impl<'de> Deserialize<'de> for PciId {
 
 /// Names from pci.ids, resolved when the snapshot was read so that a snapshot moved to
 /// another machine prints the same names. Each is what `lspci -nn` prints for that part.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceNames {
     /// `"NVIDIA Corporation GA102 [GeForce RTX 3080]"`: lspci's text before `[vvvv:dddd]`.
     pub name: String,
@@ -199,7 +199,7 @@ pub struct DeviceNames {
 }
 
 /// Reset capabilities as the kernel reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResetInfo {
     /// `reset_method` (kernel 5.15+), in the kernel's priority order. `None`: no such file, which
     /// on 5.15+ means the device has no reset method at all.
@@ -209,7 +209,7 @@ pub struct ResetInfo {
 }
 
 /// Power management state, read without waking the device.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PowerInfo {
     /// `power_state`: `D0`, `D3hot`, `D3cold`, ...
     pub state: Option<String>,
@@ -221,7 +221,7 @@ pub struct PowerInfo {
 }
 
 /// PCIe link as negotiated now and at most.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LinkInfo {
     pub current_speed: Option<String>,
     pub current_width: Option<String>,
@@ -230,7 +230,7 @@ pub struct LinkInfo {
 }
 
 /// SR-IOV physical function capabilities.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SriovInfo {
     pub total_vfs: Option<u32>,
     pub num_vfs: Option<u32>,
@@ -240,7 +240,7 @@ pub struct SriovInfo {
 
 /// One PCI function as sysfs describes it. `None` means the file was absent; when a file was
 /// present but unreadable or garbled the field is `None` and `issues` says why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PciDevice {
     pub address: PciAddress,
     pub class: Option<ClassCode>,
@@ -386,3 +386,41 @@ mod tests {
         assert_eq!(ClassCode(0x0c0330).to_string(), "0c0330");
     }
 }
+
+/// A JSON Schema for a type serialised as a string: its name, a description and a pattern.
+#[macro_export]
+macro_rules! string_schema {
+    ($t:ty, $name:literal, $desc:literal, $pattern:literal) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "description": $desc,
+                    "pattern": $pattern,
+                })
+            }
+        }
+    };
+}
+
+string_schema!(
+    PciAddress,
+    "PciAddress",
+    "A PCI address, domain:bus:device.function in lowercase hex (0000:07:00.0).",
+    "^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]$"
+);
+string_schema!(
+    ClassCode,
+    "ClassCode",
+    "A PCI class code, 6 lowercase hex digits (030000).",
+    "^[0-9a-f]{6}$"
+);
+string_schema!(
+    PciId,
+    "PciId",
+    "A 16-bit PCI id (vendor, device, subsystem), 4 lowercase hex digits (10de).",
+    "^[0-9a-f]{4}$"
+);

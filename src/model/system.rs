@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::PciAddress;
 
 /// CPU vendor and virtualisation support, from `proc/cpuinfo`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CpuInfo {
     /// `vendor_id`: `GenuineIntel`, `AuthenticAMD`, ...
     pub vendor_id: Option<String>,
@@ -20,14 +20,14 @@ pub struct CpuInfo {
 }
 
 /// A kernel command line parameter: `key` or `key=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CmdlineParam {
     pub key: String,
     pub value: Option<String>,
 }
 
 /// `etc/os-release`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OsRelease {
     pub id: Option<String>,
     pub id_like: Vec<String>,
@@ -36,7 +36,7 @@ pub struct OsRelease {
 }
 
 /// Proxmox VE, when present.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProxmoxInfo {
     /// `pve-manager` package version from the dpkg status database.
     pub version: Option<String>,
@@ -45,14 +45,14 @@ pub struct ProxmoxInfo {
 }
 
 /// A loaded module (`proc/modules`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoadedModule {
     pub name: String,
     /// Modules that use this one.
     pub used_by: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SystemInfo {
     pub kernel_release: Option<String>,
     /// The booted command line (`proc/cmdline`), raw.
@@ -101,7 +101,7 @@ impl SystemInfo {
 }
 
 /// Kind of IOMMU hardware.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IommuVendor {
     /// Intel VT-d (ACPI DMAR, units `dmarN`).
@@ -113,7 +113,7 @@ pub enum IommuVendor {
 }
 
 /// An active IOMMU unit (`sys/class/iommu/<name>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IommuUnit {
     pub name: String,
     pub vendor: IommuVendor,
@@ -122,7 +122,9 @@ pub struct IommuUnit {
 }
 
 /// Whether interrupt remapping is in effect.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum IrqRemapping {
     /// `IR-` interrupt chips in `proc/interrupts`.
@@ -134,7 +136,7 @@ pub enum IrqRemapping {
     Unknown,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IommuState {
     /// ACPI tables present: `DMAR` (Intel) and/or `IVRS` (AMD). Presence only; the tables
     /// themselves are root-only.
@@ -170,7 +172,7 @@ impl IommuState {
 }
 
 /// How the machine booted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Efi,
@@ -178,7 +180,7 @@ pub enum Firmware {
 }
 
 /// A boot-loader setup, each of which keeps the kernel command line somewhere else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootloaderKind {
     /// GRUB with `etc/default/grub` (+ `grub.d` drop-ins), refreshed by update-grub / grub-mkconfig.
@@ -194,7 +196,7 @@ pub enum BootloaderKind {
 }
 
 /// One boot-loader setup found, with the files that show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootloaderFound {
     pub kind: BootloaderKind,
     pub evidence: Vec<String>,
@@ -204,7 +206,7 @@ pub struct BootloaderFound {
     pub config_files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum InitramfsKind {
     InitramfsTools,
@@ -213,13 +215,13 @@ pub enum InitramfsKind {
     Booster,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InitramfsFound {
     pub kind: InitramfsKind,
     pub evidence: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootInfo {
     pub firmware: Option<Firmware>,
     /// Every setup found; the first is the one in use (see `in_use`).
@@ -230,7 +232,7 @@ pub struct BootInfo {
 }
 
 /// A directive from a modprobe.d file that matters for passthrough.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModprobeDirective {
     /// File, relative to the root.
     pub file: String,
@@ -244,7 +246,7 @@ pub struct ModprobeDirective {
 }
 
 /// A list of modules to load early (initramfs or boot), and which vfio ones it names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModuleList {
     pub file: String,
     /// `modules` (etc/modules), `initramfs-tools`, `modules-load.d`, `dracut`, `mkinitcpio`.
@@ -254,7 +256,7 @@ pub struct ModuleList {
     pub ignored_by_tool: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VfioConfig {
     /// `options vfio-pci ...`, `softdep`, `blacklist` and related lines in modprobe.d.
     pub modprobe: Vec<ModprobeDirective>,
@@ -270,7 +272,7 @@ pub struct VfioConfig {
 }
 
 /// A udev rule line binding one PCI function to vfio-pci by address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UdevOverride {
     /// File, relative to the root.
     pub file: String,
@@ -281,7 +283,7 @@ pub struct UdevOverride {
 }
 
 /// A DRM card (`sys/class/drm/cardN`) and what hangs off it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrmCard {
     pub name: String,
     pub device: Option<PciAddress>,
@@ -292,7 +294,7 @@ pub struct DrmCard {
     pub by_path: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrmConnector {
     /// `HDMI-A-1`, `DP-2` ...
     pub name: String,
@@ -301,7 +303,7 @@ pub struct DrmConnector {
 }
 
 /// A process holding a GPU device node open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceUser {
     pub pid: u32,
     /// `proc/<pid>/comm`.
@@ -311,7 +313,7 @@ pub struct DeviceUser {
 }
 
 /// What the host needs for itself, so that passthru never takes it away by accident.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostUsage {
     /// PCI controllers under the root filesystem's block device(s), with how that was found.
     pub boot_disk_controllers: Vec<PciAddress>,

@@ -18,7 +18,7 @@ use crate::plan::boot::cmdline_source;
 use crate::plan::boot::kernel_cmdline::KERNEL_CMDLINE;
 
 /// One device as `list --json` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ListDevice {
     pub address: PciAddress,
     /// 24-bit class, 6 lowercase hex digits; `null` when unreadable.
@@ -86,7 +86,7 @@ impl ListDevice {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ListGroup {
     pub id: String,
     #[serde(rename = "type")]
@@ -94,7 +94,7 @@ pub struct ListGroup {
     pub devices: Vec<ListDevice>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HostHeader {
     pub os: Option<String>,
     pub kernel: Option<String>,
@@ -112,7 +112,7 @@ pub struct HostHeader {
 }
 
 /// The whole `list --json` document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ListReport {
     pub schema_version: u32,
     pub host: HostHeader,
@@ -402,7 +402,7 @@ pub fn render_list(out: &mut dyn Write, r: &ListReport, st: Style) -> io::Result
 }
 
 /// How a group member relates to the GPU it is listed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Relation {
     /// Another function of the same card (HDMI audio, USB-C).
@@ -413,21 +413,21 @@ pub enum Relation {
     Other,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Companion {
     pub relation: Relation,
     #[serde(flatten)]
     pub device: ListDevice,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuEntry {
     #[serde(flatten)]
     pub device: ListDevice,
     pub companions: Vec<Companion>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuReport {
     pub schema_version: u32,
     pub host: HostHeader,

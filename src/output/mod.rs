@@ -3,7 +3,11 @@
 
 pub mod advise;
 pub mod check;
+pub mod documents;
 pub mod list;
+pub mod plan;
 pub mod power;
+pub mod schema;
 pub mod style;
+pub mod verify;
 pub mod words;

@@ -10,7 +10,7 @@ use crate::host::power::PowerReading;
 use super::style::sanitize;
 
 /// One GPU's line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PowerRow {
     pub name: String,
     #[serde(flatten)]
@@ -94,7 +94,8 @@ pub fn render_power(out: &mut dyn Write, rows: &[PowerRow], price: f64) -> io::R
     Ok(())
 }
 
-fn label(s: &str) -> String {
+/// A Prometheus label value, escaped.
+pub fn prometheus_label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', " ")
@@ -108,8 +109,8 @@ pub fn render_prometheus(rows: &[PowerRow], price: f64) -> String {
         t.push_str(&format!(
             "passthru_gpu_power_watts{{pci=\"{}\",name=\"{}\",source=\"{}\"}} {}\n",
             r.reading.address,
-            label(&r.name),
-            label(r.reading.source.as_deref().unwrap_or("")),
+            prometheus_label(&r.name),
+            prometheus_label(r.reading.source.as_deref().unwrap_or("")),
             r.reading.watts.unwrap_or(0.0)
         ));
     }
@@ -119,7 +120,7 @@ pub fn render_prometheus(rows: &[PowerRow], price: f64) -> String {
         t.push_str(&format!(
             "passthru_gpu_runtime_suspended{{pci=\"{}\",name=\"{}\"}} {asleep}\n",
             r.reading.address,
-            label(&r.name)
+            prometheus_label(&r.name)
         ));
     }
     t.push_str(&format!("# HELP passthru_gpu_yearly_cost Energy cost of the GPU's draw for a year at {price} per kWh.\n# TYPE passthru_gpu_yearly_cost gauge\n"));
@@ -127,8 +128,8 @@ pub fn render_prometheus(rows: &[PowerRow], price: f64) -> String {
         t.push_str(&format!(
             "passthru_gpu_yearly_cost{{pci=\"{}\",name=\"{}\",basis=\"{}\"}} {:.2}\n",
             r.reading.address,
-            label(&r.name),
-            label(r.cost_basis.as_deref().unwrap_or("")),
+            prometheus_label(&r.name),
+            prometheus_label(r.cost_basis.as_deref().unwrap_or("")),
             r.yearly_cost.unwrap_or(0.0)
         ));
     }

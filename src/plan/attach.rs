@@ -581,6 +581,17 @@ pub fn plan_vm_attach(
             )));
         }
         cfg.main_set(&format!("hostpci{n}"), &value);
+        if req.mapping.is_none() {
+            plan.prepared.push(crate::plan::Prepared::HostPci {
+                config: path.clone(),
+                key: format!("hostpci{n}"),
+                host: slot_path(gpu, fns.len()),
+                functions: fns
+                    .iter()
+                    .map(|d| crate::plan::FunctionIdentity::of(d))
+                    .collect(),
+            });
+        }
         if req.hidden {
             let cpu = cfg.main_get("cpu").unwrap_or("host").to_string();
             if !cpu.split(',').any(|o| o == "hidden=1") {

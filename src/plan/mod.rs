@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// One file to change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEdit {
     /// Path relative to the host root.
     pub path: String,
@@ -32,14 +32,14 @@ pub struct FileEdit {
 }
 
 /// A command to run after the files are written (a refresh: update-grub, update-initramfs...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlannedCommand {
     /// Program and arguments, run without a shell.
     pub argv: Vec<String>,
     pub why: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     /// What the plan does (`prepare 0000:01:00.0 for VM passthrough`).
     pub title: String,
@@ -51,6 +51,74 @@ pub struct Plan {
     pub commands: Vec<PlannedCommand>,
     /// What the user should know (a reboot is needed, what to check after it).
     pub notes: Vec<String>,
+    /// What the plan prepares, as data: kept in the journal with the transaction, so that
+    /// `passthru verify` can later compare the host with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<Prepared>,
+}
+
+/// One PCI function as it was when a plan was made: its address and the ids that tell the
+/// card it held then from another card at the same address later (a BIOS update renumbers
+/// buses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FunctionIdentity {
+    pub address: crate::model::PciAddress,
+    pub vendor: Option<crate::model::PciId>,
+    pub device: Option<crate::model::PciId>,
+    #[serde(default)]
+    pub subsystem_vendor: Option<crate::model::PciId>,
+    #[serde(default)]
+    pub subsystem_device: Option<crate::model::PciId>,
+}
+
+impl FunctionIdentity {
+    pub fn of(d: &crate::model::PciDevice) -> Self {
+        FunctionIdentity {
+            address: d.address,
+            vendor: d.vendor,
+            device: d.device,
+            subsystem_vendor: d.subsystem_vendor,
+            subsystem_device: d.subsystem_device,
+        }
+    }
+
+    /// `10de:2206 (subsystem 1458:403f)`, or what of it is known.
+    pub fn ids(&self) -> String {
+        let id = |v: Option<crate::model::PciId>| v.map_or("????".to_string(), |v| v.to_string());
+        format!(
+            "{}:{} (subsystem {}:{})",
+            id(self.vendor),
+            id(self.device),
+            id(self.subsystem_vendor),
+            id(self.subsystem_device)
+        )
+    }
+
+    /// Whether `d` is the same kind of function (vendor, device and subsystem alike).
+    pub fn same_ids(&self, d: &crate::model::PciDevice) -> bool {
+        self.vendor == d.vendor
+            && self.device == d.device
+            && self.subsystem_vendor == d.subsystem_vendor
+            && self.subsystem_device == d.subsystem_device
+    }
+}
+
+/// What a transaction prepared, for `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Prepared {
+    /// `setup vm`: these functions go to vfio-pci from the next boot on.
+    Vfio { functions: Vec<FunctionIdentity> },
+    /// `setup host`: the card at this address goes back to its host driver.
+    HostDriver { address: crate::model::PciAddress },
+    /// `vm attach` with a raw address: `key` (`hostpci0`) of `config` names `host`
+    /// (`0000:01:00`), which held these functions.
+    HostPci {
+        config: String,
+        key: String,
+        host: String,
+        functions: Vec<FunctionIdentity>,
+    },
 }
 
 impl Plan {

@@ -13,7 +13,7 @@ use crate::check::{check_gpu, RuleId, Use};
 use crate::model::{PciDevice, Snapshot};
 
 /// How a write is undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restore {
     /// A setting (`driver_override`, `power/control`): undone by writing back what it held,
@@ -25,7 +25,7 @@ pub enum Restore {
 }
 
 /// One write to a sysfs attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SysfsWrite {
     /// Root-relative path.
     pub path: String,
@@ -35,7 +35,7 @@ pub struct SysfsWrite {
 }
 
 /// Which driver holds a PCI function, and its `driver_override`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceState {
     /// `0000:01:00.0`.
     pub address: String,
@@ -45,7 +45,7 @@ pub struct DeviceState {
     pub driver_override: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuntimePlan {
     pub title: String,
     /// Each safety block `--force` overrode, shown right under the title.

@@ -272,6 +272,12 @@ pub fn plan_setup_vm(
         ),
         // What --force let through, stated before the changes it leads to.
         warnings: g.forced(Use::Vm),
+        prepared: vec![super::Prepared::Vfio {
+            functions: functions
+                .iter()
+                .map(|d| super::FunctionIdentity::of(d))
+                .collect(),
+        }],
         ..Plan::default()
     };
 
@@ -436,6 +442,9 @@ pub fn plan_setup_host(s: &Snapshot, src: &dyn FileSource, sel: &str) -> Result<
             "Give {} ({}) back to its host driver",
             gpu.address, gpu.names.name
         ),
+        prepared: vec![super::Prepared::HostDriver {
+            address: gpu.address,
+        }],
         ..Plan::default()
     };
     managed.binding.ids.retain(|id| !card_ids.contains(id));
