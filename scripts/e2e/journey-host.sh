@@ -46,6 +46,12 @@ run_journey() {
 		log "building passthru (cargo build --release)"
 		(cd "$REPO" && cargo build --release --bin passthru) || die "cargo build failed"
 	fi
+	# The journey installs passthru's own package in the guest (its unit and kernel hooks).
+	if [ -z "${E2E_DEB:-}" ]; then
+		log "building the .deb (scripts/deb/build.sh)"
+		E2E_DEB=$(bash "$REPO/scripts/deb/build.sh" "$E2E_WORK/deb" | tail -1) || die "the .deb did not build"
+	fi
+	[ -r "$E2E_DEB" ] || die "no .deb at $E2E_DEB"
 	ensure_image
 	local d=$E2E_WORK/run first=1 disks="root.img esp.img vars.fd journey.img"
 	TRANSCRIPT=$d/transcript.txt
@@ -64,6 +70,7 @@ run_journey() {
 		cp --sparse=always "$IMG_DIR/root.img" "$IMG_DIR/esp.img" "$d/"
 		cp "$OVMF_VARS" "$d/vars.fd"
 		cp "$PASSTHRU" "$d/journey/passthru"
+		cp "$E2E_DEB" "$d/journey/passthru.deb"
 		cp "$E2E_HERE/journey.sh" "$d/journey/journey.sh"
 		echo 1 >"$d/journey/stage"
 		echo "$E2E_VARIANT" >"$d/journey/variant"

@@ -224,6 +224,10 @@ case $stage in
 	# update-grub adds 'UEFI Firmware Settings'. The baseline is what this host generates.
 	[ "$variant" = systemd-boot ] || step "baseline grub.cfg: update-grub under this EFI boot" update-grub
 	[ "$variant" = systemd-boot ] && record "systemd-boot: bootctl status and the entries" bash -c "bootctl status --no-pager 2>&1 | head -30; head -20 $ESP_ENTRIES/*.conf"
+	# passthru's package, as a user installs it: the verify unit enabled, the kernel hooks in
+	# place. Before the hashes: what setup touches is judged apart from what dpkg installed.
+	step "dpkg -i passthru.deb (passthru-verify.service enabled, kernel hooks)" bash -c "dpkg -i $E/passthru.deb && systemctl is-enabled passthru-verify.service && ls -l /etc/kernel/postinst.d/zz-passthru-verify"
+	step "keep this boot's initramfs (one without vfio, for boot 2)" bash -c "cp /boot/initrd.img-\$(uname -r) $E/initrd-before && ls -l $E/initrd-before"
 	step "configured command line before setup" bash -c "$(declare -f configured_words); variant=$variant; configured_words | tee $E/words-before"
 	step "hash /etc, /boot and the ESP before setup" bash -c "$(declare -f hash_tree); hash_tree >$E/hash-before; wc -l <$E/hash-before"
 	step "setup vm $GPU --yes (real update-initramfs, update-grub)" $P setup vm $GPU --yes
@@ -242,6 +246,7 @@ case $stage in
 	step "vfio-pci owns 00:02.0 and 00:02.1" expect_drivers vfio-pci vfio-pci
 	step "00:03.0, the other 1234:1111 display, stays with bochs-drm (bound by address)" bash -c "[ \"\$(basename \$(readlink /sys/bus/pci/devices/0000:00:03.0/driver))\" = bochs-drm ] && lspci -nnk -s 00:03.0"
 	record "kernel log: the card's drivers this boot" early_binding
+	step "passthru-verify.service ran at this boot and passed (exit 0)" bash -c "journalctl -b -u passthru-verify --no-pager | tail -20; [ \"\$(systemctl show -p ExecMainStatus --value passthru-verify)\" = 0 ] && [ \"\$(systemctl show -p ActiveState --value passthru-verify)\" = active ]"
 	step "/dev/vfio group present" bash -c "ls -l /dev/vfio/; readlink /sys/bus/pci/devices/0000:00:02.0/iommu_group"
 	record "check after reboot (verdict)" $P check
 	record "interlocks: default-route NIC (virtio 00:04.0) and boot disk (virtio 00:05.0) as passthru sees them" bash -c "$P scan --json | grep -A4 -E '\"(default_route|boot_disk)' | head -40; ip route show default"
@@ -260,6 +265,9 @@ case $stage in
 	step "check says drifted" bash -c "$P check $GPU >$E/out/drift.txt; cat $E/out/drift.txt; grep -q 'state: drifted' $E/out/drift.txt"
 	step "passthru bind $GPU --yes" $P bind $GPU --yes
 	step "check says effective again" bash -c "$P check $GPU >$E/out/eff.txt; cat $E/out/eff.txt; grep -q 'state: effective' $E/out/eff.txt"
+	# An initramfs without vfio for the next boot (the one boot 1 had before setup): the
+	# kernel hook reports it to the journal and verify --next-boot exits 1 naming it.
+	step "the kernel hook and verify --next-boot catch an initramfs without vfio" bash -c "k=\$(uname -r); cp /boot/initrd.img-\$k $E/initrd-setup && cp $E/initrd-before /boot/initrd.img-\$k && /etc/kernel/postinst.d/zz-passthru-verify \$k; $P verify --next-boot >$E/out/verify-broken.txt 2>&1; rc=\$?; cp $E/initrd-setup /boot/initrd.img-\$k; cat $E/out/verify-broken.txt; journalctl -t passthru-verify --no-pager | tail -8; [ \$rc = 1 ] && grep -q verify.initramfs $E/out/verify-broken.txt && journalctl -t passthru-verify --no-pager | grep -q verify.initramfs"
 	step "passthru rollback SETUP --yes" bash -c "$P rollback \$(cat $E/setup-txn) --yes"
 	record "check after rollback, before reboot (verdict)" $P check
 	;;
@@ -269,6 +277,7 @@ case $stage in
 	step "every touched file byte-identical to boot 1 before setup (the initrd: by contents)" compare_touched
 	step "initramfs no longer carries passthru's modprobe file" initramfs_clean
 	record "check after rollback and reboot (verdict)" $P check
+	record "passthru-verify.service after the rollback" bash -c "journalctl -b -u passthru-verify --no-pager | tail -8; systemctl show -p ExecMainStatus -p ActiveState passthru-verify"
 	;;
 *) echo "unknown stage $stage"; fails=1 ;;
 esac

@@ -16,6 +16,7 @@
 #   E2E_CACHE  image cache (default /var/cache/passthru-e2e), keyed by a hash of the package list
 #   E2E_WORK   per-run disks and logs (default target/e2e)
 #   PASSTHRU   the binary put on the journey disk (default target/release/passthru, built if absent)
+#   E2E_DEB    the .deb the journey installs in the guest (default: built by scripts/deb/build.sh)
 #   E2E_DOC    where the transcript and times go (default docs/e2e.md; E2E_DOC= to skip)
 #   E2E_BOOT_TIMEOUT  seconds per boot (default 2700: setup and rollback each rebuild the initramfs, ~20 min under TCG)
 #   E2E_RESUME=2      start at boot 2 from the disks boot 1 left (target/e2e/after-boot1), for debugging
@@ -35,7 +36,8 @@ log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "FAIL: $*"; exit 1; }
 
 install_prereqs() {
-	local need=(mmdebstrap qemu-system-x86 ovmf dosfstools e2fsprogs) missing=()
+	# dpkg-dev: scripts/deb/build.sh makes the .deb the journey installs in the guest
+	local need=(mmdebstrap qemu-system-x86 ovmf dosfstools e2fsprogs dpkg-dev) missing=()
 	# sfdisk: the systemd-boot image's ESP is a GPT partition (bootctl refuses a bare disk)
 	[ "${E2E_IMAGE:-grub}" = systemd-boot ] && need+=(fdisk)
 	for p in "${need[@]}"; do
