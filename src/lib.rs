@@ -18,6 +18,7 @@ pub mod advise;
 pub mod apply;
 pub mod assess;
 pub mod check;
+pub mod cluster;
 pub mod formats;
 pub mod host;
 pub mod model;

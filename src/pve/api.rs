@@ -170,9 +170,7 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 fn text(o: &Map<String, Value>, k: &str) -> Option<String> {
-    o.get(k)
-        .and_then(text_from_perl)
-        .filter(|s| !s.is_empty())
+    o.get(k).and_then(text_from_perl).filter(|s| !s.is_empty())
 }
 
 fn flag(o: &Map<String, Value>, k: &str) -> bool {
@@ -213,7 +211,8 @@ pub fn read_nodes(t: &dyn Transport) -> Result<Vec<NodeEntry>, PveError> {
 /// empty blacklist turns off the default filter (`05;06;0b`), as the GUI does, so bridges that
 /// share a GPU's group are seen too (§1.2).
 pub fn read_pci(t: &dyn Transport, node: &str) -> Result<Vec<PciFunction>, PveError> {
-    let req = ApiRequest::get(format!("/nodes/{node}/hardware/pci")).param("pci-class-blacklist", "");
+    let req =
+        ApiRequest::get(format!("/nodes/{node}/hardware/pci")).param("pci-class-blacklist", "");
     let v = t.call(&req)?;
     let mut out = Vec::new();
     for item in items(&req, &v)? {
@@ -289,12 +288,12 @@ pub fn read_guests(t: &dyn Transport) -> Result<Vec<GuestEntry>, PveError> {
             .get("vmid")
             .and_then(int_from_perl)
             .or_else(|| {
-                text(o, "id")
-                    .and_then(|id| id.rsplit_once('/').and_then(|(_, n)| n.parse().ok()))
+                text(o, "id").and_then(|id| id.rsplit_once('/').and_then(|(_, n)| n.parse().ok()))
             })
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| decode_err(&req, "a guest without a `vmid`"))?;
-        let node = text(o, "node").ok_or_else(|| decode_err(&req, format!("guest {vmid} without `node`")))?;
+        let node = text(o, "node")
+            .ok_or_else(|| decode_err(&req, format!("guest {vmid} without `node`")))?;
         out.push(GuestEntry {
             kind,
             vmid,
@@ -393,7 +392,9 @@ pub fn read_ha_node_rules(t: &dyn Transport) -> Result<Vec<HaRule>, PveError> {
     let mut out = Vec::new();
     for item in items(&req, &v)? {
         let o = object(&req, item)?;
-        let Some(rule) = text(o, "rule") else { continue };
+        let Some(rule) = text(o, "rule") else {
+            continue;
+        };
         out.push(HaRule {
             rule,
             kind: text(o, "type").unwrap_or_default(),
@@ -436,7 +437,10 @@ mod tests {
             {"class":"0x010802","device":"0xa808","id":"0000:02:00.0","iommugroup":-1,"vendor":"0x144d","virtfns":{"virtfn0":"0000:02:00.1"}}
         ]));
         let d = read_pci(&t, "pve1").unwrap();
-        assert_eq!(t.1.lock().unwrap()[0].params, [("pci-class-blacklist".to_string(), String::new())]);
+        assert_eq!(
+            t.1.lock().unwrap()[0].params,
+            [("pci-class-blacklist".to_string(), String::new())]
+        );
         assert_eq!(d[0].vendor_device(), "8086:1912");
         assert!(d[0].mdev && d[0].is_display());
         assert_eq!(d[1].iommu_group, Some(14));
@@ -450,7 +454,10 @@ mod tests {
     #[test]
     fn a_device_without_an_id_is_an_error_naming_the_endpoint() {
         let e = read_pci(&one(json!([{"class":"0x030000"}])), "pve2").unwrap_err();
-        assert!(e.to_string().contains("GET /nodes/pve2/hardware/pci"), "{e}");
+        assert!(
+            e.to_string().contains("GET /nodes/pve2/hardware/pci"),
+            "{e}"
+        );
         let e = read_pci(&one(json!({"not":"a list"})), "pve2").unwrap_err();
         assert!(e.to_string().contains("expected a list"), "{e}");
     }
@@ -466,24 +473,34 @@ mod tests {
         let g = read_guests(&t).unwrap();
         assert_eq!(g.len(), 2);
         assert!(g[0].running() && g[0].kind == GuestKind::Qemu);
-        assert_eq!((g[1].vmid, g[1].kind, g[1].running()), (101, GuestKind::Lxc, false));
+        assert_eq!(
+            (g[1].vmid, g[1].kind, g[1].running()),
+            (101, GuestKind::Lxc, false)
+        );
         assert_eq!(g[1].ha_sid(), "ct:101");
     }
 
     #[test]
     fn the_real_mapping_capture_decodes() {
         // PROXMOX-API.md §1.4 [real capture], danya02/pve-pci-assignment-manager, PVE 9.2.4.
-        let t = one(json!([{"digest":"b5a6552d5ad4265acf0e12640960a9f4b33e2f2f","id":"gpu1","map":["id=10de:1db8,iommugroup=13,node=iipaserver,path=0000:81:00.0,subsystem-id=10de:12ab"],"type":"pci"}]));
+        let t = one(
+            json!([{"digest":"b5a6552d5ad4265acf0e12640960a9f4b33e2f2f","id":"gpu1","map":["id=10de:1db8,iommugroup=13,node=iipaserver,path=0000:81:00.0,subsystem-id=10de:12ab"],"type":"pci"}]),
+        );
         let m = read_mappings(&t).unwrap();
         assert_eq!(m[0].id, "gpu1");
         assert!(!m[0].mdev);
         assert_eq!(m[0].map.len(), 1);
-        assert_eq!(m[0].digest.as_deref(), Some("b5a6552d5ad4265acf0e12640960a9f4b33e2f2f"));
+        assert_eq!(
+            m[0].digest.as_deref(),
+            Some("b5a6552d5ad4265acf0e12640960a9f4b33e2f2f")
+        );
     }
 
     #[test]
     fn configs_are_text_and_running_guests_are_read_current() {
-        let t = one(json!({"digest":"3f1e","memory":"16384","cores":8,"hostpci0":"mapping=gpu0,pcie=1,x-vga=1","onboot":1}));
+        let t = one(
+            json!({"digest":"3f1e","memory":"16384","cores":8,"hostpci0":"mapping=gpu0,pcie=1,x-vga=1","onboot":1}),
+        );
         let g = GuestEntry {
             kind: GuestKind::Qemu,
             vmid: 101,

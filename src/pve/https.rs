@@ -30,7 +30,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+};
 
 use super::fingerprint::Fingerprint;
 use super::token::ApiToken;
@@ -146,7 +148,12 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -155,7 +162,12 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -177,7 +189,11 @@ pub struct Https {
 
 impl std::fmt::Debug for Https {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Https({}:{}, {:?}, {:?})", self.host, self.port, self.trust, self.token)
+        write!(
+            f,
+            "Https({}:{}, {:?}, {:?})",
+            self.host, self.port, self.trust, self.token
+        )
     }
 }
 
@@ -370,7 +386,10 @@ impl Https {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 impl Transport for Https {
@@ -451,12 +470,10 @@ fn response_complete(buf: &[u8]) -> bool {
         return false;
     };
     let head = String::from_utf8_lossy(&buf[..end]);
-    if let Some(len) = header_value(&head, "content-length").and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(len) = header_value(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         return buf.len() - end >= len;
     }
-    if header_value(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
+    if header_value(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         return decode_chunked(&buf[end..]).is_ok();
     }
     false
@@ -541,10 +558,7 @@ pub fn decode_answer(
             endpoint: endpoint.to_string(),
             detail: format!("HTTP {status} with a body that is not JSON"),
         })?;
-        return Ok(json
-            .get("data")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null));
+        return Ok(json.get("data").cloned().unwrap_or(serde_json::Value::Null));
     }
     let mut message = json
         .as_ref()
@@ -561,7 +575,12 @@ pub fn decode_answer(
     {
         let per: Vec<String> = errors
             .iter()
-            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("").trim().replace('\n', "; ")))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {}",
+                    v.as_str().unwrap_or("").trim().replace('\n', "; ")
+                )
+            })
             .collect();
         message = format!("{message} ({})", per.join(", "));
     }
@@ -610,8 +629,14 @@ mod tests {
 
     #[test]
     fn api_urls_take_a_host_and_an_optional_port() {
-        assert_eq!(parse_api_url("https://pve1:8006").unwrap(), ("pve1".into(), 8006));
-        assert_eq!(parse_api_url("https://pve1").unwrap(), ("pve1".into(), 8006));
+        assert_eq!(
+            parse_api_url("https://pve1:8006").unwrap(),
+            ("pve1".into(), 8006)
+        );
+        assert_eq!(
+            parse_api_url("https://pve1").unwrap(),
+            ("pve1".into(), 8006)
+        );
         assert_eq!(
             parse_api_url("https://10.0.0.2:443/").unwrap(),
             ("10.0.0.2".into(), 443)

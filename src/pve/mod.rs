@@ -102,10 +102,7 @@ pub enum PveError {
     },
     /// No complete answer within the per-node timeout.
     #[error("{endpoint}: no answer within {} s (--timeout)", timeout.as_secs_f64())]
-    Timeout {
-        endpoint: String,
-        timeout: Duration,
-    },
+    Timeout { endpoint: String, timeout: Duration },
     /// The server's certificate is not the pinned one: nothing was sent to it.
     #[error(
         "{host}: the server's TLS certificate has fingerprint {seen}, not the pinned {pinned}; \

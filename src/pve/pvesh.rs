@@ -109,7 +109,11 @@ impl Transport for Pvesh {
             let text = text.trim();
             return Err(fail(format!(
                 "failed ({status}): {}",
-                if text.is_empty() { "(no message)" } else { text }
+                if text.is_empty() {
+                    "(no message)"
+                } else {
+                    text
+                }
             )));
         }
         let text = String::from_utf8_lossy(&out);
@@ -162,7 +166,16 @@ mod tests {
         };
         assert_eq!(
             pvesh_argv(&w)[..8],
-            ["create", "/cluster/mapping/pci", "--id", "gpu", "--map", "a", "--map", "b"]
+            [
+                "create",
+                "/cluster/mapping/pci",
+                "--id",
+                "gpu",
+                "--map",
+                "a",
+                "--map",
+                "b"
+            ]
         );
     }
 }

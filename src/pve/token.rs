@@ -85,9 +85,7 @@ pub fn parse_token(text: &str) -> Result<ApiToken, &'static str> {
     let (user, token_name) = id
         .split_once('!')
         .ok_or("no `!` between the user and the token name")?;
-    let (name, realm) = user
-        .rsplit_once('@')
-        .ok_or("the user has no `@REALM`")?;
+    let (name, realm) = user.rsplit_once('@').ok_or("the user has no `@REALM`")?;
     if name.is_empty() || realm.is_empty() || token_name.is_empty() {
         return Err("an empty user, realm or token name");
     }
