@@ -97,6 +97,11 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        Command::Cluster(a) => {
+            let code = cmd::cluster::run(a, style, &mut out)?;
+            out.flush()?;
+            return Ok(ExitCode::from(code));
+        }
         Command::Setup(c) => cmd::setup::run(source, c, &mut out)?,
         Command::Rollback(a) => cmd::rollback::run(source, a, &mut out)?,
         Command::Bind(a) => cmd::bind::run(source, a, cmd::bind::Direction::Bind, &mut out)?,

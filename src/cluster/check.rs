@@ -353,7 +353,7 @@ fn check_guest_ref(c: &ClusterRead, r: &GuestRef) -> Vec<ClusterFinding> {
 }
 
 /// A raw address that no longer names the card it did: `Some((message, fix))`.
-fn check_raw_hostpci(
+pub fn check_raw_hostpci(
     c: &ClusterRead,
     r: &GuestRef,
     node: &NodeRead,

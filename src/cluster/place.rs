@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::check::check_raw_hostpci;
 use super::entry::check_entry;
 use super::inventory::{entries_on, guest_refs, host_id_covers, GuestRef, Target};
 use super::{ClusterRead, NodeRead};
@@ -150,11 +151,22 @@ fn place(
         .filter(|g| g.entry.running() && Some(g.entry.vmid) != vmid)
         .flat_map(guest_refs)
         .collect();
+    // This VM's own raw lines, to check that they still name the card they did.
+    let own: Vec<GuestRef> = c
+        .guests()
+        .iter()
+        .filter(|g| Some(g.entry.vmid) == vmid)
+        .flat_map(guest_refs)
+        .collect();
+    let own_raw: Vec<&GuestRef> = own
+        .iter()
+        .filter(|r| matches!(r.target, Target::Host(_)))
+        .collect();
     let mut candidates = Vec::new();
     let mut excluded = Vec::new();
     for n in &c.nodes {
         let is_current = current.as_deref() == Some(n.node.as_str());
-        match judge_node(c, n, &needs, &raw, is_current, &others) {
+        match judge_node(c, n, &needs, &raw, is_current, &others, &own_raw) {
             Ok(spare) => candidates.push(Candidate {
                 node: n.node.clone(),
                 spare,
@@ -202,6 +214,7 @@ fn judge_node(
     raw: &[String],
     is_current: bool,
     others: &[GuestRef],
+    own_raw: &[&GuestRef],
 ) -> Result<usize, String> {
     if let Some(e) = &n.error {
         return Err(format!("not read: {e}"));
@@ -219,6 +232,13 @@ fn judge_node(
                 "raw hostpci address {} names a device on the VM's own node only: use a mapping to run it elsewhere",
                 raw.join(", ")
             ));
+        }
+        for r in own_raw {
+            if let Target::Host(ids) = &r.target {
+                if let Some((why, _)) = check_raw_hostpci(c, r, n, ids) {
+                    return Err(why);
+                }
+            }
         }
         for id in raw {
             if !n.devices.iter().any(|d| host_id_covers(id, &d.address)) {

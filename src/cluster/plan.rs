@@ -158,12 +158,26 @@ pub fn plan_map(
     };
     let mut notes = Vec::new();
     for n in c.nodes.iter().filter(|n| !n.is_read()) {
-        if req.nodes.is_none() {
-            notes.push(format!(
+        if req.nodes.is_some() {
+            continue;
+        }
+        let had = current.is_some_and(|m| {
+            m.map
+                .iter()
+                .filter_map(|r| parse_entry(r).ok())
+                .any(|e| e.node == n.node)
+        });
+        notes.push(if had {
+            format!(
                 "{} could not be read; its entries are kept as they are",
                 n.node
-            ));
-        }
+            )
+        } else {
+            format!(
+                "{} could not be read, so it gets no entry now (map again when it answers)",
+                n.node
+            )
+        });
     }
     // The new entries per node in scope.
     let mut fresh: Vec<(String, Vec<String>)> = Vec::new();

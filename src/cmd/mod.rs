@@ -7,6 +7,7 @@
 pub mod advise;
 pub mod bind;
 pub mod check;
+pub mod cluster;
 pub mod debug_apply_plan;
 pub mod docker;
 pub mod libvirt;
@@ -32,8 +33,8 @@ use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
 
 use crate::cli::{
-    Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs, VmCommand,
-    WriteArgs,
+    ClusterCommand, Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs,
+    VmCommand, WriteArgs,
 };
 
 /// What a command does with the host it is pointed at; every command is named here, so a new
@@ -83,6 +84,10 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+        Command::Cluster(a) => match &a.command {
+            ClusterCommand::Map(m) => changes("cluster map", &m.write),
+            _ => HostUse::Files("cluster commands read a Proxmox cluster through its API"),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod advise;
 pub mod check;
+pub mod cluster;
 pub mod list;
 pub mod power;
 pub mod style;
