@@ -106,7 +106,13 @@ impl Transport for Pvesh {
             .unwrap_or_default();
         if !status.success() {
             let text = String::from_utf8_lossy(&err);
-            let text = text.trim();
+            let text = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let text = text.as_str();
             return Err(fail(format!(
                 "failed ({status}): {}",
                 if text.is_empty() {
