@@ -62,10 +62,7 @@ pub fn read_cluster(t: &dyn Transport) -> Result<ClusterRead, PveError> {
         Ok(g) => g.iter().filter(|g| !g.template).cloned().collect(),
         Err(_) => Vec::new(),
     };
-    let per_node: Vec<(
-        Option<Result<Vec<PciFunction>, PveError>>,
-        Vec<(GuestEntry, Result<GuestConfigMap, PveError>)>,
-    )> = thread::scope(|s| {
+    let per_node: Vec<NodeAnswers> = thread::scope(|s| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|n| {
