@@ -121,6 +121,16 @@ fn same_entry(a: &MapEntry, b: &MapEntry) -> bool {
         && !extra(b)
 }
 
+/// Whether the mapping (if any) has an entry for `node`.
+fn has_entries_on(current: Option<&MappingRecord>, node: &str) -> bool {
+    current.is_some_and(|m| {
+        m.map
+            .iter()
+            .filter_map(|r| parse_entry(r).ok())
+            .any(|e| e.node == node)
+    })
+}
+
 /// Plans `cluster map`. `current` is the mapping as just read with its digest (`None`: it
 /// does not exist); `ha_rules` the node-affinity rules, read when `--ha` is given.
 pub fn plan_map(
@@ -161,13 +171,7 @@ pub fn plan_map(
         if req.nodes.is_some() {
             continue;
         }
-        let had = current.is_some_and(|m| {
-            m.map
-                .iter()
-                .filter_map(|r| parse_entry(r).ok())
-                .any(|e| e.node == n.node)
-        });
-        notes.push(if had {
+        notes.push(if has_entries_on(current, &n.node) {
             format!(
                 "{} could not be read; its entries are kept as they are",
                 n.node
@@ -195,13 +199,7 @@ pub fn plan_map(
             mdev_of.push((format!("{} on {}", card.gpu.address, n.node), card.gpu.mdev));
         }
         if cards.is_empty() {
-            let had = current.is_some_and(|m| {
-                m.map
-                    .iter()
-                    .filter_map(|r| parse_entry(r).ok())
-                    .any(|e| e.node == n.node)
-            });
-            if had {
+            if has_entries_on(current, &n.node) {
                 notes.push(format!(
                     "{}: no GPU matches {:?} any more, so its entries are removed",
                     n.node, req.selector
