@@ -198,13 +198,11 @@ pub fn plan_map(
             entries.push(entry_for(&n.node, &card.entry_path(), card.gpu));
             mdev_of.push((format!("{} on {}", card.gpu.address, n.node), card.gpu.mdev));
         }
-        if cards.is_empty() {
-            if has_entries_on(current, &n.node) {
-                notes.push(format!(
-                    "{}: no GPU matches {:?} any more, so its entries are removed",
-                    n.node, req.selector
-                ));
-            }
+        if cards.is_empty() && has_entries_on(current, &n.node) {
+            notes.push(format!(
+                "{}: no GPU matches {:?} any more, so its entries are removed",
+                n.node, req.selector
+            ));
         }
         fresh.push((n.node.clone(), entries));
     }
