@@ -73,6 +73,10 @@ pub enum Command {
     /// Proxmox cluster PCI resource mappings.
     #[command(subcommand)]
     Mapping(MappingCommand),
+    /// A Proxmox VE cluster through its API: every node's GPUs, the PCI mappings that
+    /// name them, and where a VM can run.
+    #[command(after_help = CLUSTER_HELP)]
+    Cluster(ClusterArgs),
     /// Share a GPU with a Proxmox LXC container, or stop sharing it.
     #[command(subcommand)]
     Lxc(LxcCommand),
@@ -526,4 +530,91 @@ mod tests {
         }
         assert!(help.contains("Proxmox VE has no sudo"), "{help}");
     }
+}
+
+pub const CLUSTER_HELP: &str = "Without --api, passthru runs `pvesh ... --output-format json` on this node (as root). \
+With --api https://HOST:8006 it needs an API token in a file (--token-file FILE or PASSTHRU_PVE_TOKEN_FILE; \
+one line USER@REALM!TOKENID=SECRET), never on the command line. docs/cluster.md lists the privileges. \
+Exit codes: 0 success; 1 list: a node or part could not be read, check: findings, place: no node can start it; \
+2 error (bad arguments, TLS certificate refused, token refused).";
+
+/// `passthru cluster ...` and where it talks to.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub conn: ClusterConnArgs,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// How `cluster` reaches the Proxmox API.
+#[derive(Debug, Args)]
+pub struct ClusterConnArgs {
+    /// The API of any cluster node, https://HOST:8006 (default: pvesh on this node).
+    #[arg(long, value_name = "URL", global = true)]
+    pub api: Option<String>,
+    /// A file holding the API token, one line USER@REALM!TOKENID=SECRET (default:
+    /// $PASSTHRU_PVE_TOKEN_FILE). Only with --api.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Accept only the certificate with this SHA-256 fingerprint, as `pvenode cert info`
+    /// prints it (AA:BB:...:FF). Without it, the system's CAs must trust the certificate.
+    #[arg(long, value_name = "SHA256", global = true)]
+    pub fingerprint: Option<String>,
+    /// Seconds to wait for each answer; a node that does not answer in time is reported
+    /// and the others are shown.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, global = true)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node's status and GPUs, the guests that use each, and the mappings that name it.
+    List(ClusterListArgs),
+    /// Every mapping entry against its node's hardware, nodes with a matching GPU but no
+    /// entry, and guests whose raw hostpci address no longer names the same card.
+    Check(ClusterListArgs),
+    /// Create or refresh mapping NAME with one entry per node holding a matching GPU.
+    Map(ClusterMapArgs),
+    /// Which nodes could start a VM now (a healthy mapping entry, a GPU no running guest
+    /// holds), best first, and why each other node is left out.
+    Place(ClusterPlaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterMapArgs {
+    /// The mapping's id (a letter, then letters, digits, `_` or `-`).
+    pub name: String,
+    /// The GPU on each node: vendor:device (10de:2504), an address, or part of its name.
+    #[arg(long, value_name = "SELECTOR")]
+    pub gpu: String,
+    /// Write only these nodes' entries (comma-separated); the others are kept as they are.
+    #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Also write the HA node-affinity rule (strict) that keeps these VMs (default: every
+    /// VM using the mapping) on the nodes that have an entry.
+    #[arg(long, value_name = "VMID,...", value_delimiter = ',', num_args = 0..)]
+    pub ha: Option<Vec<u32>>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["vmid", "mapping"]))]
+pub struct ClusterPlaceArgs {
+    /// The VM to place.
+    pub vmid: Option<u32>,
+    /// Place a VM that would use one entry of this mapping.
+    #[arg(long, value_name = "NAME")]
+    pub mapping: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -10,17 +10,22 @@
 //! - [`assess`]: pure judgements shown by the reading commands.
 //! - [`output`]: rendering to any `io::Write`.
 //! - [`snapshot_io`]: loading a snapshot from `--from host.json`.
+//! - [`pve`]: the Proxmox VE API client (pvesh or HTTPS with a token); the only code that
+//!   talks to a cluster.
+//! - [`cluster`]: pure judgements and plans over what [`pve`] read from a cluster.
 
 pub mod advise;
 pub mod apply;
 pub mod assess;
 pub mod check;
+pub mod cluster;
 pub mod formats;
 pub mod host;
 pub mod model;
 pub mod output;
 pub mod pciids;
 pub mod plan;
+pub mod pve;
 pub mod snapshot_io;
 pub mod state;
 pub mod verify;

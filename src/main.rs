@@ -36,6 +36,13 @@ fn main() -> ExitCode {
 /// it must not claim success.
 fn closed_pipe_exit(cmd: &Command) -> ExitCode {
     match cmd::host_use(cmd) {
+        cmd::HostUse::Changes { command, write } if !write.dry_run && command == "cluster map" => {
+            eprintln!(
+                "passthru: error: standard output was closed while writing to the cluster; \
+                 it stopped there: `passthru cluster list` shows the mappings as they are now"
+            );
+            ExitCode::from(2)
+        }
         cmd::HostUse::Changes { write, .. } if !write.dry_run => {
             eprintln!(
                 "passthru: error: standard output was closed while changing the host; \
@@ -105,6 +112,11 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             });
+        }
+        Command::Cluster(a) => {
+            let code = cmd::cluster::run(a, style, &mut out)?;
+            out.flush()?;
+            return Ok(ExitCode::from(code));
         }
         Command::Setup(c) => cmd::setup::run(source, c, &mut out)?,
         Command::Rollback(a) => cmd::rollback::run(source, a, &mut out)?,

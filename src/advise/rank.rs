@@ -9,7 +9,9 @@ use super::llm::{self, ModelSpec, Quant};
 use super::request::{self, RequestError};
 use super::speed::{self, Device, Estimate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum UseCase {
     /// Plex/Jellyfin hardware transcoding (4K HEVC to 1080p H.264).

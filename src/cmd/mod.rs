@@ -7,6 +7,7 @@
 pub mod advise;
 pub mod bind;
 pub mod check;
+pub mod cluster;
 pub mod debug_apply_plan;
 pub mod docker;
 pub mod generate_assets;
@@ -35,8 +36,8 @@ use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
 
 use crate::cli::{
-    Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs, VmCommand,
-    WriteArgs,
+    ClusterCommand, Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs,
+    VmCommand, WriteArgs,
 };
 
 /// What a command does with the host it is pointed at; every command is named here, so a new
@@ -92,6 +93,10 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Verify(_) => HostUse::Files(
             "verify reads the host's journal (var/lib/passthru), boot files and modules",
         ),
+        Command::Cluster(a) => match &a.command {
+            ClusterCommand::Map(m) => changes("cluster map", &m.write),
+            _ => HostUse::Files("cluster commands read a Proxmox cluster through its API"),
+        },
     }
 }
 

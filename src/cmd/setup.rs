@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use passthru::apply;
 use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
-use passthru::output::words::count;
 use passthru::output::documents::{
     OwnFile, StatusDocument, TransactionSummary, DOCUMENT_SCHEMA_VERSION,
 };
+use passthru::output::words::count;
 use passthru::plan::setup::{
     plan_setup_host, plan_setup_vm, SetupRequest, DRACUT_FILE, GRUB_DROPIN, MKINITCPIO_FILE,
     MODPROBE_FILE, UDEV_FILE,

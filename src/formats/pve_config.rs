@@ -732,7 +732,10 @@ pub struct PciMapping {
     pub other: Vec<(String, String)>,
 }
 
-fn parse_map_value(v: &str) -> Result<Vec<(String, String)>, String> {
+/// Parses one `map` value of a PCI mapping (`node=pve1,path=0000:01:00,id=10de:2204,...`)
+/// into its `key=value` pairs in written order. Key order is free (the GUI writes them
+/// sorted, `pvesh` users in any order), so callers look keys up by name.
+pub fn parse_map_value(v: &str) -> Result<Vec<(String, String)>, String> {
     property_parts(v)?
         .into_iter()
         .map(|(k, v)| match k {

@@ -3,6 +3,7 @@
 
 pub mod advise;
 pub mod check;
+pub mod cluster;
 pub mod documents;
 pub mod list;
 pub mod plan;
