@@ -65,31 +65,18 @@ fn status(root: &HostRoot, json: bool, out: &mut dyn Write) -> Result<()> {
             }
         )?;
     }
-    let files = RootFiles::new(root);
-    for f in [
-        MODPROBE_FILE,
-        UDEV_FILE,
-        GRUB_DROPIN,
-        DRACUT_FILE,
-        MKINITCPIO_FILE,
-    ] {
-        // Absent is not passthru's file on this host; unreadable is an error, never absent.
-        let text = files
-            .read_text(f)
-            .with_context(|| format!("reading {}", root.join(f).display()))?;
-        if let Some(text) = text {
-            writeln!(out, "\n{f}:")?;
-            for l in text.lines().filter(|l| !l.starts_with('#')) {
-                writeln!(out, "  {l}")?;
-            }
+    for f in read_own_files(root)? {
+        writeln!(out, "\n{}:", f.path)?;
+        for l in &f.lines {
+            writeln!(out, "  {l}")?;
         }
     }
     Ok(())
 }
 
-/// `setup status --json`: the transactions (without their saved bytes or command output) and
-/// passthru's own files with the lines that are not comments.
-fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) -> Result<()> {
+/// passthru's own files as they are now, with their lines that are not comments. Absent is
+/// not passthru's file on this host; unreadable is an error, never absent.
+fn read_own_files(root: &HostRoot) -> Result<Vec<OwnFile>> {
     let files = RootFiles::new(root);
     let mut own = Vec::new();
     for f in [
@@ -113,6 +100,13 @@ fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) ->
             });
         }
     }
+    Ok(own)
+}
+
+/// `setup status --json`: the transactions (without their saved bytes or command output) and
+/// passthru's own files with the lines that are not comments.
+fn status_json(root: &HostRoot, txs: &[apply::Manifest], out: &mut dyn Write) -> Result<()> {
+    let own = read_own_files(root)?;
     super::write_json(
         out,
         &StatusDocument {

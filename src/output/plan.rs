@@ -3,7 +3,6 @@
 //! and what the plan prepares. Pure.
 
 use serde::Serialize;
-use similar::TextDiff;
 
 use crate::plan::runtime::RuntimePlan;
 use crate::plan::{digest, Plan, PlannedCommand, Prepared};
@@ -117,31 +116,7 @@ pub fn plan_document(plan: &Plan, run_commands: bool) -> PlanDocument {
         .edits
         .iter()
         .map(|e| {
-            let before = e
-                .before
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let after = e
-                .after
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let old = if e.before.is_some() {
-                format!("a/{}", e.path)
-            } else {
-                "/dev/null".into()
-            };
-            let new = if e.after.is_some() {
-                format!("b/{}", e.path)
-            } else {
-                "/dev/null".into()
-            };
-            let diff = TextDiff::from_lines(before.as_ref(), after.as_ref())
-                .unified_diff()
-                .context_radius(3)
-                .header(&old, &new)
-                .to_string();
+            let diff = crate::plan::diff::render_unified_diff(e);
             EditDoc {
                 path: e.path.clone(),
                 reason: e.reason.clone(),

@@ -20,32 +20,7 @@ pub fn render_plan(out: &mut dyn Write, plan: &Plan, run_commands: bool) -> io::
     for e in &plan.edits {
         writeln!(out)?;
         writeln!(out, "# {}: {}", e.path, e.reason)?;
-        let before = e
-            .before
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let after = e
-            .after
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let old = if e.before.is_some() {
-            format!("a/{}", e.path)
-        } else {
-            "/dev/null".into()
-        };
-        let new = if e.after.is_some() {
-            format!("b/{}", e.path)
-        } else {
-            "/dev/null".into()
-        };
-        let diff = TextDiff::from_lines(before.as_ref(), after.as_ref());
-        write!(
-            out,
-            "{}",
-            diff.unified_diff().context_radius(3).header(&old, &new)
-        )?;
+        write!(out, "{}", render_unified_diff(e))?;
     }
     if !plan.commands.is_empty() {
         writeln!(out)?;
@@ -109,4 +84,34 @@ fn render_warnings(out: &mut dyn Write, warnings: &[String]) -> io::Result<()> {
         writeln!(out, "Warning: {w}")?;
     }
     Ok(())
+}
+
+/// One edit as a unified diff (`--- a/PATH` / `+++ b/PATH`, `/dev/null` for a file created or
+/// removed), three lines of context: what the text plan shows and the JSON plan carries.
+pub fn render_unified_diff(e: &super::FileEdit) -> String {
+    let before = e
+        .before
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let after = e
+        .after
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let old = if e.before.is_some() {
+        format!("a/{}", e.path)
+    } else {
+        "/dev/null".into()
+    };
+    let new = if e.after.is_some() {
+        format!("b/{}", e.path)
+    } else {
+        "/dev/null".into()
+    };
+    TextDiff::from_lines(before.as_ref(), after.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(&old, &new)
+        .to_string()
 }
