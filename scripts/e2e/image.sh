@@ -38,7 +38,9 @@ customize_rootfs() {
 	# bootctl wants the ESP on a GPT partition of type ESP; GRUB takes a bare FAT disk.
 	local esp=/dev/vdb
 	[ "$E2E_IMAGE" = systemd-boot ] && esp=/dev/vdb1
-	printf '/dev/vda / ext4 errors=remount-ro 0 1\n%s /boot/efi vfat defaults 0 2\n' "$esp" >"$r/etc/fstab"
+	# Under TCG on a loaded machine a disk can take longer than systemd's 90 s to show up
+	# (a dracut boot went to emergency mode waiting for /dev/vdb): wait up to 10 minutes.
+	printf '/dev/vda / ext4 errors=remount-ro 0 1\n%s /boot/efi vfat defaults,x-systemd.device-timeout=10min 0 2\n' "$esp" >"$r/etc/fstab"
 	mkdir -p "$r/boot/efi" "$r/e2e"
 	echo passthru-e2e >"$r/etc/hostname"
 	if [ -e "$r/etc/default/grub" ]; then

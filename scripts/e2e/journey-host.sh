@@ -24,9 +24,24 @@ machine_devices() {
 	fi
 }
 
+# A guest in emergency mode waits for a console nobody types on: stop it at once rather than
+# at the boot timeout.
+watch_emergency() { # console log, qemu pid
+	while kill -0 "$2" 2>/dev/null; do
+		if grep -q "You are in emergency mode" "$1" 2>/dev/null; then
+			log "the guest is in emergency mode: stopping it"
+			kill "$2"
+			return
+		fi
+		sleep 10
+	done
+}
+
 boot_guest() { # boot number
 	local b=$1 d=$E2E_WORK/run
 	: >"$d/serial-boot$b.log"
+	: >"$d/console-boot$b.log"
+	( sleep 5; watch_emergency "$d/console-boot$b.log" "$(pgrep -n -f "file:$d/console-boot$b.log")" ) &
 	# shellcheck disable=SC2046 # the device list is words
 	timeout "${E2E_BOOT_TIMEOUT:-2700}" "$QEMU" -nodefaults -display none \
 		-M q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 3072 \
