@@ -236,7 +236,12 @@ fn score(
             );
             price_part(&mut s, 0.05);
             s.add("power", -0.2 * loaded);
-            s.add("quirks (CUDA)", if g.cuda { 10.0 } else { 0.0 });
+            // Named for what it is on this card: a ROCm card reads "no CUDA +0.0".
+            if g.cuda {
+                s.add("CUDA", 10.0);
+            } else {
+                s.add("no CUDA", 0.0);
+            }
         }
         UseCase::Sd => {
             if g.kind != Kind::Discrete || g.vram_gib < 8.0 {
