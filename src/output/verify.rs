@@ -38,13 +38,13 @@ pub fn render_verify(out: &mut dyn Write, r: &VerifyReport) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{}: {} ok, {} drifted, {} pending, {} unknown, {} note(s).",
+        "{}: {} ok, {} drifted, {} pending, {} unknown, {}.",
         if r.drifted { "DRIFTED" } else { "All holds" },
         count(Status::Ok),
         count(Status::Drifted),
         count(Status::Pending),
         count(Status::Unknown),
-        count(Status::Note)
+        super::words::count(count(Status::Note), "note", "notes")
     )
 }
 
