@@ -14,6 +14,7 @@ pub mod list;
 pub mod lxc;
 pub mod mapping;
 pub mod power;
+pub mod report;
 pub mod rollback;
 pub mod scan;
 pub mod setup;
@@ -56,7 +57,11 @@ pub fn host_use(cmd: &Command) -> HostUse {
         write: *write,
     };
     match cmd {
-        Command::List(_) | Command::Scan(_) | Command::Check(_) | Command::Advise(_) => {
+        Command::List(_)
+        | Command::Scan(_)
+        | Command::Check(_)
+        | Command::Advise(_)
+        | Command::Report(_) => {
             HostUse::Snapshot
         }
         Command::Power(a) => match &a.runtime_pm {

@@ -5,5 +5,7 @@ pub mod advise;
 pub mod check;
 pub mod list;
 pub mod power;
+pub mod report;
 pub mod style;
+pub mod tree;
 pub mod words;
