@@ -106,8 +106,10 @@ pub struct TreeRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceTree {
     pub rows: Vec<TreeRow>,
-    /// No device has a bridge chain (a summary snapshot, or a trimmed tree without the
-    /// sysfs links): every device is then drawn on its own bus, and the renderers say so.
+    /// The snapshot holds no bridge chains although the host has more than a root bus (a
+    /// summary snapshot, or a trimmed tree without the sysfs links): every device is then
+    /// drawn on its own bus, and the renderers say so. A flat host (every device on its root
+    /// bus) has empty chains too, and is drawn right.
     pub chains_unknown: bool,
 }
 
@@ -167,8 +169,23 @@ pub fn build_tree(s: &Snapshot, check: Option<&CheckReport>) -> DeviceTree {
     }
     DeviceTree {
         rows: b.rows,
-        chains_unknown: !s.devices.is_empty() && s.devices.iter().all(|d| d.parents.is_empty()),
+        chains_unknown: chains_unknown(s),
     }
+}
+
+/// No chain anywhere, yet either the chains were never read (no device read in detail) or
+/// devices sit on several buses of one domain, which only bridges make possible.
+fn chains_unknown(s: &Snapshot) -> bool {
+    if s.devices.is_empty() || s.devices.iter().any(|d| !d.parents.is_empty()) {
+        return false;
+    }
+    let never_read = s.devices.iter().all(|d| !d.detailed);
+    let first = &s.devices[0].address;
+    let several_buses = s
+        .devices
+        .iter()
+        .any(|d| d.address.domain == first.domain && d.address.bus != first.bus);
+    never_read || several_buses
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -518,7 +535,7 @@ fn device_text(s: &Snapshot, n: &DeviceNode, st: Style) -> String {
     }
     tags.extend(n.roles.iter().map(|r| r.label().to_string()));
     for g in &n.blocks {
-        tags.push(st.warn(&format!("blocks GPU {g} (vm)")));
+        tags.push(st.warn(&format!("blocks GPU {g} for vm")));
     }
     let text = format!("{} {}", n.address, describe_function(d));
     let text = if gpu { st.gpu(&text) } else { text };

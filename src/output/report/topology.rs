@@ -202,7 +202,7 @@ fn render_device_row(h: &mut Html, s: &Snapshot, row: &TreeRow, n: &DeviceNode) 
         h.raw("<a class=\"tag bad\" href=\"#d-")
             .raw(&id_token(&target))
             .raw("\">");
-        h.text(&format!("blocks GPU {target} (vm)"));
+        h.text(&format!("blocks GPU {target} for vm"));
         h.raw("</a>");
     }
     if let Some(v) = &n.verdicts {
