@@ -302,11 +302,11 @@ fn maybe_update_screenshot(png: &[u8], name: &str) {
     }
 }
 
-fn check_in_browser(root: &Path, what: &str, screenshot: Option<&str>) {
+fn check_in_browser(root: &Path, what: &str, screenshot: Option<&str>, height: u32) {
     let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     let page = report_of(root, dir.path());
-    let r = render(&chromium, &page, 1400, 1800);
+    let r = render(&chromium, &page, 1400, height);
     assert!(
         r.requests.is_empty(),
         "{what}: the page made requests: {:?}",
@@ -329,7 +329,7 @@ fn report_of_the_bundled_host_renders_offline_with_every_device_group_and_findin
         .status()
         .unwrap();
     assert!(ok.success());
-    check_in_browser(t.path(), "homelab", Some("report-homelab.png"));
+    check_in_browser(t.path(), "homelab", Some("report-homelab.png"), 1300);
 }
 
 /// Every QEMU real-kernel capture: real sysfs links, bridges, switches and shared groups.
@@ -338,7 +338,7 @@ fn report_of_each_qemu_tree_renders_offline_with_every_device_group_and_finding(
     for (name, dir) in qemu_fixtures() {
         let root = unpacked(&dir.join("root.tar.gz"));
         let shot = (name == "intel-bridges").then_some("report-qemu-intel-bridges.png");
-        check_in_browser(&root, &format!("qemu {name}"), shot);
+        check_in_browser(&root, &format!("qemu {name}"), shot, 1100);
     }
 }
 

@@ -33,12 +33,12 @@ pub(super) fn render_topology(h: &mut Html, s: &Snapshot, t: &DeviceTree) {
         h.raw("<p>No PCI devices found under sys/bus/pci/devices.</p>");
     }
     // Hue per group from its place in the snapshot, spread by the golden angle so that
-    // neighbours differ.
+    // neighbours differ, and kept out of the reds (30..330) that mark a blocking group.
     let hues: HashMap<&str, u32> = s
         .groups
         .iter()
         .enumerate()
-        .map(|(i, g)| (g.id.as_str(), ((i as f64 * 137.508) % 360.0) as u32))
+        .map(|(i, g)| (g.id.as_str(), 30 + ((i as f64 * 137.508) % 300.0) as u32))
         .collect();
     let blocking = blocking_groups(t);
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -101,7 +101,7 @@ fn open_box<'a>(
     seen: &mut HashMap<&'a str, usize>,
 ) {
     let Some(id) = n.group.as_deref() else {
-        h.raw("<div class=\"grp\" style=\"--h:0\" data-group=\"\"><div class=\"glabel\">in no IOMMU group</div><div class=\"rows\">");
+        h.raw("<div class=\"grp\" style=\"--h:210\" data-group=\"\"><div class=\"glabel\">in no IOMMU group</div><div class=\"rows\">");
         return;
     };
     let size = s.group(id).map_or(0, |g| g.devices.len());
@@ -216,7 +216,7 @@ fn render_device_row(h: &mut Html, s: &Snapshot, row: &TreeRow, n: &DeviceNode) 
 /// A run of identical functions: one row, and every address (with its group) in a closed
 /// `<details>`, so the page stays short and still names each one.
 fn render_run(h: &mut Html, s: &Snapshot, row: &TreeRow, run: &CollapsedRun) {
-    h.raw("<div class=\"grp run\" style=\"--h:0\" data-groups=\"")
+    h.raw("<div class=\"grp run\" style=\"--h:210\" data-groups=\"")
         .raw(&run.members.len().to_string())
         .raw("\"><div class=\"glabel\">");
     h.text(&run_groups(run));
