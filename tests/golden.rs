@@ -197,7 +197,10 @@ fn golden_qemu_list_tree() {
             failed.push(format!("qemu-{name}__list_tree"));
         }
     }
-    assert!(failed.is_empty(), "output changed (cargo insta review): {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "output changed (cargo insta review): {failed:?}"
+    );
 }
 
 fn case(name: &str) -> &'static Case {

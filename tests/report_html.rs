@@ -77,7 +77,10 @@ fn render(chromium: &Path, page: &Path, width: u32, height: u32) -> Rendered {
             "--disable-component-update",
             "--disable-sync",
         ])
-        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
         .arg(format!("--log-net-log={}", netlog.display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("--window-size={width},{height}"))
@@ -107,7 +110,11 @@ fn render(chromium: &Path, page: &Path, width: u32, height: u32) -> Rendered {
     };
     let elapsed = start.elapsed();
     dom.push_str(&reader.join().unwrap().expect("chromium's stdout"));
-    assert!(status.success(), "chromium failed on {}: {status}", page.display());
+    assert!(
+        status.success(),
+        "chromium failed on {}: {status}",
+        page.display()
+    );
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot: {e}"));
     let log = std::fs::read_to_string(&netlog).unwrap_or_else(|e| panic!("no net log: {e}"));
     Rendered {
@@ -209,9 +216,17 @@ fn decode_png(png: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
         let (filter, src) = (line[0], &line[1..]);
         let mut cur = vec![0u8; stride];
         for i in 0..stride {
-            let a = if i >= channels { cur[i - channels] as i16 } else { 0 };
+            let a = if i >= channels {
+                cur[i - channels] as i16
+            } else {
+                0
+            };
             let b = prev[i] as i16;
-            let c = if i >= channels { prev[i - channels] as i16 } else { 0 };
+            let c = if i >= channels {
+                prev[i - channels] as i16
+            } else {
+                0
+            };
             let pred = match filter {
                 0 => 0,
                 1 => a,
@@ -281,7 +296,10 @@ fn assert_dom_holds_host(dom: &str, snap: &Snapshot, what: &str) {
         }
     }
     assert!(missing.is_empty(), "{what}: the DOM lacks {missing:?}");
-    assert!(!snap.devices.is_empty(), "{what}: a host without devices proves nothing");
+    assert!(
+        !snap.devices.is_empty(),
+        "{what}: a host without devices proves nothing"
+    );
 }
 
 /// The report of a host tree, made by the binary as a user makes it.
@@ -324,7 +342,10 @@ fn report_of_the_bundled_host_renders_offline_with_every_device_group_and_findin
     let t = tempfile::tempdir().unwrap();
     let ok = Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", repo().join("examples/hosts/homelab").display()))
+        .arg(format!(
+            "{}/.",
+            repo().join("examples/hosts/homelab").display()
+        ))
         .arg(t.path())
         .status()
         .unwrap();
@@ -372,7 +393,11 @@ fn the_report_policy_stops_a_page_from_fetching() {
     let page = dir.path().join("fetches.html");
     std::fs::write(&page, fetching_page(port, &policy_meta(), false)).unwrap();
     let r = render(&chromium, &page, 400, 300);
-    assert!(r.requests.is_empty(), "fetched under the policy: {:?}", r.requests);
+    assert!(
+        r.requests.is_empty(),
+        "fetched under the policy: {:?}",
+        r.requests
+    );
     assert!(!hit.load(Ordering::SeqCst), "the listener saw a connection");
 }
 
@@ -449,7 +474,10 @@ fn host_strings_are_escaped_and_the_page_refers_to_nothing_outside() {
     let t = tempfile::tempdir().unwrap();
     let ok = Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", repo().join("examples/hosts/homelab").display()))
+        .arg(format!(
+            "{}/.",
+            repo().join("examples/hosts/homelab").display()
+        ))
         .arg(t.path())
         .status()
         .unwrap();
@@ -470,7 +498,9 @@ fn host_strings_are_escaped_and_the_page_refers_to_nothing_outside() {
     });
     assert!(page.contains("&lt;img src=http://evil.example/x onerror=alert(1)&gt;"));
     let lower = page.to_ascii_lowercase();
-    for bad in ["<script", "<img", "<iframe", "<link", "<object", "<embed", "@import", "url(", "<b>"] {
+    for bad in [
+        "<script", "<img", "<iframe", "<link", "<object", "<embed", "@import", "url(", "<b>",
+    ] {
         assert!(!lower.contains(bad), "the page holds {bad}");
     }
     for attr in ["src=", "href=", "action=", "srcset=", "poster="] {
@@ -518,10 +548,18 @@ fn report_of_a_4096_function_server_collapses_vfs_and_names_everything() {
         snap.devices.len()
     );
     for d in &snap.devices {
-        assert!(page.contains(&d.address.to_string()), "{} missing", d.address);
+        assert!(
+            page.contains(&d.address.to_string()),
+            "{} missing",
+            d.address
+        );
     }
     for g in &snap.groups {
-        assert!(page.contains(&format!("IOMMU group {}", g.id)), "group {} missing", g.id);
+        assert!(
+            page.contains(&format!("IOMMU group {}", g.id)),
+            "group {} missing",
+            g.id
+        );
     }
     let Some(chromium) = chromium() else { return };
     let file = dir.path().join("report.html");

@@ -4,9 +4,9 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use passthru::check::{check_host, CheckRequest};
 use passthru::model::ReadDetail;
 use passthru::output::list::{build_gpus, build_list, render_gpus, render_list};
-use passthru::check::{check_host, CheckRequest};
 use passthru::output::list::{build_list as list_header, render_header};
 use passthru::output::style::Style;
 use passthru::output::tree::{build_tree, render_tree};

@@ -61,9 +61,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
         | Command::Scan(_)
         | Command::Check(_)
         | Command::Advise(_)
-        | Command::Report(_) => {
-            HostUse::Snapshot
-        }
+        | Command::Report(_) => HostUse::Snapshot,
         Command::Power(a) => match &a.runtime_pm {
             Some(_) => changes("power --runtime-pm", &a.write),
             None => HostUse::Snapshot,

@@ -66,7 +66,12 @@ pub fn read_power_rows(
                 read_gpu_power(root, g, Duration::from_millis(500), live)
             };
             let spec = g.vendor_device().and_then(|vd| catalog::gpu_by_pci_id(&vd));
-            build_row(g.names.name.clone(), reading, spec.map(|s| s.idle_w), price_kwh)
+            build_row(
+                g.names.name.clone(),
+                reading,
+                spec.map(|s| s.idle_w),
+                price_kwh,
+            )
         })
         .collect()
 }

@@ -85,7 +85,10 @@ impl CollapsedRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeItem {
     /// A root bus (`pciDDDD:BB`): the root complex the chains start from.
-    RootBus { domain: u32, bus: u8 },
+    RootBus {
+        domain: u32,
+        bus: u8,
+    },
     Device(DeviceNode),
     Collapsed(CollapsedRun),
 }
@@ -327,7 +330,10 @@ impl Marks {
             roles.entry(*a).or_default().push(HostRole::Network);
         }
         for d in s.devices.iter().filter(|d| d.boot_vga == Some(true)) {
-            roles.entry(d.address).or_default().push(HostRole::BootDisplay);
+            roles
+                .entry(d.address)
+                .or_default()
+                .push(HostRole::BootDisplay);
         }
         for card in &s.drm {
             let connected = card
@@ -611,7 +617,12 @@ mod tests {
             dev("0000:01:00.0", 0x020000, "2", &["0000:00:01.0"]),
         ];
         for f in 0..6 {
-            let mut vf = dev(&format!("0000:01:02.{f}"), 0x020000, &format!("{}", 10 + f), &["0000:00:01.0"]);
+            let mut vf = dev(
+                &format!("0000:01:02.{f}"),
+                0x020000,
+                &format!("{}", 10 + f),
+                &["0000:00:01.0"],
+            );
             vf.physfn = Some("0000:01:00.0".parse().unwrap());
             devices.push(vf);
         }
@@ -646,7 +657,12 @@ mod tests {
     fn a_run_shorter_than_the_minimum_stays_expanded() {
         let mut devices = vec![dev("0000:00:00.0", 0x020000, "0", &[])];
         for f in 1..COLLAPSE_MIN {
-            devices.push(dev(&format!("0000:00:00.{f}"), 0x020000, &f.to_string(), &[]));
+            devices.push(dev(
+                &format!("0000:00:00.{f}"),
+                0x020000,
+                &f.to_string(),
+                &[],
+            ));
         }
         // Same ids and groups of one, but only COLLAPSE_MIN functions, the first kept apart
         // by a shared group: the rest are one short of a run.

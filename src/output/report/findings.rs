@@ -15,7 +15,9 @@ pub(super) fn render_findings(h: &mut Html, c: &CheckReport) {
     }
     for g in &c.gpus {
         let addr = g.address.to_string();
-        h.raw("<article id=\"f-").raw(&id_token(&addr)).raw("\"><h3>");
+        h.raw("<article id=\"f-")
+            .raw(&id_token(&addr))
+            .raw("\"><h3>");
         h.text(&format!("{addr} {}", g.name));
         h.raw("</h3><div class=\"verdicts\">");
         for (u, v) in &g.verdicts {

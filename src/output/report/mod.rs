@@ -74,7 +74,11 @@ fn page_title(s: &Snapshot) -> String {
         .as_deref()
         .or(s.system.os.id.as_deref())
         .unwrap_or("unknown OS");
-    let kernel = s.system.kernel_release.as_deref().unwrap_or("unknown kernel");
+    let kernel = s
+        .system
+        .kernel_release
+        .as_deref()
+        .unwrap_or("unknown kernel");
     format!("passthru report: {os}, kernel {kernel}")
 }
 
@@ -206,7 +210,9 @@ fn render_gpu_card(h: &mut Html, g: &GpuCheck) {
     let group = g
         .group
         .as_deref()
-        .map_or("in no IOMMU group".to_string(), |id| format!("IOMMU group {id}"));
+        .map_or("in no IOMMU group".to_string(), |id| {
+            format!("IOMMU group {id}")
+        });
     h.text(&format!(
         "{} function(s) · {group} · {}",
         g.functions.len(),

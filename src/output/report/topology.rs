@@ -135,7 +135,11 @@ fn open_box<'a>(
 /// The guides and branch of a row, drawn by CSS borders (no font needed for box drawing).
 fn render_branch(h: &mut Html, row: &TreeRow) {
     for g in &row.guides {
-        h.raw(if *g { "<i class=\"g on\"></i>" } else { "<i class=\"g\"></i>" });
+        h.raw(if *g {
+            "<i class=\"g on\"></i>"
+        } else {
+            "<i class=\"g\"></i>"
+        });
     }
     h.raw(if row.last {
         "<i class=\"b last\"></i>"
@@ -161,7 +165,10 @@ fn render_function(h: &mut Html, d: Option<&PciDevice>) {
     h.el(
         "span",
         "ids",
-        &format!("[{}]", d.vendor_device().unwrap_or_else(|| "????:????".into())),
+        &format!(
+            "[{}]",
+            d.vendor_device().unwrap_or_else(|| "????:????".into())
+        ),
     );
     h.el("span", "drv", d.driver.as_deref().unwrap_or("no driver"));
 }
