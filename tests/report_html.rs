@@ -363,6 +363,30 @@ fn report_of_each_qemu_tree_renders_offline_with_every_device_group_and_finding(
     }
 }
 
+/// `--from` a saved snapshot makes the same tree as the host it was saved from, and `-`
+/// writes the page to standard output.
+#[test]
+fn report_from_a_saved_snapshot_names_the_same_devices() {
+    let root = repo().join("examples/hosts/homelab");
+    let json = passthru_fixed(&root, &["scan", "--json"]);
+    assert!(json.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("host.json");
+    std::fs::write(&saved, &json.stdout).unwrap();
+    let o = passthru(&["report", "--html", "-", "--from", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = stdout(&o);
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    for d in &snapshot(&root).devices {
+        assert!(
+            page.contains(&format!("id=\"d-{}\"", d.address)),
+            "{}",
+            d.address
+        );
+    }
+    assert!(page.contains("read from a saved snapshot: no live figure"));
+}
+
 /// A page that fetches from a listener here: the net log must show the request, and the
 /// listener must see the connection. Without this, an empty request list proves nothing.
 #[test]

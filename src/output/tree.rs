@@ -674,4 +674,28 @@ mod tests {
             .iter()
             .all(|r| !matches!(r.item, TreeItem::Collapsed(_))));
     }
+
+    #[test]
+    fn missing_chains_are_said_only_when_bridges_must_exist() {
+        // A flat host: every device on the root bus, chains read and empty. Nothing to say.
+        let flat = snap(vec![
+            dev("0000:00:00.0", 0x060000, "0", &[]),
+            dev("0000:00:02.0", 0x030000, "1", &[]),
+        ]);
+        assert!(!build_tree(&flat, None).chains_unknown);
+        // Bus 01 without a chain: some bridge above it was not read.
+        let trimmed = snap(vec![
+            dev("0000:00:01.0", 0x060400, "0", &[]),
+            dev("0000:01:00.0", 0x030000, "1", &[]),
+        ]);
+        let t = build_tree(&trimmed, None);
+        assert!(t.chains_unknown);
+        // Both are drawn, each on its own bus, rather than one lost.
+        let roots = t
+            .rows
+            .iter()
+            .filter(|r| matches!(r.item, TreeItem::RootBus { .. }))
+            .count();
+        assert_eq!((roots, t.rows.len()), (2, 4));
+    }
 }
