@@ -58,6 +58,8 @@ pub struct GpuVerdicts {
 pub struct DeviceNode {
     pub address: PciAddress,
     pub group: Option<String>,
+    /// How many functions that group holds (0 when the device is in none).
+    pub group_size: usize,
     pub roles: Vec<HostRole>,
     /// Set for a GPU the check report judged.
     pub verdicts: Option<GpuVerdicts>,
@@ -283,7 +285,7 @@ impl Builder<'_> {
     fn collapse_key(&self, a: PciAddress) -> Option<CollapseKey> {
         let d = self.s.device(&a)?;
         let alone = match d.iommu_group.as_deref() {
-            Some(id) => self.s.group(id).is_some_and(|g| g.devices.len() == 1),
+            Some(id) => self.marks.group_size(id) == 1,
             None => true,
         };
         let leaf = !self.children.contains_key(&Parent::Device(a));
@@ -314,6 +316,8 @@ struct CollapseKey {
 
 /// What the tree marks on devices, computed once.
 struct Marks {
+    /// Members per group id: looked up for every row, so not a scan of the group list.
+    group_sizes: HashMap<String, usize>,
     roles: HashMap<PciAddress, Vec<HostRole>>,
     verdicts: HashMap<PciAddress, GpuVerdicts>,
     blocks: HashMap<PciAddress, Vec<PciAddress>>,
@@ -375,10 +379,19 @@ impl Marks {
             }
         }
         Marks {
+            group_sizes: s
+                .groups
+                .iter()
+                .map(|g| (g.id.clone(), g.devices.len()))
+                .collect(),
             roles,
             verdicts,
             blocks,
         }
+    }
+
+    fn group_size(&self, id: &str) -> usize {
+        self.group_sizes.get(id).copied().unwrap_or(0)
     }
 
     fn is_marked(&self, a: &PciAddress) -> bool {
@@ -387,9 +400,11 @@ impl Marks {
 
     fn node(&self, s: &Snapshot, a: PciAddress) -> DeviceNode {
         let d = s.device(&a);
+        let group = d.and_then(|d| d.iommu_group.clone());
         DeviceNode {
             address: a,
-            group: d.and_then(|d| d.iommu_group.clone()),
+            group_size: group.as_deref().map_or(0, |g| self.group_size(g)),
+            group,
             roles: self.roles.get(&a).cloned().unwrap_or_default(),
             verdicts: self.verdicts.get(&a).cloned(),
             blocks: self.blocks.get(&a).cloned().unwrap_or_default(),
@@ -463,11 +478,11 @@ pub fn render_tree(out: &mut dyn Write, s: &Snapshot, t: &DeviceTree, st: Style)
     if t.rows.is_empty() {
         writeln!(out, "No PCI devices found under sys/bus/pci/devices.")?;
     }
-    for row in &t.rows {
+    for (i, row) in t.rows.iter().enumerate() {
         let mut line = branch_prefix(row);
         match &row.item {
             TreeItem::RootBus { domain, bus } => {
-                if row_index_is_not_first(t, row) {
+                if i > 0 {
                     writeln!(out)?;
                 }
                 line.push_str(&st.bold(&format!("root bus {domain:04x}:{bus:02x}")));
@@ -495,10 +510,6 @@ pub fn render_tree(out: &mut dyn Write, s: &Snapshot, t: &DeviceTree, st: Style)
     Ok(())
 }
 
-fn row_index_is_not_first(t: &DeviceTree, row: &TreeRow) -> bool {
-    !std::ptr::eq(&t.rows[0], row)
-}
-
 /// `│  ├─ `: the guides of the ancestors, then this row's branch.
 fn branch_prefix(row: &TreeRow) -> String {
     if row.depth == 0 {
@@ -519,7 +530,7 @@ fn device_text(s: &Snapshot, n: &DeviceNode, st: Style) -> String {
         .map_or("-".into(), sanitize);
     let group = match &n.group {
         Some(id) => {
-            let size = s.group(id).map_or(0, |g| g.devices.len());
+            let size = n.group_size;
             if size > 1 {
                 format!("group {} ({size} devices)", sanitize(id))
             } else {

@@ -59,7 +59,7 @@ pub(super) fn render_topology(h: &mut Html, s: &Snapshot, t: &DeviceTree) {
                 };
                 if want != open {
                     close(h, &mut open);
-                    open_box(h, s, n, &hues, &blocking, &mut seen);
+                    open_box(h, n, &hues, &blocking, &mut seen);
                     open = want;
                 }
                 render_device_row(h, s, row, n);
@@ -94,7 +94,6 @@ fn close(h: &mut Html, open: &mut Open) {
 
 fn open_box<'a>(
     h: &mut Html,
-    s: &Snapshot,
     n: &'a DeviceNode,
     hues: &HashMap<&str, u32>,
     blocking: &[&str],
@@ -104,7 +103,7 @@ fn open_box<'a>(
         h.raw("<div class=\"grp\" style=\"--h:210\" data-group=\"\"><div class=\"glabel\">in no IOMMU group</div><div class=\"rows\">");
         return;
     };
-    let size = s.group(id).map_or(0, |g| g.devices.len());
+    let size = n.group_size;
     let mut class = String::from("grp");
     if size > 1 {
         class.push_str(" shared");
