@@ -203,6 +203,30 @@ fn golden_qemu_list_tree() {
     );
 }
 
+/// `list --tree` on synthetic hosts that show what the other fixtures do not: the host's boot
+/// disk and network in a GPU's group (`apu-in-use`), and 4,096 functions whose identical VFs
+/// collapse (`server-4096`).
+#[test]
+fn golden_synthetic_list_tree() {
+    refuse_writing_snapshots_in_ci();
+    let mut failed = Vec::new();
+    for name in ["apu-in-use", "server-4096"] {
+        let dir = tempfile::tempdir().unwrap();
+        passthru_testkit::build_named(name, dir.path()).unwrap();
+        let got = transcript(dir.path(), &["list", "--tree"]);
+        let snap = format!("synthetic-{name}__list_tree");
+        let r = std::panic::catch_unwind(|| {
+            insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+                insta::assert_snapshot!(snap, got);
+            });
+        });
+        if r.is_err() {
+            failed.push(format!("synthetic-{name}__list_tree"));
+        }
+    }
+    assert!(failed.is_empty(), "output changed (cargo insta review): {failed:?}");
+}
+
 fn case(name: &str) -> &'static Case {
     CASES.iter().find(|c| c.name == name).unwrap()
 }

@@ -363,6 +363,42 @@ fn report_of_each_qemu_tree_renders_offline_with_every_device_group_and_finding(
     }
 }
 
+/// The host's own devices are labelled and the devices that block a GPU marked, on the
+/// row of each (`apu-in-use`: the boot disk's SATA controller and the default route's NIC
+/// share the APU's group).
+#[test]
+fn the_page_labels_the_hosts_devices_and_marks_what_blocks_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("apu-in-use", dir.path()).unwrap();
+    let snap = snapshot(dir.path());
+    let check = check_host(&snap, &CheckRequest::default());
+    let page = render_html(&ReportInput {
+        snapshot: &snap,
+        check: &check,
+        power: &[],
+        price_kwh: 0.3,
+    });
+    let row = |addr: &str| {
+        let start = page
+            .find(&format!("id=\"d-{addr}\""))
+            .unwrap_or_else(|| panic!("no row for {addr}"));
+        let end = start + page[start..].find("</div>").unwrap();
+        page[start..end].to_string()
+    };
+    let gpu = "0000:02:00.0";
+    for (addr, label) in [
+        (snap.host_usage.boot_disk_controllers[0], "boot disk"),
+        (snap.host_usage.default_route_devices[0], "host network"),
+    ] {
+        let r = row(&addr.to_string());
+        assert!(r.contains(label), "{addr} lacks {label}: {r}");
+        assert!(r.contains(&format!("blocks GPU {gpu} for vm")), "{addr}: {r}");
+    }
+    let r = row(gpu);
+    assert!(r.contains("boot display") && r.contains("v-blocked"), "{r}");
+    assert!(page.contains("grp shared blocking"), "the GPU's group is not drawn as blocking");
+}
+
 /// `--from` a saved snapshot makes the same tree as the host it was saved from, and `-`
 /// writes the page to standard output.
 #[test]
