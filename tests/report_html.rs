@@ -28,6 +28,8 @@ use common::*;
 use passthru::check::{check_host, CheckRequest};
 use passthru::model::Snapshot;
 use passthru::output::report::{render_html, ReportInput, CONTENT_SECURITY_POLICY};
+use passthru::output::style::Style;
+use passthru::output::tree::{build_tree, render_tree};
 
 /// The Chromium binary, or `None` (after `skip_or_fail`) when it is not installed.
 fn chromium() -> Option<PathBuf> {
@@ -392,11 +394,17 @@ fn the_page_labels_the_hosts_devices_and_marks_what_blocks_a_gpu() {
     ] {
         let r = row(&addr.to_string());
         assert!(r.contains(label), "{addr} lacks {label}: {r}");
-        assert!(r.contains(&format!("blocks GPU {gpu} for vm")), "{addr}: {r}");
+        assert!(
+            r.contains(&format!("blocks GPU {gpu} for vm")),
+            "{addr}: {r}"
+        );
     }
     let r = row(gpu);
     assert!(r.contains("boot display") && r.contains("v-blocked"), "{r}");
-    assert!(page.contains("grp shared blocking"), "the GPU's group is not drawn as blocking");
+    assert!(
+        page.contains("grp shared blocking"),
+        "the GPU's group is not drawn as blocking"
+    );
 }
 
 /// `--from` a saved snapshot makes the same tree as the host it was saved from, and `-`
