@@ -629,6 +629,20 @@ fn report_of_a_4096_function_server_collapses_vfs_and_names_everything() {
             g.id
         );
     }
+    // `list --tree` draws the same tree: as short, each X710 PF's 32 VFs on one line.
+    let mut text = Vec::new();
+    let tree = build_tree(&snap, Some(&check));
+    render_tree(&mut text, &snap, &tree, Style::PLAIN).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.lines().count() * 3 < snap.devices.len(),
+        "{} lines",
+        text.lines().count()
+    );
+    assert!(
+        text.contains("32 × [0200] Intel Corporation Ethernet Virtual Function 700 Series [8086:154c]  iavf  0000:1a:02.0 … 0000:1a:05.7  (groups 15–46, one each)"),
+        "no collapsed VF line"
+    );
     let Some(chromium) = chromium() else { return };
     let file = dir.path().join("report.html");
     std::fs::write(&file, &page).unwrap();
