@@ -89,6 +89,9 @@ pub enum Command {
     Advise(AdviseArgs),
     /// What each GPU draws now (read without waking it) and costs a year.
     Power(PowerArgs),
+    /// The host on one self-contained HTML page: the PCI tree with its IOMMU groups, the
+    /// GPUs' verdicts, the findings, power and cost. For a bug report or a forum thread.
+    Report(ReportArgs),
     /// Bind a GPU (and every endpoint of its groups) to vfio-pci now, without a reboot.
     Bind(BindArgs),
     /// Give a GPU on vfio-pci back to its host driver now.
@@ -244,11 +247,26 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Show each GPU with the devices that share its IOMMU group.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     pub gpus: bool,
+    /// Show the PCI topology as a tree (root buses, bridges, endpoints), each device with its
+    /// IOMMU group, GPUs with their verdicts, and what blocks them.
+    #[arg(long, conflicts_with = "json")]
+    pub tree: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the page to FILE (`-` for standard output). The page loads nothing from the
+    /// network: open it from disk, or attach it to a mail or a forum post.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// Electricity price per kWh, for the yearly costs.
+    #[arg(long, default_value_t = 0.30)]
+    pub price_kwh: f64,
 }
 
 #[derive(Debug, Args)]

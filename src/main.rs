@@ -129,6 +129,7 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
         Command::Docker(a) => cmd::docker::run(source, a, &mut out)?,
         Command::Advise(a) => cmd::advise::run(source, a, &mut out)?,
         Command::Power(a) => cmd::power::run(source, a, &mut out)?,
+        Command::Report(a) => cmd::report::run(source, a, &mut out)?,
         Command::DebugApplyPlan(a) => cmd::debug_apply_plan::run(source, a, &mut out)?,
         Command::GenerateAssets(a) => cmd::generate_assets::run(a, &mut out)?,
     }

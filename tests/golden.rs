@@ -89,6 +89,7 @@ fn build(host: &Host) -> tempfile::TempDir {
 const COMMANDS: &[(&str, &[&str])] = &[
     ("list", &["list"]),
     ("list_gpus", &["list", "--gpus"]),
+    ("list_tree", &["list", "--tree"]),
     ("check", &["check"]),
     ("check_json", &["check", "--json"]),
     ("check_for_lxc", &["check", "--for", "lxc"]),
@@ -177,6 +178,45 @@ fn refuse_writing_snapshots_in_ci() {
         std::env::var_os("INSTA_FORCE_PASS").is_none(),
         "INSTA_FORCE_PASS under CI would hide changed output"
     );
+}
+
+/// `list --tree` on every QEMU real-kernel capture: real sysfs links, so real bridge chains
+/// (root ports, switches, PCI bridges and what hangs below them).
+#[test]
+fn golden_qemu_list_tree() {
+    refuse_writing_snapshots_in_ci();
+    let mut failed = Vec::new();
+    for (name, dir) in qemu_fixtures() {
+        let root = unpacked(&dir.join("root.tar.gz"));
+        let got = transcript(&root, &["list", "--tree"]);
+        let snap = format!("qemu-{name}__list_tree");
+        let r = std::panic::catch_unwind(|| {
+            insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+                insta::assert_snapshot!(snap, got);
+            });
+        });
+        if r.is_err() {
+            failed.push(format!("qemu-{name}__list_tree"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "output changed (cargo insta review): {failed:?}"
+    );
+}
+
+/// `list --tree` on a synthetic host that shows what the other fixtures do not: the host's
+/// boot disk and network in a GPU's group (`apu-in-use`). The 4,096-function tree is checked
+/// by tests/report_html.rs, which builds that host anyway (building it is the slow part).
+#[test]
+fn golden_synthetic_list_tree() {
+    refuse_writing_snapshots_in_ci();
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("apu-in-use", dir.path()).unwrap();
+    let got = transcript(dir.path(), &["list", "--tree"]);
+    insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!("synthetic-apu-in-use__list_tree", got);
+    });
 }
 
 fn case(name: &str) -> &'static Case {

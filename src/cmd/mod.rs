@@ -16,6 +16,7 @@ pub mod list;
 pub mod lxc;
 pub mod mapping;
 pub mod power;
+pub mod report;
 pub mod rollback;
 pub mod scan;
 pub mod setup;
@@ -62,9 +63,11 @@ pub fn host_use(cmd: &Command) -> HostUse {
         write: *write,
     };
     match cmd {
-        Command::List(_) | Command::Scan(_) | Command::Check(_) | Command::Advise(_) => {
-            HostUse::Snapshot
-        }
+        Command::List(_)
+        | Command::Scan(_)
+        | Command::Check(_)
+        | Command::Advise(_)
+        | Command::Report(_) => HostUse::Snapshot,
         Command::Power(a) => match &a.runtime_pm {
             Some(_) => changes("power --runtime-pm", &a.write()),
             None => HostUse::Snapshot,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use passthru::advise::catalog;
 use passthru::host::power::{read_gpu_power, saved_gpu_power};
 use passthru::host::{HostRoot, RootFiles};
-use passthru::model::ReadDetail;
+use passthru::model::{ReadDetail, Snapshot};
 use passthru::output::power::{build_row, render_power, render_prometheus, PowerRow};
 use passthru::plan::power::plan_runtime_pm;
 
@@ -21,27 +21,9 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
     if let Some(mode) = &a.runtime_pm {
         return runtime_pm(source, &root, a, mode, out);
     }
-    let live = is_live(&root);
     loop {
         let snap = get_snapshot(source, ReadDetail::Check)?;
-        let rows: Vec<PowerRow> = snap
-            .gpus()
-            .map(|g| {
-                // --from has no live files: the snapshot's own state is all there is.
-                let reading = if source.from.is_some() {
-                    saved_gpu_power(g)
-                } else {
-                    read_gpu_power(&root, g, Duration::from_millis(500), live)
-                };
-                let spec = g.vendor_device().and_then(|vd| catalog::gpu_by_pci_id(&vd));
-                build_row(
-                    g.names.name.clone(),
-                    reading,
-                    spec.map(|s| s.idle_w),
-                    a.price_kwh,
-                )
-            })
-            .collect();
+        let rows = read_power_rows(source, &root, &snap, a.price_kwh);
         if a.json {
             let doc = passthru::output::documents::PowerDocument {
                 schema_version: passthru::output::documents::DOCUMENT_SCHEMA_VERSION,
@@ -75,6 +57,35 @@ pub fn run(source: &SourceArgs, a: &PowerArgs, out: &mut dyn Write) -> Result<()
             writeln!(out)?;
         }
     }
+}
+
+/// Every GPU's power row: read now from the host (never waking a sleeping GPU), or the
+/// snapshot's own state with `--from`, priced with the catalog's idle figure when there is
+/// no measurement. `report` shows the same rows.
+pub fn read_power_rows(
+    source: &SourceArgs,
+    root: &HostRoot,
+    snap: &Snapshot,
+    price_kwh: f64,
+) -> Vec<PowerRow> {
+    let live = is_live(root);
+    snap.gpus()
+        .map(|g| {
+            // --from has no live files: the snapshot's own state is all there is.
+            let reading = if source.from.is_some() {
+                saved_gpu_power(g)
+            } else {
+                read_gpu_power(root, g, Duration::from_millis(500), live)
+            };
+            let spec = g.vendor_device().and_then(|vd| catalog::gpu_by_pci_id(&vd));
+            build_row(
+                g.names.name.clone(),
+                reading,
+                spec.map(|s| s.idle_w),
+                price_kwh,
+            )
+        })
+        .collect()
 }
 
 /// A udev rule per GPU setting power/control at every boot, through the setup transaction.

@@ -160,7 +160,8 @@ pub fn build_list(s: &Snapshot) -> ListReport {
     }
 }
 
-fn build_header(s: &Snapshot) -> HostHeader {
+/// The host lines `list` and `report` open with: OS, kernel, CPU, firmware, boot loader.
+pub fn build_header(s: &Snapshot) -> HostHeader {
     let sys = &s.system;
     HostHeader {
         os: sys.os.pretty_name.clone().or_else(|| sys.os.id.clone()),
@@ -215,7 +216,7 @@ fn bootloader_name(k: BootloaderKind) -> &'static str {
 }
 
 /// `systemd-boot (loader/entries/*.conf)`: the boot loader and where its command line is.
-fn bootloader_label(k: BootloaderKind, from: &[String]) -> String {
+pub fn bootloader_label(k: BootloaderKind, from: &[String]) -> String {
     let name = bootloader_name(k);
     if from.is_empty() {
         name.to_string()
@@ -225,7 +226,7 @@ fn bootloader_label(k: BootloaderKind, from: &[String]) -> String {
     }
 }
 
-fn initramfs_name(k: InitramfsKind) -> &'static str {
+pub fn initramfs_name(k: InitramfsKind) -> &'static str {
     match k {
         InitramfsKind::InitramfsTools => "initramfs-tools",
         InitramfsKind::Dracut => "dracut",
