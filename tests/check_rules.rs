@@ -1604,3 +1604,28 @@ fn the_intgpu_off_default_needs_intel_iommu_on_for_the_igpu_only() {
     assert!(fired(&run(&p40), Some(card)).contains(&RuleId::IommuIntelDefaultOn));
     assert!(!fired(&run(&p40), Some(card)).contains(&RuleId::IommuIntgpuOff));
 }
+
+/// A card something blocks for a VM is not told to "run passthru setup vm" (setup refuses
+/// it): its next step names what blocks it. Forced, the safety blocks are warnings and the
+/// step is setup again.
+#[test]
+fn the_next_step_of_a_blocked_card_is_what_blocks_it() {
+    let desktop = check_snapshot_of("nvidia-desktop");
+    let r = run(&desktop);
+    assert_eq!(verdict(&r, Use::Vm), Verdict::Blocked);
+    let step = &r.gpus[0].state.next_step;
+    assert!(
+        step.starts_with("resolve what blocks the VM use first") && step.contains("safety."),
+        "{step}"
+    );
+    let forced = run_forced(&desktop);
+    assert_ne!(verdict(&forced, Use::Vm), Verdict::Blocked);
+    assert!(
+        forced.gpus[0]
+            .state
+            .next_step
+            .starts_with("run passthru setup vm"),
+        "{}",
+        forced.gpus[0].state.next_step
+    );
+}

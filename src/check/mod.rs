@@ -410,7 +410,23 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
             };
             (*u, v)
         })
-        .collect();
+        .collect::<BTreeMap<Use, Verdict>>();
+    // "Run passthru setup vm" is no next step where something blocks the VM use: setup
+    // refuses it. The one step is what the blocking findings say.
+    let mut state = ctx.state.clone();
+    if state.state == crate::state::CardState::NotConfigured
+        && verdicts.get(&Use::Vm) == Some(&Verdict::Blocked)
+    {
+        let blocking: Vec<String> = findings
+            .iter()
+            .filter(|f| f.effect == Effect::Blocks && f.uses.contains(&Use::Vm))
+            .map(|f| f.id.to_string())
+            .collect();
+        state.next_step = format!(
+            "resolve what blocks the VM use first ({}); setup vm refuses until then",
+            blocking.join(", ")
+        );
+    }
     GpuCheck {
         address: g.address,
         name: g.names.name.clone(),
@@ -418,7 +434,7 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
         functions: ctx.functions.iter().map(|d| d.address).collect(),
         group: g.iommu_group.clone(),
         verdicts,
-        state: ctx.state.clone(),
+        state,
         findings,
     }
 }

@@ -118,10 +118,10 @@ fn render_header(h: &mut Html, s: &Snapshot) {
     let unknown = |o: &Option<String>, what: &str| o.clone().unwrap_or_else(|| what.to_string());
     h.raw("<header><h1>passthru report</h1><p class=\"sub\">");
     h.text(&format!(
-        "{} PCI functions in {} IOMMU groups, {} GPU(s)",
-        s.devices.len(),
-        s.groups.len(),
-        s.gpus().count()
+        "{} in {}, {}",
+        crate::output::words::count(s.devices.len(), "PCI function", "PCI functions"),
+        crate::output::words::count(s.groups.len(), "IOMMU group", "IOMMU groups"),
+        crate::output::words::count(s.gpus().count(), "GPU", "GPUs")
     ));
     h.raw("</p><dl class=\"host\">");
     let mut host = unknown(&head.os, "OS unknown");
@@ -214,8 +214,8 @@ fn render_gpu_card(h: &mut Html, g: &GpuCheck) {
             format!("IOMMU group {id}")
         });
     h.text(&format!(
-        "{} function(s) · {group} · {}",
-        g.functions.len(),
+        "{} · {group} · {}",
+        crate::output::words::count(g.functions.len(), "function", "functions"),
         g.state.state.describe()
     ));
     h.raw("<div class=\"verdicts\">");
