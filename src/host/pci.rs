@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::model::{
-    ClassCode, Issue, LinkInfo, PciAddress, PciDevice, PciId, PowerInfo, ReadDetail, ResetInfo,
-    SriovInfo,
+    ClassCode, Issue, LinkInfo, MdevType, NvidiaVfVgpu, PciAddress, PciDevice, PciId, PowerInfo,
+    ReadDetail, ResetInfo, SriovInfo,
 };
 
 use super::root::{FileRead, HostRoot};
@@ -176,10 +176,22 @@ pub fn read_pci_device(
             .filter(|n| n.starts_with("virtfn"))
             .cloned()
             .collect::<Vec<_>>();
+        let drivers_autoprobe = if has("sriov_drivers_autoprobe") {
+            r.flag("sriov_drivers_autoprobe")
+        } else {
+            None
+        };
+        let vf_device = if has("sriov_vf_device") {
+            r.hex("sriov_vf_device", 4).map(|v| PciId(v as u16))
+        } else {
+            None
+        };
         SriovInfo {
             total_vfs: Some(total as u32),
             num_vfs,
             vfs: read_virtfns(root, &dir, &names),
+            drivers_autoprobe,
+            vf_device,
         }
     });
     let physfn = if has("physfn") {
@@ -191,6 +203,15 @@ pub fn read_pci_device(
         root.list_dir(&format!("{dir}/mdev_supported_types"), r.issues)
     } else {
         Vec::new()
+    };
+    let mdev_type_details = mdev_types
+        .iter()
+        .map(|t| read_mdev_type(root, &format!("{dir}/mdev_supported_types/{t}"), t, r.issues))
+        .collect();
+    let nvidia_vgpu = if has("nvidia") && root.is_dir(&format!("{dir}/nvidia")) {
+        Some(read_nvidia_vf(root, &format!("{dir}/nvidia"), r.issues))
+    } else {
+        None
     };
     let modalias = text(&mut r, "modalias");
     let bars = text(&mut r, "resource")
@@ -205,6 +226,8 @@ pub fn read_pci_device(
     dev.sriov = sriov;
     dev.physfn = physfn;
     dev.mdev_types = mdev_types;
+    dev.mdev_type_details = mdev_type_details;
+    dev.nvidia_vgpu = nvidia_vgpu;
     dev.modalias = modalias;
     dev.bars = bars;
     dev.detailed = true;
@@ -247,6 +270,51 @@ fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress>
         .collect();
     vfs.sort_by_key(|v| v.0);
     vfs.into_iter().map(|v| v.1).collect()
+}
+
+/// One mdev type's attributes. Each file is optional in the kernel's interface (`name` and
+/// `description` are), so a missing one is `None`; a garbled count is `None` and an issue.
+fn read_mdev_type(root: &HostRoot, dir: &str, id: &str, issues: &mut Vec<Issue>) -> MdevType {
+    let mut r = AttrReader { root, dir, issues };
+    let available_instances = r.int("available_instances").and_then(|n| u32::try_from(n).ok());
+    let name = r.text("name").filter(|s| !s.is_empty());
+    let description = r.text("description").filter(|s| !s.is_empty());
+    let device_api = r.text("device_api").filter(|s| !s.is_empty());
+    let devices = if root.exists(&format!("{dir}/devices")) {
+        root.list_dir(&format!("{dir}/devices"), r.issues)
+    } else {
+        Vec::new()
+    };
+    MdevType {
+        id: id.to_string(),
+        name,
+        description,
+        available_instances,
+        device_api,
+        devices,
+    }
+}
+
+/// A VF's `nvidia/` directory (NVIDIA vGPU 17+ vendor VFIO; format from NVIDIA's
+/// vgpu-device-manager docs: `1414 : NVIDIA H200X-1-18C`, one type a line).
+fn read_nvidia_vf(root: &HostRoot, dir: &str, issues: &mut Vec<Issue>) -> NvidiaVfVgpu {
+    let mut r = AttrReader { root, dir, issues };
+    let creatable = r
+        .text("creatable_vgpu_types")
+        .map(|t| parse_creatable_vgpu_types(&t))
+        .unwrap_or_default();
+    let current = r.int("current_vgpu_type").and_then(|n| u32::try_from(n).ok());
+    NvidiaVfVgpu { creatable, current }
+}
+
+/// `ID : name` lines; a header line (`ID    : vGPU Name`) and blank lines are skipped.
+pub fn parse_creatable_vgpu_types(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (id, name) = l.split_once(':')?;
+            Some((id.trim().parse().ok()?, name.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Reads one device's attribute files, turning failures into issues on that device.

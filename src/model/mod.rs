@@ -5,9 +5,11 @@
 //! user's `passthru scan --json` reproduces their host anywhere.
 
 mod pci;
+mod sharing;
 mod system;
 
 pub use pci::*;
+pub use sharing::*;
 pub use system::*;
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +97,9 @@ pub struct Snapshot {
     /// What the host itself relies on: its boot disk, its network, its display users.
     #[serde(default)]
     pub host_usage: HostUsage,
+    /// What sharing one GPU among guests relies on (mdevs, CDI, DKMS, Secure Boot).
+    #[serde(default)]
+    pub sharing: SharingInfo,
     /// Every PCI function, sorted by address.
     pub devices: Vec<PciDevice>,
     /// Every IOMMU group, sorted numerically where the ids are numbers.
