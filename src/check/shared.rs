@@ -247,8 +247,15 @@ fn check_intel_sriov(s: &Snapshot, g: &PciDevice, total: u32, num: u32) -> Vec<F
             }
         }
         if sh.secure_boot == Some(SecureBoot::On) {
+            // Loaded already: its signature was accepted, and each new build must be signed
+            // with the same key. Not loaded: whether it can be is unknown (#352, #156).
+            let (severity, effect, message) = if capable {
+                (Severity::Info, Effect::None, "Secure Boot is on and the out-of-tree i915 is loaded, so its signing key is trusted: each new DKMS build must be signed with that key (MOK)")
+            } else {
+                (Severity::Warning, Effect::Unknown, "Secure Boot is on: the out-of-tree i915 loads only when signed with a key the firmware trusts (MOK)")
+            };
             f.push(
-                Finding::new(RuleId::SharedSecureBoot, Severity::Warning, Effect::Unknown, SHARED, "Secure Boot is on: the out-of-tree i915 loads only when signed with a key the firmware trusts (MOK)")
+                Finding::new(RuleId::SharedSecureBoot, severity, effect, SHARED, message)
                     .evidence("sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e98c0304f9ce: 1")
                     .fix("enrol DKMS's signing key (mokutil --import /var/lib/dkms/mok.pub, then reboot and confirm), or turn Secure Boot off"),
             );

@@ -120,6 +120,15 @@ pub fn read_pci_device(
     dev.iommu_group = iommu_group;
     dev.boot_vga = boot_vga;
     dev.has_secondary_bus = has_secondary_bus;
+    // A GPU's VFs are GPUs too (an iGPU's share its slot): `list` must tell them from the
+    // card's own functions, so a summary reads this link for GPUs (one call each).
+    if class.is_some_and(ClassCode::is_gpu) || listing.is_some() {
+        dev.physfn = if has("physfn") {
+            r.link_target("physfn", false).and_then(|t| t.parse().ok())
+        } else {
+            None
+        };
+    }
     if detail == ReadDetail::Summary {
         return dev;
     }
@@ -194,11 +203,6 @@ pub fn read_pci_device(
             vf_device,
         }
     });
-    let physfn = if has("physfn") {
-        r.link_target("physfn", false).and_then(|t| t.parse().ok())
-    } else {
-        None
-    };
     let mdev_types = if has("mdev_supported_types") {
         root.list_dir(&format!("{dir}/mdev_supported_types"), r.issues)
     } else {
@@ -224,7 +228,6 @@ pub fn read_pci_device(
     dev.numa_node = numa_node;
     dev.link = link;
     dev.sriov = sriov;
-    dev.physfn = physfn;
     dev.mdev_types = mdev_types;
     dev.mdev_type_details = mdev_type_details;
     dev.nvidia_vgpu = nvidia_vgpu;
