@@ -108,19 +108,17 @@ fn describe_vf(s: &Snapshot, v: &PciDevice) -> String {
         .mdevs_of(&v.address)
         .map(|m| m.uuid.as_str())
         .collect();
-    let mut out = format!(
-        "{} ({}, group {})",
-        v.address,
-        v.driver.as_deref().unwrap_or("no driver"),
-        v.iommu_group.as_deref().unwrap_or("none")
-    );
+    let mut facts = vec![
+        v.driver.as_deref().unwrap_or("no driver").to_string(),
+        format!("group {}", v.iommu_group.as_deref().unwrap_or("none")),
+    ];
     if let Some(o) = &v.driver_override {
-        out.push_str(&format!(", override {o}"));
+        facts.push(format!("override {o}"));
     }
     if !users.is_empty() {
-        out.push_str(&format!(", mdev {}", users.join(" ")));
+        facts.push(format!("mdev {}", users.join(" ")));
     }
-    out
+    format!("{} ({})", v.address, facts.join(", "))
 }
 
 fn check_nvidia_vfs(g: &PciDevice, vfs: &[&PciDevice]) -> Vec<Finding> {
@@ -224,6 +222,12 @@ fn check_intel_sriov(s: &Snapshot, g: &PciDevice, total: u32, num: u32) -> Vec<F
             f.push(
                 Finding::new(RuleId::SharedParamsMissing, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{driver} can make VFs, but the kernel command line lacks {}", missing.join(", ")))
                     .evidence(format!("proc/cmdline: {}", s.system.cmdline.as_deref().unwrap_or("unreadable")))
+                    .fix(format!("passthru share vfs {} --count {}", g.address, total.min(7))),
+            );
+        } else if num == 0 {
+            f.push(
+                Finding::new(RuleId::SharedVfsOff, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{driver} can make up to {total} VFs, none enabled"))
+                    .evidence(format!("{dir}/sriov_numvfs: 0; sys/module/{driver}/parameters/max_vfs present"))
                     .fix(format!("passthru share vfs {} --count {}", g.address, total.min(7))),
             );
         }
