@@ -66,6 +66,9 @@ pub enum Command {
     #[command(subcommand)]
     Mapping(MappingCommand),
     /// Share a GPU with a Proxmox LXC container, or stop sharing it.
+    /// Split one GPU among several guests (SR-IOV virtual functions).
+    #[command(subcommand)]
+    Share(ShareCommand),
     #[command(subcommand)]
     Lxc(LxcCommand),
     /// Attach a GPU to a libvirt domain, or detach it.
@@ -236,6 +239,28 @@ pub struct VmAttachArgs {
 pub struct VmDetachArgs {
     pub vmid: u32,
     pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Make N virtual functions of a card at every boot (kernel parameters for its driver, a
+    /// udev rule with autoprobe off, each VF bound to vfio-pci by address); `--count 0`
+    /// takes them away. `passthru rollback` undoes it.
+    Vfs(ShareVfsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShareVfsArgs {
+    /// The physical function: a GPU selector, or the address of any device with SR-IOV.
+    pub device: String,
+    /// How many VFs (0 removes them).
+    #[arg(long)]
+    pub count: u32,
+    /// Also make (or remove) them now, as a second transaction that `rollback` undoes first.
+    #[arg(long)]
+    pub now: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }

@@ -104,6 +104,7 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
         Command::Vm(c) => cmd::vm::run(source, c, &mut out)?,
         Command::Mapping(c) => cmd::mapping::run(source, c, &mut out)?,
         Command::Lxc(c) => cmd::lxc::run(source, c, &mut out)?,
+        Command::Share(c) => cmd::share::run(source, c, &mut out)?,
         Command::Libvirt(c) => cmd::libvirt::run(source, c, &mut out)?,
         Command::Docker(a) => cmd::docker::run(source, a, &mut out)?,
         Command::Advise(a) => cmd::advise::run(source, a, &mut out)?,

@@ -17,6 +17,7 @@ pub mod power;
 pub mod rollback;
 pub mod scan;
 pub mod setup;
+pub mod share;
 pub mod vm;
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -32,8 +33,8 @@ use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
 
 use crate::cli::{
-    Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs, VmCommand,
-    WriteArgs,
+    Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, ShareCommand, SourceArgs,
+    VmCommand, WriteArgs,
 };
 
 /// What a command does with the host it is pointed at; every command is named here, so a new
@@ -75,6 +76,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Mapping(MappingCommand::List) => {
             HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
         }
+        Command::Share(ShareCommand::Vfs(a)) => changes("share vfs", &a.write),
         Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
         Command::Lxc(LxcCommand::Unshare(a)) => changes("lxc unshare", &a.write),
         Command::Libvirt(LibvirtCommand::Attach(a)) => changes("libvirt attach", &a.write),

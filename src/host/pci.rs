@@ -195,12 +195,15 @@ pub fn read_pci_device(
         } else {
             None
         };
+        let vfs = read_virtfns(root, &dir, &names);
+        let vf_offset_stride = read_sriov_offset_stride(root, &dir).or_else(|| offset_stride_of(address, &vfs));
         SriovInfo {
             total_vfs: Some(total as u32),
             num_vfs,
-            vfs: read_virtfns(root, &dir, &names),
+            vfs,
             drivers_autoprobe,
             vf_device,
+            vf_offset_stride,
         }
     });
     let mdev_types = if has("mdev_supported_types") {
@@ -259,6 +262,46 @@ fn read_parents(root: &HostRoot, dir: &str, me: PciAddress) -> Vec<PciAddress> {
         .filter_map(|c| c.as_os_str().to_str()?.parse::<PciAddress>().ok())
         .filter(|a| *a != me)
         .collect()
+}
+
+/// First VF Offset and VF Stride from the SR-IOV extended capability (id 0x0010) in config
+/// space. Only root reads past the first 64 bytes, so for others this is `None`.
+fn read_sriov_offset_stride(root: &HostRoot, dir: &str) -> Option<(u16, u16)> {
+    let bytes = std::fs::read(root.join(&format!("{dir}/config"))).ok()?;
+    parse_sriov_offset_stride(&bytes)
+}
+
+/// Walks the extended capability list from 0x100 (header: id in bits 0-15, next offset in
+/// bits 20-31), at most 64 steps so a looping list ends.
+pub fn parse_sriov_offset_stride(config: &[u8]) -> Option<(u16, u16)> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes([*config.get(o)?, *config.get(o + 1)?]));
+    let mut at = 0x100usize;
+    for _ in 0..64 {
+        let header = u32::from(u16_at(at)?) | (u32::from(u16_at(at + 2)?) << 16);
+        if header == 0 || header == 0xffff_ffff {
+            return None;
+        }
+        if header & 0xffff == 0x0010 {
+            return Some((u16_at(at + 0x14)?, u16_at(at + 0x16)?));
+        }
+        at = (header >> 20) as usize;
+        if at < 0x100 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Offset and stride seen in VFs that exist: the first VF's routing id minus the PF's, and
+/// the step between the first two.
+fn offset_stride_of(pf: PciAddress, vfs: &[PciAddress]) -> Option<(u16, u16)> {
+    let rid = |a: &PciAddress| (u32::from(a.bus) << 8) | (u32::from(a.device) << 3) | u32::from(a.function);
+    let first = rid(vfs.first()?).checked_sub(rid(&pf))?;
+    let stride = match vfs.get(1) {
+        Some(b) => rid(b).checked_sub(rid(&vfs[0]))?,
+        None => return None,
+    };
+    Some((u16::try_from(first).ok()?, u16::try_from(stride).ok()?))
 }
 
 /// `virtfnN` links, in N order (not name order: `virtfn10` sorts before `virtfn2`).

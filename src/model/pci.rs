@@ -243,6 +243,30 @@ pub struct SriovInfo {
     /// `sriov_vf_device`: the device id the VFs will have.
     #[serde(default)]
     pub vf_device: Option<PciId>,
+    /// First VF Offset and VF Stride of the SR-IOV capability (config space 0x14/0x16 of the
+    /// extended capability 0x0010; PCIe base spec 9.3.3): where the VFs will appear before
+    /// they exist. `None` when config space past 256 bytes could not be read (not root).
+    #[serde(default)]
+    pub vf_offset_stride: Option<(u16, u16)>,
+}
+
+impl SriovInfo {
+    /// The address of VF `i` (0-based): routing id = PF's + offset + i × stride
+    /// (PCIe base spec 9.3.3.9-10, what the kernel's pci_iov_virtfn_bus/devfn compute).
+    pub fn vf_address(&self, pf: &PciAddress, i: u32) -> Option<PciAddress> {
+        if let Some(a) = self.vfs.get(i as usize) {
+            return Some(*a);
+        }
+        let (offset, stride) = self.vf_offset_stride?;
+        let rid = (u32::from(pf.bus) << 8) | (u32::from(pf.device) << 3) | u32::from(pf.function);
+        let vf = rid + u32::from(offset) + i * u32::from(stride);
+        (vf <= 0xffff).then(|| PciAddress {
+            domain: pf.domain,
+            bus: (vf >> 8) as u8,
+            device: ((vf >> 3) & 0x1f) as u8,
+            function: (vf & 7) as u8,
+        })
+    }
 }
 
 /// One mediated-device type a parent offers (`mdev_supported_types/<id>/`), the files Incus

@@ -10,6 +10,7 @@ pub mod modprobe_file;
 pub mod power;
 pub mod runtime;
 pub mod setup;
+pub mod share;
 pub mod source;
 
 use serde::{Deserialize, Serialize};
