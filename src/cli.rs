@@ -229,6 +229,14 @@ pub struct VmAttachArgs {
     /// Hide the hypervisor from the guest (cpu hidden=1), for old GeForce drivers.
     #[arg(long)]
     pub hidden: bool,
+    /// A virtual function of the card instead of the card: `auto` (the first no VM has) or
+    /// its number (virtfnN).
+    #[arg(long, value_name = "auto|N")]
+    pub vf: Option<passthru::plan::attach_shared::VfChoice>,
+    /// A mediated device of the card (`hostpciN: …,mdev=TYPE`; Proxmox creates it at VM
+    /// start), after checking the type has an instance free.
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]

@@ -161,16 +161,31 @@ fn ct_conf(ctid: u32) -> String {
     format!("etc/pve/lxc/{ctid}.conf")
 }
 
-/// Removes every hostpciN naming this slot from a VM config; returns whether any went.
-fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress) -> bool {
+/// Whether entries must name `a`'s function exactly: a VF, or a PF whose VFs share its slot
+/// (an iGPU's), where the slot is several guests' devices.
+fn exact_match(s: &Snapshot, a: &PciAddress) -> bool {
+    s.device(a).is_some_and(|d| d.physfn.is_some())
+        || s.vfs_of(a).iter().any(|v| v.address.same_slot(a))
+}
+
+/// Removes every hostpciN naming this slot from a VM config; returns whether any went. For a
+/// VF (`exact`), only entries naming that function: its PF and sibling VFs share the slot.
+fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress, exact: bool) -> bool {
     let mut changed = false;
+    let names = |x: &str| {
+        if exact {
+            super::attach_shared::names_function(x, gpu)
+        } else {
+            names_slot(x, gpu)
+        }
+    };
     for i in 0..16 {
         let key = format!("hostpci{i}");
         if let Some(v) = cfg.main_get(&key).map(str::to_string) {
             if parse_hostpci(&v).is_ok_and(|h| {
                 h.host
                     .iter()
-                    .any(|e| e.split(';').any(|x| names_slot(x, gpu)))
+                    .any(|e| e.split(';').any(names))
             }) {
                 changed |= cfg.main_remove(&key);
             }
@@ -190,6 +205,10 @@ pub struct VmAttachRequest {
     /// Hide the hypervisor from the guest (cpu hidden=1): old GeForce drivers (Code 43).
     pub hidden: bool,
     pub force: bool,
+    /// `--vf auto|N`: a virtual function of the card instead of the card.
+    pub vf: Option<super::attach_shared::VfChoice>,
+    /// `--mdev TYPE`: a mediated device of the card (or, NVIDIA vGPU 17+, of a VF).
+    pub mdev: Option<String>,
 }
 
 /// The GPU's check for VM use: blocked is refused; not-ready is a note.
@@ -507,6 +526,9 @@ pub fn plan_vm_attach(
 ) -> Result<Plan, AttachError> {
     check_vm_request(src, req)?;
     let gpu = select(s, &req.gpu)?;
+    if req.vf.is_some() || req.mdev.is_some() {
+        return plan_vm_attach_shared(s, src, req, gpu);
+    }
     let fns = s.card_functions(&gpu.address);
     let path = vm_conf(req.vmid);
     let mut cfg = read_config(src, &path)?;
@@ -608,6 +630,75 @@ pub fn plan_vm_attach(
     Ok(plan)
 }
 
+/// `--vf` / `--mdev`: one hostpci entry naming one function exactly.
+fn plan_vm_attach_shared(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    req: &VmAttachRequest,
+    gpu: &PciDevice,
+) -> Result<Plan, AttachError> {
+    use super::attach_shared as sh;
+    if req.mapping.is_some() {
+        return Err(AttachError::Refused("--mapping with --vf/--mdev: a mapping of the VFs as a pool is not made by passthru yet; give the VF or leave --mapping out".into()));
+    }
+    let path = vm_conf(req.vmid);
+    let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
+    let entries = sh::vm_entries(src);
+    let vmid = req.vmid;
+    // A VF this VM already has counts as taken only for `auto` picking another; for mdev
+    // several instances may share a parent, so the parent is never "taken" by mdev entries.
+    let taken = |a: &PciAddress| {
+        let users: Vec<String> = sh::vms_using(&entries, a)
+            .into_iter()
+            .map(|v| format!("VM {v}"))
+            .collect();
+        (!users.is_empty()).then(|| users.join(", "))
+    };
+    let t = if req.mdev.is_some() && s.vfs_of(&sh::pf_for(s, gpu).address).iter().all(|v| v.nvidia_vgpu.is_none()) {
+        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &|_| None, req.force)?
+    } else {
+        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &taken, req.force)?
+    };
+    let mut plan = Plan {
+        title: match &t.mdev {
+            Some(m) => format!("Attach a {m} instance of {} to VM {vmid}", t.device),
+            None => format!("Attach VF {} to VM {vmid}", t.device),
+        },
+        ..Plan::default()
+    };
+    plan.notes.extend(t.notes.clone());
+    let record_path = settings_record(vmid);
+    let before_record = read_settings_record(src, &record_path)?;
+    let mut record = before_record.clone();
+    let pcie = plan_vm_settings(&mut cfg, vmid, &mut record, &mut plan.notes);
+    let mut h = sh::shared_hostpci(&t, pcie);
+    if let Some(r) = req.rombar {
+        set_option(&mut h.options, "rombar", r.to_string());
+    }
+    if let Some(f) = &req.romfile {
+        set_option(&mut h.options, "romfile", f.clone());
+    }
+    let n = sh::free_index(&cfg, vmid)?;
+    let value = sh::checked_value(&h, n)?;
+    cfg.main_set(&format!("hostpci{n}"), &value);
+    plan.edits.extend(edit(
+        src,
+        &path,
+        Some(cfg.render()),
+        "hostpci entry for the share and the VM settings it needs",
+    )?);
+    if record != before_record {
+        plan.edits.extend(edit(
+            src,
+            &record_path,
+            render_settings_record(&record),
+            "the VM settings attach changed, so that detach can put them back",
+        )?);
+    }
+    Ok(plan)
+}
+
 pub fn plan_vm_detach(
     s: &Snapshot,
     src: &dyn FileSource,
@@ -623,6 +714,7 @@ pub fn plan_vm_detach(
         src,
         vmid,
         &gpu.address,
+        exact_match(s, &gpu.address),
         true,
         &mut plan,
         "remove the GPU's hostpci entry",
@@ -638,13 +730,14 @@ fn plan_vm_removal(
     src: &dyn FileSource,
     vmid: u32,
     gpu: &PciAddress,
+    exact: bool,
     settle: bool,
     plan: &mut Plan,
     reason: &str,
 ) -> Result<(), AttachError> {
     let path = vm_conf(vmid);
     let mut cfg = read_config(src, &path)?;
-    let removed = drop_hostpci(&mut cfg, gpu);
+    let removed = drop_hostpci(&mut cfg, gpu, exact);
     let record_path = settings_record(vmid);
     let record = if removed || settle {
         read_settings_record(src, &record_path)?
@@ -1043,6 +1136,7 @@ pub fn plan_lxc_share(
             src,
             vmid,
             &gpu.address,
+            exact_match(s, &gpu.address),
             false,
             &mut plan,
             "the GPU moves to a container: this VM's hostpci entry for it goes",

@@ -2,6 +2,7 @@
 //! of the snapshot, the files' current bytes and the request; `apply` is the only writer.
 
 pub mod attach;
+pub mod attach_shared;
 pub mod boot;
 pub mod diff;
 pub mod files;
