@@ -336,6 +336,12 @@ pub struct LibvirtAttachArgs {
     /// <kvm><hidden state='on'/></kvm> and a Hyper-V vendor_id.
     #[arg(long)]
     pub hidden: bool,
+    /// A virtual function of the card (by address): `auto` (the first no domain has) or N.
+    #[arg(long, value_name = "auto|N", conflicts_with = "mdev")]
+    pub vf: Option<passthru::plan::attach_shared::VfChoice>,
+    /// A live mediated device of this type that no domain uses (type='mdev', by UUID).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]

@@ -1248,6 +1248,53 @@ pub struct LibvirtAttachRequest {
     pub romfile: Option<String>,
     pub hidden: bool,
     pub force: bool,
+    /// `--vf auto|N`: a virtual function instead of the card, by address.
+    pub vf: Option<super::attach_shared::VfChoice>,
+    /// `--mdev TYPE`: a live mediated device of that type no domain uses, by UUID.
+    pub mdev: Option<String>,
+}
+
+/// Every libvirt domain file's text, by path.
+fn all_domains(src: &dyn FileSource) -> Vec<(String, String)> {
+    src.list("etc/libvirt/qemu")
+        .into_iter()
+        .filter(|n| n.ends_with(".xml"))
+        .filter_map(|n| {
+            let path = format!("etc/libvirt/qemu/{n}");
+            let text = src.read_text(&path).ok()??;
+            Some((path, text))
+        })
+        .collect()
+}
+
+/// A live mdev of `ty` on `parent` that no domain names, for `libvirt attach --mdev`.
+fn free_mdev(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    parent: &PciDevice,
+    ty: &str,
+) -> Result<String, AttachError> {
+    if !parent.mdev_types.iter().any(|t| t == ty) {
+        return Err(AttachError::Refused(format!(
+            "{} offers no mdev type '{ty}'{}",
+            parent.address,
+            if parent.mdev_types.is_empty() { " (it offers none)".to_string() } else { format!("; it offers {}", parent.mdev_types.join(", ")) }
+        )));
+    }
+    let used: Vec<String> = all_domains(src)
+        .iter()
+        .flat_map(|(_, t)| libvirt_xml::mdev_hostdev_uuids(t))
+        .map(|u| u.to_ascii_lowercase())
+        .collect();
+    s.sharing
+        .mdevs_of(&parent.address)
+        .filter(|m| m.mdev_type.as_deref() == Some(ty))
+        .find(|m| !used.contains(&m.uuid.to_ascii_lowercase()))
+        .map(|m| m.uuid.clone())
+        .ok_or_else(|| AttachError::Refused(format!(
+            "no {ty} instance on {} is free for libvirt (libvirt uses mdevs that exist, it does not create them): create one with `mdevctl start -u $(uuidgen) -p {} -t {ty}` (or write a new UUID to /sys/bus/pci/devices/{}/mdev_supported_types/{ty}/create), then run this again",
+            parent.address, parent.address, parent.address
+        )))
 }
 
 fn domain_file(domain: &str) -> Result<String, AttachError> {
@@ -1302,6 +1349,42 @@ pub fn plan_libvirt_attach(
     req: &LibvirtAttachRequest,
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, &req.gpu)?;
+    if let Some(ty) = &req.mdev {
+        let (path, text) = read_domain(src, &req.domain)?;
+        let uuid = free_mdev(s, src, gpu, ty)?;
+        let xml = libvirt_xml::add_mdev_hostdev(&text, &uuid).map_err(|e| AttachError::Unreadable {
+            file: path.clone(),
+            why: e.to_string(),
+        })?;
+        let mut plan = Plan {
+            title: format!("Attach {ty} instance {uuid} of {} to libvirt domain {}", gpu.address, req.domain),
+            ..Plan::default()
+        };
+        if xml != text {
+            push_domain_edit(&mut plan, src, &path, xml, "a <hostdev type='mdev'> for the instance")?;
+        }
+        return Ok(plan);
+    }
+    let gpu = match req.vf {
+        None => gpu,
+        Some(choice) => {
+            let pf = super::attach_shared::pf_for(s, gpu);
+            let domains = all_domains(src);
+            let taken = |a: &PciAddress| {
+                let users: Vec<String> = domains
+                    .iter()
+                    .filter(|(_, t)| libvirt_xml::hostdev_sources(t).contains(&pci(a)))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                (!users.is_empty()).then(|| users.join(", "))
+            };
+            if gpu.physfn.is_some() {
+                gpu
+            } else {
+                super::attach_shared::choose_vf(s, pf, choice, taken, |_| true)?
+            }
+        }
+    };
     let fns = s.card_functions(&gpu.address);
     let (path, text) = read_domain(src, &req.domain)?;
     let mut plan = Plan {
