@@ -119,3 +119,19 @@ fn nvidia_vgpu_types_go_on_a_free_vf_that_can_take_them() {
         "is not an NVIDIA vGPU type",
     );
 }
+
+#[test]
+fn list_gpus_shows_each_pf_with_its_vfs_and_their_users() {
+    let h = host_with_vms("intel-adl-sriov");
+    let o = passthru_fixed(h.path(), &["list", "--gpus"]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("    2 virtual functions:\n      0000:00:02.1  vfio-pci  group 20  used by VM 100\n      0000:00:02.2  i915  group 21  free\n"), "{text}");
+    // A VF is listed under its PF, not as a GPU of its own.
+    assert!(!text.contains("* 0000:00:02.1"), "{text}");
+    let o = passthru_fixed(h.path(), &["list", "--gpus", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["gpus"].as_array().unwrap().len(), 1);
+    assert_eq!(v["gpus"][0]["vfs"][0]["users"][0], "VM 100");
+    assert_eq!(v["gpus"][0]["vfs"][1]["iommu_group"], "21");
+}
