@@ -76,6 +76,8 @@ pub enum Command {
     Libvirt(LibvirtCommand),
     /// Print the Docker compose and CLI lines that give a container this GPU.
     Docker(DockerArgs),
+    /// Print (and with --yes run) the `incus config device add` line for a GPU.
+    Incus(IncusArgs),
     /// Which GPU for a job: VRAM and speed estimates, slot and power fit, yearly power cost.
     Advise(AdviseArgs),
     /// What each GPU draws now (read without waking it) and costs a year.
@@ -354,6 +356,25 @@ pub struct LibvirtDetachArgs {
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IncusArgs {
+    /// The Incus instance (container or VM).
+    pub instance: String,
+    pub gpu: String,
+    /// The device name in the instance.
+    #[arg(long, default_value = "gpu0")]
+    pub device: String,
+    /// A VF of the card, for a VM (gputype=sriov).
+    #[arg(long, conflicts_with = "mdev")]
+    pub vf: bool,
+    /// An mdev of this type, for a VM (gputype=mdev).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
+    /// Run it (on the live host only), as an argument vector.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

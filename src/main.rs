@@ -107,6 +107,7 @@ fn run(cli: &Cli, closed: &Rc<Cell<bool>>) -> Result<ExitCode> {
         Command::Share(c) => cmd::share::run(source, c, &mut out)?,
         Command::Libvirt(c) => cmd::libvirt::run(source, c, &mut out)?,
         Command::Docker(a) => cmd::docker::run(source, a, &mut out)?,
+        Command::Incus(a) => cmd::incus::run(source, a, &mut out)?,
         Command::Advise(a) => cmd::advise::run(source, a, &mut out)?,
         Command::Power(a) => cmd::power::run(source, a, &mut out)?,
         Command::DebugApplyPlan(a) => cmd::debug_apply_plan::run(source, a, &mut out)?,

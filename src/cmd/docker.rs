@@ -6,18 +6,30 @@ use anyhow::Result;
 
 use passthru::host::RootFiles;
 use passthru::model::ReadDetail;
-use passthru::plan::attach::docker_snippet;
+use passthru::host::sharing::read_render_gid;
+use passthru::plan::attach::{docker_snippet, gpu_nodes};
 
-use super::{get_snapshot, host_root};
+use super::{get_snapshot, host_root, is_live};
 use crate::cli::{DockerArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<()> {
     let root = host_root(source)?;
     let snap = get_snapshot(source, ReadDetail::Check)?;
-    write!(
-        out,
-        "{}",
-        docker_snippet(&snap, &RootFiles::new(&root), &a.gpu)?
-    )?;
+    let files = RootFiles::new(&root);
+    let gid = render_node(&snap, &files, &a.gpu)
+        .and_then(|n| read_render_gid(&root, &n, is_live(&root)));
+    write!(out, "{}", docker_snippet(&snap, &files, &a.gpu, gid)?)?;
     Ok(())
+}
+
+/// The GPU's render node (`/dev/dri/renderD128`), when it has one.
+pub fn render_node(
+    snap: &passthru::model::Snapshot,
+    files: &RootFiles,
+    sel: &str,
+) -> Option<String> {
+    let gpu = passthru::check::select_one(snap, sel).ok()?;
+    gpu_nodes(snap, files, gpu)
+        .into_iter()
+        .find(|n| n.contains("renderD"))
 }

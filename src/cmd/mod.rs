@@ -9,6 +9,7 @@ pub mod bind;
 pub mod check;
 pub mod debug_apply_plan;
 pub mod docker;
+pub mod incus;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;
@@ -85,6 +86,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
+        Command::Incus(_) => HostUse::Files("incus looks up the GPU's device nodes and the render group"),
     }
 }
 

@@ -393,6 +393,21 @@ pub fn module_file_in_dep(text: &str, module: &str) -> Option<String> {
     })
 }
 
+/// The gid a container must hold to open a render node (`/dev/dri/renderD128`). On the live
+/// host, the node's own group; under another root (a fixture, an archive), whose nodes are
+/// plain files, the `render` group of its etc/group, which is what udev gives render nodes
+/// (systemd 50-udev-default.rules: `SUBSYSTEM=="drm", KERNEL=="renderD*", GROUP="render"`).
+pub fn read_render_gid(root: &HostRoot, node: &str, live: bool) -> Option<u32> {
+    if live {
+        use std::os::unix::fs::MetadataExt;
+        return std::fs::metadata(root.join(node.trim_start_matches('/')))
+            .ok()
+            .map(|m| m.gid());
+    }
+    let text = root.read_noting("etc/group", &mut Vec::new())?;
+    crate::plan::containers::group_gid(&text, "render")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -874,7 +874,15 @@ pub fn gpu_nodes(s: &Snapshot, src: &dyn FileSource, gpu: &PciDevice) -> Vec<Str
     let dev = src.list("dev");
     let mut nodes = Vec::new();
     if gpu.on_nvidia_driver() {
-        let minor = s.nvidia_index(&gpu.address).unwrap_or(0);
+        // The driver's own minor for the card (proc/driver/nvidia/gpus/BDF/information);
+        // the position among NVIDIA GPUs only where the driver does not say.
+        let minor = s
+            .sharing
+            .nvidia_gpu(&gpu.address)
+            .and_then(|i| i.device_minor)
+            .map(|m| m as usize)
+            .or_else(|| s.nvidia_index(&gpu.address))
+            .unwrap_or(0);
         for n in [
             format!("nvidia{minor}"),
             "nvidiactl".into(),
@@ -1485,42 +1493,76 @@ pub fn plan_libvirt_detach(
 }
 
 /// `passthru docker GPU`: the compose and CLI snippets (printed, nothing written).
+///
+/// With a CDI spec naming the card (etc/cdi, var/run/cdi), its CDI device first: the NVIDIA
+/// Container Toolkit's current way, also Podman's. NVIDIA cards by GPU UUID from
+/// proc/driver/nvidia/gpus/BDF/information, never by position (NVML's order is not kept
+/// across reboots). Other GPUs by device node with the numeric gid that owns it (a group
+/// name fails in images that lack the group), and /dev/kfd for AMD compute. `gid` is the
+/// owner's gid of the render node, read by the command (`None`: unknown).
 pub fn docker_snippet(
     s: &Snapshot,
     src: &dyn FileSource,
     sel: &str,
+    gid: Option<u32>,
 ) -> Result<String, AttachError> {
     let gpu = select(s, sel)?;
     let nodes = gpu_nodes(s, src, gpu);
     let mut out = String::new();
+    if let Some((file, name)) = super::containers::cdi_name(s, gpu, &nodes) {
+        out.push_str(&format!("# CDI ({file} names this card): Docker 25+ with CDI enabled, or Podman.
+"));
+        out.push_str(&format!("docker run --device {name} ...
+podman run --device {name} ...
+
+# Without CDI:
+"));
+    }
     if gpu.on_nvidia_driver() {
-        let index = s.nvidia_index(&gpu.address).unwrap_or(0);
-        out.push_str("# NVIDIA: needs nvidia-container-toolkit on the host.\n");
-        out.push_str(&format!("docker run --gpus '\"device={index}\"' ...\n\n"));
-        out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{index}\"]\n              capabilities: [gpu, video]\n"));
+        let id = match s.sharing.nvidia_gpu(&gpu.address).and_then(|i| i.uuid.clone()) {
+            Some(uuid) => uuid,
+            None => {
+                let index = s.nvidia_index(&gpu.address).unwrap_or(0);
+                out.push_str(&format!("# proc/driver/nvidia/gpus/{}/information has no GPU UUID: {index} is the card's position among NVIDIA GPUs, which NVIDIA does not keep across reboots.
+", gpu.address));
+                index.to_string()
+            }
+        };
+        out.push_str("# NVIDIA: needs nvidia-container-toolkit on the host.
+");
+        out.push_str(&format!("docker run --gpus '\"device={id}\"' ...\n\n"));
+        out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{id}\"]\n              capabilities: [gpu, video]\n"));
         if let Some(v) = &s.system.nvidia_driver_version {
             out.push_str(&format!(
                 "# host driver {v}: the toolkit mounts the matching user-space libraries\n"
             ));
         }
     } else {
-        let render: Vec<&String> = nodes.iter().filter(|n| n.contains("renderD")).collect();
-        if render.is_empty() {
+        let mut devs: Vec<String> = nodes.iter().filter(|n| n.contains("renderD")).cloned().collect();
+        if devs.is_empty() {
             return Err(AttachError::Refused(format!(
                 "{} has no render node: is its driver loaded?",
                 gpu.address
             )));
         }
-        let devs: Vec<String> = render.iter().map(|n| format!("--device {n}:{n}")).collect();
-        out.push_str(&format!(
-            "docker run {} --group-add render ...\n\n",
-            devs.join(" ")
-        ));
+        // ROCm's compute interface, one node for every AMD GPU (Ollama's docs pass it).
+        if gpu.vendor.map(|v| v.0) == Some(0x1002) && src.list("dev").iter().any(|n| n == "kfd") {
+            devs.push("/dev/kfd".into());
+        }
+        let group = match gid {
+            Some(g) => g.to_string(),
+            None => {
+                out.push_str("# the render node's group id is unknown here: put the number of the host's render group (getent group render) below.\n");
+                "RENDER_GID".into()
+            }
+        };
+        let flags: Vec<String> = devs.iter().map(|n| format!("--device {n}:{n}")).collect();
+        out.push_str(&format!("docker run {} --group-add {group} ...\n\n", flags.join(" ")));
         out.push_str("services:\n  app:\n    devices:\n");
-        for n in render {
+        for n in &devs {
             out.push_str(&format!("      - {n}:{n}\n"));
         }
-        out.push_str("    group_add:\n      - render\n");
+        out.push_str(&format!("    group_add:\n      - \"{group}\"\n"));
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod attach_shared;
 pub mod boot;
+pub mod containers;
 pub mod diff;
 pub mod files;
 pub mod initramfs;
