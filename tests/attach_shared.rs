@@ -44,35 +44,68 @@ fn refused(o: &std::process::Output, why: &str) {
 fn vf_auto_picks_a_vf_no_vm_names_and_rollback_undoes_it() {
     let h = host_with_vms("intel-adl-sriov");
     let root = h.path();
-    ok(&passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--vf", "auto", "--yes"]));
+    ok(&passthru_fixed(
+        root,
+        &["vm", "attach", "101", "00:02.0", "--vf", "auto", "--yes"],
+    ));
     // VM 100 has 00:02.1: the next one, exactly by function.
-    assert!(conf(root, 101).contains("hostpci0: 0000:00:02.2,pcie=1\n"), "{}", conf(root, 101));
+    assert!(
+        conf(root, 101).contains("hostpci0: 0000:00:02.2,pcie=1\n"),
+        "{}",
+        conf(root, 101)
+    );
     assert_eq!(conf(root, 100), VM100);
     ok(&passthru_fixed(root, &["rollback", "--yes"]));
     assert_eq!(conf(root, 101), VM101);
 
     // By number: VF 0 is VM 100's.
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--vf", "0", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &["vm", "attach", "101", "00:02.0", "--vf", "0", "--dry-run"],
+        ),
         "VF 0000:00:02.1 is already used by VM 100",
     );
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--vf", "5", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &["vm", "attach", "101", "00:02.0", "--vf", "5", "--dry-run"],
+        ),
         "has 2 VFs (virtfn0..virtfn1): no virtfn5",
     );
     // Both taken: auto has nothing left.
-    ok(&passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--vf", "1", "--yes"]));
+    ok(&passthru_fixed(
+        root,
+        &["vm", "attach", "101", "00:02.0", "--vf", "1", "--yes"],
+    ));
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--vf", "auto", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "00:02.0",
+                "--vf",
+                "auto",
+                "--dry-run",
+            ],
+        ),
         "no free VF of 0000:00:02.0",
     );
     // The PF itself is refused while it has VFs.
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "00:02.0", "--force", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &["vm", "attach", "101", "00:02.0", "--force", "--dry-run"],
+        ),
         "shared.pf-split",
     );
     // Detaching VF 2 from VM 101 leaves VM 100's VF 1 (same slot) alone.
-    ok(&passthru_fixed(root, &["vm", "detach", "101", "00:02.2", "--yes"]));
+    ok(&passthru_fixed(
+        root,
+        &["vm", "detach", "101", "00:02.2", "--yes"],
+    ));
     assert!(!conf(root, 101).contains("hostpci"));
     assert_eq!(conf(root, 100), VM100);
 }
@@ -81,18 +114,62 @@ fn vf_auto_picks_a_vf_no_vm_names_and_rollback_undoes_it() {
 fn mdev_types_need_a_free_instance() {
     let h = host_with_vms("nvidia-vgpu-mdev");
     let root = h.path();
-    ok(&passthru_fixed(root, &["vm", "attach", "101", "03:00.0", "--mdev", "nvidia-47", "--yes"]));
+    ok(&passthru_fixed(
+        root,
+        &[
+            "vm",
+            "attach",
+            "101",
+            "03:00.0",
+            "--mdev",
+            "nvidia-47",
+            "--yes",
+        ],
+    ));
     assert!(conf(root, 101).contains("hostpci0: 0000:03:00.0,pcie=1,mdev=nvidia-47\n"));
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "03:00.0", "--mdev", "nvidia-46", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "03:00.0",
+                "--mdev",
+                "nvidia-46",
+                "--dry-run",
+            ],
+        ),
         "nvidia-46 on 0000:03:00.0 has no instance free (available_instances 0)",
     );
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "03:00.0", "--mdev", "nvidia-99", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "03:00.0",
+                "--mdev",
+                "nvidia-99",
+                "--dry-run",
+            ],
+        ),
         "offers no mdev type 'nvidia-99'; it offers nvidia-46, nvidia-47",
     );
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "81:00.0", "--mdev", "nvidia-47", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "81:00.0",
+                "--mdev",
+                "nvidia-47",
+                "--dry-run",
+            ],
+        ),
         "(it offers none)",
     );
     ok(&passthru_fixed(root, &["rollback", "--yes"]));
@@ -104,18 +181,64 @@ fn nvidia_vgpu_types_go_on_a_free_vf_that_can_take_them() {
     let h = host_with_vms("nvidia-vgpu-vfio");
     let root = h.path();
     // 05:00.4 holds type 923 already; 05:00.5 is free and lists 923 and 924.
-    ok(&passthru_fixed(root, &["vm", "attach", "101", "05:00.0", "--mdev", "nvidia-924", "--yes"]));
+    ok(&passthru_fixed(
+        root,
+        &[
+            "vm",
+            "attach",
+            "101",
+            "05:00.0",
+            "--mdev",
+            "nvidia-924",
+            "--yes",
+        ],
+    ));
     assert!(conf(root, 101).contains("hostpci0: 0000:05:00.5,pcie=1,mdev=nvidia-924\n"));
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "05:00.0", "--mdev", "nvidia-924", "--vf", "0", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "05:00.0",
+                "--mdev",
+                "nvidia-924",
+                "--vf",
+                "0",
+                "--dry-run",
+            ],
+        ),
         "VF 0000:05:00.4 cannot take the requested type now",
     );
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "05:00.0", "--vf", "auto", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "05:00.0",
+                "--vf",
+                "auto",
+                "--dry-run",
+            ],
+        ),
         "NVIDIA's VFs carry a vGPU type: give --mdev nvidia-ID",
     );
     refused(
-        &passthru_fixed(root, &["vm", "attach", "101", "05:00.0", "--mdev", "grid-1", "--dry-run"]),
+        &passthru_fixed(
+            root,
+            &[
+                "vm",
+                "attach",
+                "101",
+                "05:00.0",
+                "--mdev",
+                "grid-1",
+                "--dry-run",
+            ],
+        ),
         "is not an NVIDIA vGPU type",
     );
 }

@@ -61,7 +61,10 @@ fn readers_take_sriov_mdev_nvidia_dkms_and_secure_boot_from_the_files() {
     assert_eq!(vf.driver_override.as_deref(), Some("vfio-pci"));
     assert_eq!(vf.iommu_group.as_deref(), Some("20"));
     let sh = &s.sharing;
-    assert_eq!(sh.installed_kernels, ["6.8.0-31-generic", "6.8.0-45-generic"]);
+    assert_eq!(
+        sh.installed_kernels,
+        ["6.8.0-31-generic", "6.8.0-45-generic"]
+    );
     assert_eq!(sh.default_kernel.as_deref(), Some("6.8.0-45-generic"));
     assert_eq!(
         sh.dkms,
@@ -103,13 +106,26 @@ fn readers_take_sriov_mdev_nvidia_dkms_and_secure_boot_from_the_files() {
     );
 
     let v = check_snapshot_of("nvidia-vgpu-vfio");
-    let held = v.device(&a("0000:05:00.4")).unwrap().nvidia_vgpu.clone().unwrap();
+    let held = v
+        .device(&a("0000:05:00.4"))
+        .unwrap()
+        .nvidia_vgpu
+        .clone()
+        .unwrap();
     assert_eq!((held.current, held.creatable.len()), (Some(923), 0));
-    let free = v.device(&a("0000:05:00.5")).unwrap().nvidia_vgpu.clone().unwrap();
+    let free = v
+        .device(&a("0000:05:00.5"))
+        .unwrap()
+        .nvidia_vgpu
+        .clone()
+        .unwrap();
     assert_eq!(free.current, Some(0));
     assert_eq!(
         free.creatable,
-        [(923, "NVIDIA L4-6Q".to_string()), (924, "NVIDIA L4-8Q".to_string())]
+        [
+            (923, "NVIDIA L4-6Q".to_string()),
+            (924, "NVIDIA L4-8Q".to_string())
+        ]
     );
 }
 
@@ -136,10 +152,19 @@ fn garbled_sharing_files_are_issues_not_panics() {
     let s = check_snapshot(p);
     let t = &s.device(&a("0000:03:00.0")).unwrap().mdev_type_details[1];
     assert_eq!(t.available_instances, None);
-    let issues: Vec<String> = s.all_issues().map(|i| format!("{}: {}", i.path, i.problem)).collect();
+    let issues: Vec<String> = s
+        .all_issues()
+        .map(|i| format!("{}: {}", i.path, i.problem))
+        .collect();
     let has = |needle: &str| issues.iter().any(|i| i.contains(needle));
-    assert!(has("nvidia-47/available_instances: not a number"), "{issues:#?}");
-    assert!(has("gpus/0000:03:00.0/information: no 'Device Minor:'"), "{issues:#?}");
+    assert!(
+        has("nvidia-47/available_instances: not a number"),
+        "{issues:#?}"
+    );
+    assert!(
+        has("gpus/0000:03:00.0/information: no 'Device Minor:'"),
+        "{issues:#?}"
+    );
     assert!(has("etc/cdi/nvidia.json: not JSON"), "{issues:#?}");
     assert!(has("SecureBoot-8be4df61"), "{issues:#?}");
     assert_eq!(s.sharing.secure_boot, None);
@@ -164,27 +189,60 @@ fn a_snapshot_from_before_sharing_still_loads() {
     }
     let old: Snapshot = serde_json::from_value(v).unwrap();
     assert!(old.sharing.dkms.is_empty());
-    assert_eq!(old.device(&a(PF)).unwrap().sriov.as_ref().unwrap().vfs.len(), 2);
+    assert_eq!(
+        old.device(&a(PF))
+            .unwrap()
+            .sriov
+            .as_ref()
+            .unwrap()
+            .vfs
+            .len(),
+        2
+    );
 }
 
 #[test]
 fn the_pf_of_a_split_card_is_never_ready_for_a_vm() {
     let s = check_snapshot_of("intel-adl-sriov");
     // Forced, so the only-display block is a warning: what is left is the split.
-    let forced = check_host(&s, &CheckRequest { gpus: vec![], force: true });
+    let forced = check_host(
+        &s,
+        &CheckRequest {
+            gpus: vec![],
+            force: true,
+        },
+    );
     let g = gpu(&forced, PF);
     assert!(g.fired(RuleId::SharedPfSplit));
     assert_eq!(g.verdicts[&Use::Vm], Verdict::Blocked);
-    let f = g.findings.iter().find(|f| f.id == RuleId::SharedPfSplit).unwrap();
+    let f = g
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedPfSplit)
+        .unwrap();
     assert_eq!(f.effect, Effect::Blocks);
     assert!(f.fix.as_deref().unwrap().contains("--vf auto"));
-    assert!(f.fix.as_deref().unwrap().contains("share vfs 0000:00:02.0 --count 0"));
+    assert!(f
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("share vfs 0000:00:02.0 --count 0"));
     // The card's functions are the PF alone: its VFs are cards of their own.
     assert_eq!(g.functions, [a(PF)]);
     let gone = without_vfs(s.clone());
-    let r = check_host(&gone, &CheckRequest { gpus: vec![], force: true });
+    let r = check_host(
+        &gone,
+        &CheckRequest {
+            gpus: vec![],
+            force: true,
+        },
+    );
     assert!(!fired(&r, PF, RuleId::SharedPfSplit));
-    assert!(!fired(&run(&check_snapshot_of("intel-n100")), PF, RuleId::SharedPfSplit));
+    assert!(!fired(
+        &run(&check_snapshot_of("intel-n100")),
+        PF,
+        RuleId::SharedPfSplit
+    ));
     // The NVIDIA L4 with VFs, too.
     let v = run(&check_snapshot_of("nvidia-vgpu-vfio"));
     assert!(fired(&v, "0000:05:00.0", RuleId::SharedPfSplit));
@@ -206,15 +264,28 @@ fn vfs_listed_and_vfs_on_the_host_driver() {
     let s = check_snapshot_of("intel-adl-sriov");
     let r = run(&s);
     assert!(fired(&r, PF, RuleId::SharedVfs));
-    let f = gpu(&r, PF).findings.iter().find(|f| f.id == RuleId::SharedVfs).unwrap();
-    assert!(f.evidence.contains("0000:00:02.1 (vfio-pci, group 20, override vfio-pci)"), "{}", f.evidence);
+    let f = gpu(&r, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedVfs)
+        .unwrap();
+    assert!(
+        f.evidence
+            .contains("0000:00:02.1 (vfio-pci, group 20, override vfio-pci)"),
+        "{}",
+        f.evidence
+    );
     assert!(fired(&r, PF, RuleId::SharedVfOnHostDriver));
     let mut bound = s.clone();
     dev(&mut bound, "0000:00:02.2").driver = Some("vfio-pci".into());
     let r = run(&bound);
     assert!(!fired(&r, PF, RuleId::SharedVfOnHostDriver));
     assert!(fired(&r, PF, RuleId::SharedVfs));
-    assert!(!fired(&run(&check_snapshot_of("intel-n100")), PF, RuleId::SharedVfs));
+    assert!(!fired(
+        &run(&check_snapshot_of("intel-n100")),
+        PF,
+        RuleId::SharedVfs
+    ));
     // NVIDIA's VFs stay on nvidia by design: not a finding there.
     let v = run(&check_snapshot_of("nvidia-vgpu-vfio"));
     assert!(!fired(&v, "0000:05:00.0", RuleId::SharedVfOnHostDriver));
@@ -233,21 +304,45 @@ fn intel_driver_flavour_parameters_and_vf_count() {
     let r = run(&stock);
     assert!(fired(&r, PF, RuleId::SharedDriverCannot));
     assert_eq!(gpu(&r, PF).verdicts[&Use::Shared], Verdict::NeedsSetup);
-    let f = gpu(&r, PF).findings.iter().find(|f| f.id == RuleId::SharedDriverCannot).unwrap();
-    assert!(f.evidence.contains("sys/module/i915/parameters: no max_vfs"), "{}", f.evidence);
+    let f = gpu(&r, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedDriverCannot)
+        .unwrap();
+    assert!(
+        f.evidence
+            .contains("sys/module/i915/parameters: no max_vfs"),
+        "{}",
+        f.evidence
+    );
     assert!(f.fix.as_deref().unwrap().contains("i915-sriov-dkms"));
     let adl = check_snapshot_of("intel-adl-sriov");
     assert!(!fired(&run(&adl), PF, RuleId::SharedDriverCannot));
-    assert!(!fired(&run(&without_vfs(adl.clone())), PF, RuleId::SharedDriverCannot));
+    assert!(!fired(
+        &run(&without_vfs(adl.clone())),
+        PF,
+        RuleId::SharedDriverCannot
+    ));
 
     // The DKMS module without its parameters on the command line.
     let mut bare = without_vfs(adl.clone());
     bare.system.cmdline_params = passthru::formats::cmdline::parse_cmdline("ro intel_iommu=on");
     let r = run(&bare);
     assert!(fired(&r, PF, RuleId::SharedParamsMissing));
-    let f = gpu(&r, PF).findings.iter().find(|f| f.id == RuleId::SharedParamsMissing).unwrap();
-    assert!(f.message.contains("i915.enable_guc, i915.max_vfs"), "{}", f.message);
-    assert_eq!(f.fix.as_deref(), Some("passthru share vfs 0000:00:02.0 --count 7"));
+    let f = gpu(&r, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedParamsMissing)
+        .unwrap();
+    assert!(
+        f.message.contains("i915.enable_guc, i915.max_vfs"),
+        "{}",
+        f.message
+    );
+    assert_eq!(
+        f.fix.as_deref(),
+        Some("passthru share vfs 0000:00:02.0 --count 7")
+    );
     assert!(!fired(&r, PF, RuleId::SharedVfsOff));
     // With them, and no VF yet: make them.
     let r = run(&without_vfs(adl.clone()));
@@ -261,8 +356,16 @@ fn dkms_for_the_next_kernel_and_secure_boot() {
     let adl = check_snapshot_of("intel-adl-sriov");
     let r = run(&adl);
     assert!(fired(&r, PF, RuleId::SharedDkmsNextKernel));
-    let f = gpu(&r, PF).findings.iter().find(|f| f.id == RuleId::SharedDkmsNextKernel).unwrap();
-    assert!(f.fix.as_deref().unwrap().starts_with("dkms autoinstall -k 6.8.0-45-generic"));
+    let f = gpu(&r, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedDkmsNextKernel)
+        .unwrap();
+    assert!(f
+        .fix
+        .as_deref()
+        .unwrap()
+        .starts_with("dkms autoinstall -k 6.8.0-45-generic"));
     let mut built = adl.clone();
     built.sharing.dkms.push(DkmsBuild {
         module: "i915-sriov-dkms".into(),
@@ -272,12 +375,24 @@ fn dkms_for_the_next_kernel_and_secure_boot() {
     assert!(!fired(&run(&built), PF, RuleId::SharedDkmsNextKernel));
 
     // Loaded under Secure Boot: information. Not loaded (stock i915 booted): unknown.
-    let f = gpu(&r, PF).findings.iter().find(|f| f.id == RuleId::SharedSecureBoot).unwrap();
+    let f = gpu(&r, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedSecureBoot)
+        .unwrap();
     assert_eq!(f.effect, Effect::None);
     let mut not_loaded = without_vfs(adl.clone());
-    not_loaded.sharing.sriov_modules.iter_mut().for_each(|m| m.max_vfs = None);
+    not_loaded
+        .sharing
+        .sriov_modules
+        .iter_mut()
+        .for_each(|m| m.max_vfs = None);
     let r2 = run(&not_loaded);
-    let f = gpu(&r2, PF).findings.iter().find(|f| f.id == RuleId::SharedSecureBoot).unwrap();
+    let f = gpu(&r2, PF)
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedSecureBoot)
+        .unwrap();
     assert_eq!(f.effect, Effect::Unknown);
     let mut off = adl.clone();
     off.sharing.secure_boot = Some(SecureBoot::Off);
@@ -291,30 +406,63 @@ fn mdev_types_nvidia_vgpu_and_cards_that_cannot_split() {
     let p40 = gpu(&r, "0000:03:00.0");
     assert!(p40.fired(RuleId::SharedMdevTypes));
     assert_eq!(p40.verdicts[&Use::Shared], Verdict::Ready);
-    let f = p40.findings.iter().find(|f| f.id == RuleId::SharedMdevTypes).unwrap();
-    assert!(f.message.contains("nvidia-47 \"GRID P40-2Q\" (11 free)"), "{}", f.message);
-    assert!(f.message.contains("nvidia-46 \"GRID P40-1Q\" (0 free)"), "{}", f.message);
+    let f = p40
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedMdevTypes)
+        .unwrap();
+    assert!(
+        f.message.contains("nvidia-47 \"GRID P40-2Q\" (11 free)"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("nvidia-46 \"GRID P40-1Q\" (0 free)"),
+        "{}",
+        f.message
+    );
     assert!(!p40.fired(RuleId::SharedNone));
     let mut full = m.clone();
     dev(&mut full, "0000:03:00.0").mdev_type_details[1].available_instances = Some(0);
     let r = run(&full);
-    assert_eq!(gpu(&r, "0000:03:00.0").verdicts[&Use::Shared], Verdict::Blocked);
+    assert_eq!(
+        gpu(&r, "0000:03:00.0").verdicts[&Use::Shared],
+        Verdict::Blocked
+    );
 
     let p = run(&check_snapshot_of("tesla-p40"));
     assert!(!fired(&p, "0000:03:00.0", RuleId::SharedMdevTypes));
     assert!(fired(&p, "0000:03:00.0", RuleId::SharedNone));
-    assert_eq!(gpu(&p, "0000:03:00.0").verdicts[&Use::Shared], Verdict::Blocked);
+    assert_eq!(
+        gpu(&p, "0000:03:00.0").verdicts[&Use::Shared],
+        Verdict::Blocked
+    );
 
     let v = check_snapshot_of("nvidia-vgpu-vfio");
     let r = run(&v);
     let l4 = gpu(&r, "0000:05:00.0");
     assert!(l4.fired(RuleId::SharedNvidiaVgpu));
-    let f = l4.findings.iter().find(|f| f.id == RuleId::SharedNvidiaVgpu).unwrap();
+    let f = l4
+        .findings
+        .iter()
+        .find(|f| f.id == RuleId::SharedNvidiaVgpu)
+        .unwrap();
     assert!(f.message.contains("1 of 2 VFs free"), "{}", f.message);
-    assert!(f.message.contains("nvidia-923 (NVIDIA L4-6Q)"), "{}", f.message);
+    assert!(
+        f.message.contains("nvidia-923 (NVIDIA L4-6Q)"),
+        "{}",
+        f.message
+    );
     assert_eq!(l4.verdicts[&Use::Shared], Verdict::Ready);
     assert!(!fired(&r, "0000:03:00.0", RuleId::SharedNvidiaVgpu));
     let mut taken = v.clone();
-    dev(&mut taken, "0000:05:00.5").nvidia_vgpu.as_mut().unwrap().current = Some(924);
-    assert_eq!(gpu(&run(&taken), "0000:05:00.0").verdicts[&Use::Shared], Verdict::Blocked);
+    dev(&mut taken, "0000:05:00.5")
+        .nvidia_vgpu
+        .as_mut()
+        .unwrap()
+        .current = Some(924);
+    assert_eq!(
+        gpu(&run(&taken), "0000:05:00.0").verdicts[&Use::Shared],
+        Verdict::Blocked
+    );
 }

@@ -1220,7 +1220,10 @@ fn generated_domains_edit_only_the_edited_bytes() {
 fn mdev_hostdevs_read_add_and_validate() {
     let dir = corpus().join("libvirt");
     let pre = std::fs::read_to_string(dir.join("hostdev-mdev-precreated.xml")).unwrap();
-    assert_eq!(mdev_hostdev_uuids(&pre), ["53764d0e-85a0-42b4-af5c-2046b460b1dc"]);
+    assert_eq!(
+        mdev_hostdev_uuids(&pre),
+        ["53764d0e-85a0-42b4-af5c-2046b460b1dc"]
+    );
     assert_eq!(
         add_mdev_hostdev(&pre, "53764D0E-85A0-42B4-AF5C-2046B460B1DC").unwrap(),
         pre,
@@ -1236,7 +1239,12 @@ fn mdev_hostdevs_read_add_and_validate() {
     assert_eq!(mdev_hostdev_uuids(&out), [uuid]);
     assert_eq!(hostdev_sources(&out).len(), 1, "the PCI hostdev stays");
     assert_valid(&out, "an mdev hostdev added");
-    for bad in ["", "5f0c7a7e", "5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a5'", "zf0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59"] {
+    for bad in [
+        "",
+        "5f0c7a7e",
+        "5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a5'",
+        "zf0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59",
+    ] {
         assert!(add_mdev_hostdev(&pci, bad).is_err(), "{bad:?}");
     }
 }
@@ -1252,13 +1260,21 @@ fn host_with_domains(name: &str, domains: &[(&str, String)]) -> tempfile::TempDi
     dir
 }
 
-fn domain_plan(root: &std::path::Path, req: &passthru::plan::attach::LibvirtAttachRequest) -> Result<String, String> {
+fn domain_plan(
+    root: &std::path::Path,
+    req: &passthru::plan::attach::LibvirtAttachRequest,
+) -> Result<String, String> {
     let snap = check_snapshot(root);
     let hr = passthru::host::HostRoot::new(root).unwrap();
     let files = passthru::host::RootFiles::new(&hr);
-    let plan = passthru::plan::attach::plan_libvirt_attach(&snap, &files, req).map_err(|e| e.to_string())?;
+    let plan = passthru::plan::attach::plan_libvirt_attach(&snap, &files, req)
+        .map_err(|e| e.to_string())?;
     let path = format!("etc/libvirt/qemu/{}.xml", req.domain);
-    let e = plan.edits.iter().find(|e| e.path == path).ok_or("no edit")?;
+    let e = plan
+        .edits
+        .iter()
+        .find(|e| e.path == path)
+        .ok_or("no edit")?;
     Ok(String::from_utf8(e.after.clone().unwrap()).unwrap())
 }
 
@@ -1269,9 +1285,26 @@ fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
     let dir = corpus().join("libvirt");
     let base = std::fs::read_to_string(dir.join("hostdev-pci-address.xml")).unwrap();
     // Domain "other" has VF 00:02.1: auto picks 00:02.2.
-    let vf1 = PciAddr { domain: 0, bus: 0, slot: 2, function: 1 };
-    let other = add_hostdevs(&base, &[HostdevSpec { source: vf1, guest: None, multifunction: false, rom_file: None }]).unwrap();
-    let h = host_with_domains("intel-adl-sriov", &[("desk", base.clone()), ("other", other)]);
+    let vf1 = PciAddr {
+        domain: 0,
+        bus: 0,
+        slot: 2,
+        function: 1,
+    };
+    let other = add_hostdevs(
+        &base,
+        &[HostdevSpec {
+            source: vf1,
+            guest: None,
+            multifunction: false,
+            rom_file: None,
+        }],
+    )
+    .unwrap();
+    let h = host_with_domains(
+        "intel-adl-sriov",
+        &[("desk", base.clone()), ("other", other)],
+    );
     let req = LibvirtAttachRequest {
         domain: "desk".into(),
         gpu: "00:02.0".into(),
@@ -1279,12 +1312,34 @@ fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
         ..Default::default()
     };
     let out = domain_plan(h.path(), &req).unwrap();
-    let vf2 = PciAddr { domain: 0, bus: 0, slot: 2, function: 2 };
-    assert_eq!(hostdev_sources(&out), [PciAddr { domain: 0, bus: 6, slot: 0x12, function: 5 }, vf2]);
+    let vf2 = PciAddr {
+        domain: 0,
+        bus: 0,
+        slot: 2,
+        function: 2,
+    };
+    assert_eq!(
+        hostdev_sources(&out),
+        [
+            PciAddr {
+                domain: 0,
+                bus: 6,
+                slot: 0x12,
+                function: 5
+            },
+            vf2
+        ]
+    );
     assert_valid(&out, "a VF attached");
-    let taken = LibvirtAttachRequest { vf: Some(VfChoice::Index(0)), ..req.clone() };
+    let taken = LibvirtAttachRequest {
+        vf: Some(VfChoice::Index(0)),
+        ..req.clone()
+    };
     let err = domain_plan(h.path(), &taken).unwrap_err();
-    assert!(err.contains("VF 0000:00:02.1 is already used by etc/libvirt/qemu/other.xml"), "{err}");
+    assert!(
+        err.contains("VF 0000:00:02.1 is already used by etc/libvirt/qemu/other.xml"),
+        "{err}"
+    );
 
     // The P40's live nvidia-47 instance.
     let h = host_with_domains("nvidia-vgpu-mdev", &[("desk", base.clone())]);
@@ -1295,13 +1350,25 @@ fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
         ..Default::default()
     };
     let out = domain_plan(h.path(), &req).unwrap();
-    assert_eq!(mdev_hostdev_uuids(&out), ["5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59"]);
+    assert_eq!(
+        mdev_hostdev_uuids(&out),
+        ["5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59"]
+    );
     assert_valid(&out, "an mdev attached");
     // Another domain has it: none is free, and the message says how to make one.
-    let h = host_with_domains("nvidia-vgpu-mdev", &[("desk", base.clone()), ("other", out)]);
+    let h = host_with_domains(
+        "nvidia-vgpu-mdev",
+        &[("desk", base.clone()), ("other", out)],
+    );
     let err = domain_plan(h.path(), &req).unwrap_err();
-    assert!(err.contains("mdevctl start -u $(uuidgen) -p 0000:03:00.0 -t nvidia-47"), "{err}");
-    let none = LibvirtAttachRequest { mdev: Some("nvidia-46".into()), ..req.clone() };
+    assert!(
+        err.contains("mdevctl start -u $(uuidgen) -p 0000:03:00.0 -t nvidia-47"),
+        "{err}"
+    );
+    let none = LibvirtAttachRequest {
+        mdev: Some("nvidia-46".into()),
+        ..req.clone()
+    };
     let err = domain_plan(h.path(), &none).unwrap_err();
     assert!(err.contains("no nvidia-46 instance"), "{err}");
 }

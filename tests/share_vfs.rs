@@ -41,24 +41,52 @@ fn the_rule_turns_autoprobe_off_before_the_count_and_binds_each_vf_by_address() 
     let files = passthru::host::RootFiles::new(&hr);
     let plan = plan_share_vfs(&s, &files, &req("00:02.0", 3)).unwrap();
     assert_eq!(sriov_rule_file(&"0000:00:02.0".parse().unwrap()), RULE);
-    let rule = plan.edits.iter().find(|e| e.path == RULE).expect("the rule");
+    let rule = plan
+        .edits
+        .iter()
+        .find(|e| e.path == RULE)
+        .expect("the rule");
     assert_eq!(rule.before, None);
     let text = String::from_utf8(rule.after.clone().unwrap()).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines.len(), 5, "{text}");
-    assert!(lines[0].contains(r#"KERNEL=="0000:00:02.0""#) && lines[0].contains(r#"ATTR{sriov_drivers_autoprobe}="0""#));
-    assert!(lines[1].contains(r#"ATTR{sriov_numvfs}="3""#), "{}", lines[1]);
+    assert!(
+        lines[0].contains(r#"KERNEL=="0000:00:02.0""#)
+            && lines[0].contains(r#"ATTR{sriov_drivers_autoprobe}="0""#)
+    );
+    assert!(
+        lines[1].contains(r#"ATTR{sriov_numvfs}="3""#),
+        "{}",
+        lines[1]
+    );
     // The VFs the two that exist show: offset 1, stride 1 -> 00:02.1, .2, .3.
-    for (l, vf) in lines[2..].iter().zip(["0000:00:02.1", "0000:00:02.2", "0000:00:02.3"]) {
+    for (l, vf) in lines[2..]
+        .iter()
+        .zip(["0000:00:02.1", "0000:00:02.2", "0000:00:02.3"])
+    {
         assert!(l.contains(&format!(r#"KERNEL=="{vf}""#)), "{l}");
         assert!(l.contains(r#"ATTR{device}=="0x46d1""#), "{l}");
         assert!(l.contains(r#"ATTR{driver_override}="vfio-pci""#), "{l}");
         // passthru's own reader of vfio override rules sees the binding.
-        assert_eq!(passthru::formats::udev::parse_vfio_override(l).unwrap().address, vf);
+        assert_eq!(
+            passthru::formats::udev::parse_vfio_override(l)
+                .unwrap()
+                .address,
+            vf
+        );
     }
-    let grub = plan.edits.iter().find(|e| e.path == "etc/default/grub").expect("grub");
+    let grub = plan
+        .edits
+        .iter()
+        .find(|e| e.path == "etc/default/grub")
+        .expect("grub");
     let after = String::from_utf8(grub.after.clone().unwrap()).unwrap();
-    assert!(after.contains(r#"GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on i915.enable_guc=3 i915.max_vfs=3""#), "{after}");
+    assert!(
+        after.contains(
+            r#"GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on i915.enable_guc=3 i915.max_vfs=3""#
+        ),
+        "{after}"
+    );
 }
 
 #[test]
@@ -68,8 +96,12 @@ fn count_zero_and_rollback_undo_exactly() {
     let grub_before = read(root, "etc/default/grub").unwrap();
     let o = passthru_fixed(root, &["share", "vfs", "00:02.0", "--count", "3", "--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(read(root, RULE).unwrap().contains(r#"ATTR{sriov_numvfs}="3""#));
-    assert!(read(root, "etc/default/grub").unwrap().contains("i915.max_vfs=3"));
+    assert!(read(root, RULE)
+        .unwrap()
+        .contains(r#"ATTR{sriov_numvfs}="3""#));
+    assert!(read(root, "etc/default/grub")
+        .unwrap()
+        .contains("i915.max_vfs=3"));
     let o = passthru_fixed(root, &["rollback", "--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read(root, RULE), None);
@@ -82,11 +114,16 @@ fn count_zero_and_rollback_undo_exactly() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read(root, RULE), None);
     let grub = read(root, "etc/default/grub").unwrap();
-    assert!(grub.contains(r#"GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on""#), "{grub}");
+    assert!(
+        grub.contains(r#"GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=on""#),
+        "{grub}"
+    );
     // And the --count 0 is itself undone by rollback, back to the 2-VF state.
     let o = passthru_fixed(root, &["rollback", "--yes"]);
     assert!(o.status.success());
-    assert!(read(root, RULE).unwrap().contains(r#"ATTR{sriov_numvfs}="2""#));
+    assert!(read(root, RULE)
+        .unwrap()
+        .contains(r#"ATTR{sriov_numvfs}="2""#));
 }
 
 #[test]
@@ -106,7 +143,11 @@ fn a_generic_pf_needs_its_capability_for_addresses_and_gets_no_parameters() {
     config[0x160..0x164].copy_from_slice(&0x0001_0010u32.to_le_bytes()); // SR-IOV, last
     config[0x160 + 0x14..0x160 + 0x16].copy_from_slice(&0x8fu16.to_le_bytes());
     config[0x160 + 0x16..0x160 + 0x18].copy_from_slice(&1u16.to_le_bytes());
-    std::fs::write(root.join("sys/bus/pci/devices/0000:18:00.1/config"), &config).unwrap();
+    std::fs::write(
+        root.join("sys/bus/pci/devices/0000:18:00.1/config"),
+        &config,
+    )
+    .unwrap();
     let s = full_snapshot(root);
     let plan = plan_share_vfs(&s, &files, &req("0000:18:00.1", 2)).unwrap();
     assert_eq!(plan.edits.len(), 1, "no kernel parameters for a NIC");
@@ -116,16 +157,26 @@ fn a_generic_pf_needs_its_capability_for_addresses_and_gets_no_parameters() {
     assert!(text.contains(r#"KERNEL=="0000:18:12.1""#), "{text}");
 
     let now = plan_share_vfs_now(&s, &req("0000:18:00.1", 2)).unwrap();
-    let writes: Vec<(String, String)> = now.writes.iter().map(|w| (w.path.clone(), w.value.clone())).collect();
+    let writes: Vec<(String, String)> = now
+        .writes
+        .iter()
+        .map(|w| (w.path.clone(), w.value.clone()))
+        .collect();
     let pf = "sys/bus/pci/devices/0000:18:00.1";
     assert_eq!(
         writes,
         [
             (format!("{pf}/sriov_drivers_autoprobe"), "0".into()),
             (format!("{pf}/sriov_numvfs"), "2".into()),
-            ("sys/bus/pci/devices/0000:18:12.0/driver_override".into(), "vfio-pci".into()),
+            (
+                "sys/bus/pci/devices/0000:18:12.0/driver_override".into(),
+                "vfio-pci".into()
+            ),
             ("sys/bus/pci/drivers_probe".into(), "0000:18:12.0".into()),
-            ("sys/bus/pci/devices/0000:18:12.1/driver_override".into(), "vfio-pci".into()),
+            (
+                "sys/bus/pci/devices/0000:18:12.1/driver_override".into(),
+                "vfio-pci".into()
+            ),
             ("sys/bus/pci/drivers_probe".into(), "0000:18:12.1".into()),
         ]
     );
@@ -142,14 +193,27 @@ fn a_generic_pf_needs_its_capability_for_addresses_and_gets_no_parameters() {
 fn refusals_name_the_reason() {
     let cases = [
         ("nvidia-vgpu-vfio", "0000:05:00.0", 2, "sriov-manage"),
-        ("intel-adl-sriov", "0000:00:02.1", 1, "it is a virtual function"),
-        ("intel-adl-sriov", "0000:00:02.0", 8, "more than its sriov_totalvfs 7"),
+        (
+            "intel-adl-sriov",
+            "0000:00:02.1",
+            1,
+            "it is a virtual function",
+        ),
+        (
+            "intel-adl-sriov",
+            "0000:00:02.0",
+            8,
+            "more than its sriov_totalvfs 7",
+        ),
         ("tesla-p40", "0000:03:00.0", 1, "offers no SR-IOV"),
     ];
     for (host, dev, count, why) in cases {
         let h = built(host);
         let count = count.to_string();
-        let o = passthru_fixed(h.path(), &["share", "vfs", dev, "--count", &count, "--dry-run"]);
+        let o = passthru_fixed(
+            h.path(),
+            &["share", "vfs", dev, "--count", &count, "--dry-run"],
+        );
         assert_eq!(o.status.code(), Some(2), "{host} {dev}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(why), "{host} {dev}: {err}");

@@ -45,13 +45,23 @@ pub(super) fn check_shared(c: &Ctx) -> Vec<Finding> {
         );
         let listed: Vec<String> = vfs.iter().map(|v| describe_vf(s, v)).collect();
         f.push(
-            Finding::new(RuleId::SharedVfs, Severity::Info, Effect::None, SHARED, format!("{n} of {total} virtual functions exist"))
-                .evidence(listed.join("; ")),
+            Finding::new(
+                RuleId::SharedVfs,
+                Severity::Info,
+                Effect::None,
+                SHARED,
+                format!("{n} of {total} virtual functions exist"),
+            )
+            .evidence(listed.join("; ")),
         );
         let on_host: Vec<String> = vfs
             .iter()
             .filter(|v| v.nvidia_vgpu.is_none())
-            .filter(|v| v.driver.as_deref().is_some_and(|d| d == g.driver.as_deref().unwrap_or("")))
+            .filter(|v| {
+                v.driver
+                    .as_deref()
+                    .is_some_and(|d| d == g.driver.as_deref().unwrap_or(""))
+            })
             .map(|v| v.address.to_string())
             .collect();
         if !on_host.is_empty() && !nvidia_vgpu {
@@ -78,9 +88,15 @@ pub(super) fn check_shared(c: &Ctx) -> Vec<Finding> {
         );
     } else if total > 0 && num == 0 {
         f.push(
-            Finding::new(RuleId::SharedVfsOff, Severity::Warning, Effect::NeedsSetup, SHARED, format!("SR-IOV offers up to {total} virtual functions, none enabled"))
-                .evidence(format!("{dir}/sriov_totalvfs: {total}; sriov_numvfs: 0"))
-                .fix(format!("passthru share vfs {} --count {total}", g.address)),
+            Finding::new(
+                RuleId::SharedVfsOff,
+                Severity::Warning,
+                Effect::NeedsSetup,
+                SHARED,
+                format!("SR-IOV offers up to {total} virtual functions, none enabled"),
+            )
+            .evidence(format!("{dir}/sriov_totalvfs: {total}; sriov_numvfs: 0"))
+            .fix(format!("passthru share vfs {} --count {total}", g.address)),
         );
     }
     let splittable = total > 0 || !g.mdev_types.is_empty() || nvidia_vgpu;
@@ -129,7 +145,11 @@ fn check_nvidia_vfs(g: &PciDevice, vfs: &[&PciDevice]) -> Vec<Finding> {
         if n.current.unwrap_or(0) == 0 {
             free.push(v.address.to_string());
         }
-        types.extend(n.creatable.iter().map(|(id, name)| format!("nvidia-{id} ({name})")));
+        types.extend(
+            n.creatable
+                .iter()
+                .map(|(id, name)| format!("nvidia-{id} ({name})")),
+        );
     }
     let effect = if types.is_empty() || free.is_empty() {
         Effect::Blocks
@@ -142,9 +162,18 @@ fn check_nvidia_vfs(g: &PciDevice, vfs: &[&PciDevice]) -> Vec<Finding> {
         Severity::Warning
     };
     let message = if effect == Effect::None {
-        format!("NVIDIA vGPU on VFs (vendor VFIO, no mdev): {} of {} VFs free; types creatable now: {}", free.len(), vfs.len(), types.iter().cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            "NVIDIA vGPU on VFs (vendor VFIO, no mdev): {} of {} VFs free; types creatable now: {}",
+            free.len(),
+            vfs.len(),
+            types.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
     } else {
-        format!("NVIDIA vGPU on VFs: no VF can take a type now ({} free, {} creatable type(s))", free.len(), types.len())
+        format!(
+            "NVIDIA vGPU on VFs: no VF can take a type now ({} free, {} creatable type(s))",
+            free.len(),
+            types.len()
+        )
     };
     vec![Finding::new(RuleId::SharedNvidiaVgpu, severity, effect, SHARED, message)
         .evidence(format!("sys/bus/pci/devices/{}/virtfn*/nvidia/{{creatable_vgpu_types,current_vgpu_type}}", g.address))
@@ -160,7 +189,10 @@ fn check_mdev_types(s: &Snapshot, g: &PciDevice) -> Finding {
             format!(
                 "{}{} ({} free)",
                 t.id,
-                t.name.as_ref().map(|n| format!(" \"{n}\"")).unwrap_or_default(),
+                t.name
+                    .as_ref()
+                    .map(|n| format!(" \"{n}\""))
+                    .unwrap_or_default(),
                 t.available_instances
                     .map_or("unknown".to_string(), |n| n.to_string())
             )
@@ -172,9 +204,18 @@ fn check_mdev_types(s: &Snapshot, g: &PciDevice) -> Finding {
         .any(|t| t.available_instances.unwrap_or(0) > 0);
     let dir = format!("sys/bus/pci/devices/{}/mdev_supported_types", g.address);
     if any_free {
-        Finding::new(RuleId::SharedMdevTypes, Severity::Info, Effect::None, SHARED, format!("mediated-device types offered ({live} instance(s) live): {}", listed.join(", ")))
-            .evidence(format!("{dir}/*/available_instances"))
-            .fix(format!("passthru vm attach VMID {} --mdev TYPE", g.address))
+        Finding::new(
+            RuleId::SharedMdevTypes,
+            Severity::Info,
+            Effect::None,
+            SHARED,
+            format!(
+                "mediated-device types offered ({live} instance(s) live): {}",
+                listed.join(", ")
+            ),
+        )
+        .evidence(format!("{dir}/*/available_instances"))
+        .fix(format!("passthru vm attach VMID {} --mdev TYPE", g.address))
     } else {
         Finding::new(RuleId::SharedMdevTypes, Severity::Warning, Effect::Blocks, SHARED, format!("no mediated-device type has an instance free ({live} live): {}", listed.join(", ")))
             .evidence(format!("{dir}/*/available_instances"))
@@ -198,9 +239,15 @@ fn check_intel_sriov(s: &Snapshot, g: &PciDevice, total: u32, num: u32) -> Vec<F
             Some(m) => format!(
                 "sys/module/{}/parameters: no max_vfs{}",
                 m.module,
-                m.file.as_ref().map(|p| format!("; lib/modules/{running}/modules.dep: {p}")).unwrap_or_default()
+                m.file
+                    .as_ref()
+                    .map(|p| format!("; lib/modules/{running}/modules.dep: {p}"))
+                    .unwrap_or_default()
             ),
-            None => format!("{dir}/driver: {}", if driver.is_empty() { "none" } else { driver }),
+            None => format!(
+                "{dir}/driver: {}",
+                if driver.is_empty() { "none" } else { driver }
+            ),
         };
         f.push(
             Finding::new(RuleId::SharedDriverCannot, Severity::Warning, Effect::NeedsSetup, SHARED, format!("the iGPU offers {total} VFs, but the loaded driver ({}) cannot make them: the stock i915 has no SR-IOV", if driver.is_empty() { "none" } else { driver }))
@@ -220,15 +267,43 @@ fn check_intel_sriov(s: &Snapshot, g: &PciDevice, total: u32, num: u32) -> Vec<F
             .collect();
         if !missing.is_empty() && num == 0 {
             f.push(
-                Finding::new(RuleId::SharedParamsMissing, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{driver} can make VFs, but the kernel command line lacks {}", missing.join(", ")))
-                    .evidence(format!("proc/cmdline: {}", s.system.cmdline.as_deref().unwrap_or("unreadable")))
-                    .fix(format!("passthru share vfs {} --count {}", g.address, total.min(7))),
+                Finding::new(
+                    RuleId::SharedParamsMissing,
+                    Severity::Warning,
+                    Effect::NeedsSetup,
+                    SHARED,
+                    format!(
+                        "{driver} can make VFs, but the kernel command line lacks {}",
+                        missing.join(", ")
+                    ),
+                )
+                .evidence(format!(
+                    "proc/cmdline: {}",
+                    s.system.cmdline.as_deref().unwrap_or("unreadable")
+                ))
+                .fix(format!(
+                    "passthru share vfs {} --count {}",
+                    g.address,
+                    total.min(7)
+                )),
             );
         } else if num == 0 {
             f.push(
-                Finding::new(RuleId::SharedVfsOff, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{driver} can make up to {total} VFs, none enabled"))
-                    .evidence(format!("{dir}/sriov_numvfs: 0; sys/module/{driver}/parameters/max_vfs present"))
-                    .fix(format!("passthru share vfs {} --count {}", g.address, total.min(7))),
+                Finding::new(
+                    RuleId::SharedVfsOff,
+                    Severity::Warning,
+                    Effect::NeedsSetup,
+                    SHARED,
+                    format!("{driver} can make up to {total} VFs, none enabled"),
+                )
+                .evidence(format!(
+                    "{dir}/sriov_numvfs: 0; sys/module/{driver}/parameters/max_vfs present"
+                ))
+                .fix(format!(
+                    "passthru share vfs {} --count {}",
+                    g.address,
+                    total.min(7)
+                )),
             );
         }
     }

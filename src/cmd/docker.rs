@@ -4,9 +4,9 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use passthru::host::sharing::read_render_gid;
 use passthru::host::RootFiles;
 use passthru::model::ReadDetail;
-use passthru::host::sharing::read_render_gid;
 use passthru::plan::attach::{docker_snippet, gpu_nodes};
 
 use super::{get_snapshot, host_root, is_live};
@@ -16,8 +16,8 @@ pub fn run(source: &SourceArgs, a: &DockerArgs, out: &mut dyn Write) -> Result<(
     let root = host_root(source)?;
     let snap = get_snapshot(source, ReadDetail::Check)?;
     let files = RootFiles::new(&root);
-    let gid = render_node(&snap, &files, &a.gpu)
-        .and_then(|n| read_render_gid(&root, &n, is_live(&root)));
+    let gid =
+        render_node(&snap, &files, &a.gpu).and_then(|n| read_render_gid(&root, &n, is_live(&root)));
     write!(out, "{}", docker_snippet(&snap, &files, &a.gpu, gid)?)?;
     Ok(())
 }

@@ -26,14 +26,26 @@ pub fn run(source: &SourceArgs, a: &IncusArgs, out: &mut dyn Write) -> Result<()
     let share = match (&a.mdev, a.vf) {
         (Some(t), _) => {
             if !gpu.mdev_types.iter().any(|x| x == t) {
-                bail!("{} offers no mdev type '{t}' (it offers: {})", gpu.address, if gpu.mdev_types.is_empty() { "none".to_string() } else { gpu.mdev_types.join(", ") });
+                bail!(
+                    "{} offers no mdev type '{t}' (it offers: {})",
+                    gpu.address,
+                    if gpu.mdev_types.is_empty() {
+                        "none".to_string()
+                    } else {
+                        gpu.mdev_types.join(", ")
+                    }
+                );
             }
             IncusShare::Mdev(t.clone())
         }
         (None, true) => {
             let pf = snap.pf_of(&gpu.address).unwrap_or(gpu);
             if snap.vfs_of(&pf.address).is_empty() {
-                bail!("{} has no virtual functions: make them with passthru share vfs {} --count N", pf.address, pf.address);
+                bail!(
+                    "{} has no virtual functions: make them with passthru share vfs {} --count N",
+                    pf.address,
+                    pf.address
+                );
             }
             IncusShare::Sriov
         }

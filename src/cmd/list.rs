@@ -54,7 +54,8 @@ fn fill_vf_users(r: &mut GpuReport, src: &dyn FileSource) {
     for g in &mut r.gpus {
         for v in &mut g.vfs {
             let a = v.device.address;
-            v.users.extend(vms_using(&vms, &a).into_iter().map(|id| format!("VM {id}")));
+            v.users
+                .extend(vms_using(&vms, &a).into_iter().map(|id| format!("VM {id}")));
             let pa = passthru::formats::libvirt_xml::PciAddr {
                 domain: a.domain,
                 bus: a.bus,

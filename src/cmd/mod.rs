@@ -86,7 +86,9 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Unbind(a) => changes("unbind", &a.write),
         Command::DebugApplyPlan(a) => changes("debug-apply-plan", &a.write),
         Command::Docker(_) => HostUse::Files("docker looks up the GPU's device nodes under dev/"),
-        Command::Incus(_) => HostUse::Files("incus looks up the GPU's device nodes and the render group"),
+        Command::Incus(_) => {
+            HostUse::Files("incus looks up the GPU's device nodes and the render group")
+        }
     }
 }
 

@@ -857,9 +857,13 @@ pub fn mdev_hostdev_uuids(xml: &str) -> Vec<String> {
 /// assignment", mdev), unless one with that UUID is present.
 pub fn add_mdev_hostdev(xml: &str, uuid: &str) -> Result<String, XmlEditError> {
     let valid = uuid.len() == 36
-        && uuid
-            .char_indices()
-            .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() });
+        && uuid.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
     if !valid {
         return Err(XmlEditError::InvalidValue {
             what: "mdev uuid",
@@ -867,7 +871,10 @@ pub fn add_mdev_hostdev(xml: &str, uuid: &str) -> Result<String, XmlEditError> {
             reason: "not a UUID (8-4-4-4-12 hex digits)",
         });
     }
-    if mdev_hostdev_uuids(xml).iter().any(|u| u.eq_ignore_ascii_case(uuid)) {
+    if mdev_hostdev_uuids(xml)
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(uuid))
+    {
         return Ok(xml.to_string());
     }
     let doc = Doc::parse(xml)?;

@@ -196,7 +196,8 @@ pub fn read_pci_device(
             None
         };
         let vfs = read_virtfns(root, &dir, &names);
-        let vf_offset_stride = read_sriov_offset_stride(root, &dir).or_else(|| offset_stride_of(address, &vfs));
+        let vf_offset_stride =
+            read_sriov_offset_stride(root, &dir).or_else(|| offset_stride_of(address, &vfs));
         SriovInfo {
             total_vfs: Some(total as u32),
             num_vfs,
@@ -213,7 +214,14 @@ pub fn read_pci_device(
     };
     let mdev_type_details = mdev_types
         .iter()
-        .map(|t| read_mdev_type(root, &format!("{dir}/mdev_supported_types/{t}"), t, r.issues))
+        .map(|t| {
+            read_mdev_type(
+                root,
+                &format!("{dir}/mdev_supported_types/{t}"),
+                t,
+                r.issues,
+            )
+        })
         .collect();
     let nvidia_vgpu = if has("nvidia") && root.is_dir(&format!("{dir}/nvidia")) {
         Some(read_nvidia_vf(root, &format!("{dir}/nvidia"), r.issues))
@@ -295,7 +303,9 @@ pub fn parse_sriov_offset_stride(config: &[u8]) -> Option<(u16, u16)> {
 /// Offset and stride seen in VFs that exist: the first VF's routing id minus the PF's, and
 /// the step between the first two.
 fn offset_stride_of(pf: PciAddress, vfs: &[PciAddress]) -> Option<(u16, u16)> {
-    let rid = |a: &PciAddress| (u32::from(a.bus) << 8) | (u32::from(a.device) << 3) | u32::from(a.function);
+    let rid = |a: &PciAddress| {
+        (u32::from(a.bus) << 8) | (u32::from(a.device) << 3) | u32::from(a.function)
+    };
     let first = rid(vfs.first()?).checked_sub(rid(&pf))?;
     let stride = match vfs.get(1) {
         Some(b) => rid(b).checked_sub(rid(&vfs[0]))?,
@@ -322,7 +332,9 @@ fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress>
 /// `description` are), so a missing one is `None`; a garbled count is `None` and an issue.
 fn read_mdev_type(root: &HostRoot, dir: &str, id: &str, issues: &mut Vec<Issue>) -> MdevType {
     let mut r = AttrReader { root, dir, issues };
-    let available_instances = r.int("available_instances").and_then(|n| u32::try_from(n).ok());
+    let available_instances = r
+        .int("available_instances")
+        .and_then(|n| u32::try_from(n).ok());
     let name = r.text("name").filter(|s| !s.is_empty());
     let description = r.text("description").filter(|s| !s.is_empty());
     let device_api = r.text("device_api").filter(|s| !s.is_empty());
@@ -349,7 +361,9 @@ fn read_nvidia_vf(root: &HostRoot, dir: &str, issues: &mut Vec<Issue>) -> Nvidia
         .text("creatable_vgpu_types")
         .map(|t| parse_creatable_vgpu_types(&t))
         .unwrap_or_default();
-    let current = r.int("current_vgpu_type").and_then(|n| u32::try_from(n).ok());
+    let current = r
+        .int("current_vgpu_type")
+        .and_then(|n| u32::try_from(n).ok());
     NvidiaVfVgpu { creatable, current }
 }
 

@@ -63,11 +63,16 @@ fn read_mdevs(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<LiveMdev> {
             // The device link resolves to …/<parent BDF>/<uuid>: the parent is the component
             // before the last.
             let parent = root.resolve_link(&dir).and_then(|real| {
-                real.rsplit('/').nth(1).and_then(|p| p.parse::<PciAddress>().ok())
+                real.rsplit('/')
+                    .nth(1)
+                    .and_then(|p| p.parse::<PciAddress>().ok())
             });
             let mdev_type = root.link_name(&format!("{dir}/mdev_type")).map(|(n, _)| n);
             if parent.is_none() {
-                issues.push(Issue::new(&dir, "its parent device could not be read from the link"));
+                issues.push(Issue::new(
+                    &dir,
+                    "its parent device could not be read from the link",
+                ));
             }
             LiveMdev {
                 uuid,
@@ -83,7 +88,10 @@ fn read_nvidia_gpus(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<NvidiaGpuIn
     for name in root.list_dir(NVIDIA_GPUS, issues) {
         let path = format!("{NVIDIA_GPUS}/{name}/information");
         let Ok(address) = name.parse::<PciAddress>() else {
-            issues.push(Issue::new(format!("{NVIDIA_GPUS}/{name}"), "not a PCI address: skipped"));
+            issues.push(Issue::new(
+                format!("{NVIDIA_GPUS}/{name}"),
+                "not a PCI address: skipped",
+            ));
             continue;
         };
         let Some(text) = root.read_noting(&path, issues) else {
@@ -140,8 +148,7 @@ fn read_cdi_dir(root: &HostRoot, dir: &str, issues: &mut Vec<Issue>) -> Vec<CdiS
 }
 
 pub fn parse_cdi_json(path: &str, text: &str) -> Result<CdiSpec, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let kind = v.get("kind").and_then(|k| k.as_str()).map(str::to_string);
     let devices = v
         .get("devices")
@@ -209,7 +216,9 @@ pub fn parse_cdi_yaml(path: &str, text: &str) -> CdiSpec {
         if new_item {
             devices.push(CdiDevice::default());
         }
-        let Some(cur) = devices.last_mut() else { continue };
+        let Some(cur) = devices.last_mut() else {
+            continue;
+        };
         let field_indent = item_indent.map_or(2, |i| i + 2);
         let key_indent = if new_item { field_indent } else { indent };
         if let Some(v) = key_part.strip_prefix("name:") {
@@ -310,13 +319,19 @@ fn read_default_kernel(
     if let Some(pin) = root.read_noting(PROXMOX_BOOT_PIN, issues) {
         let pin = pin.trim().to_string();
         if !pin.is_empty() {
-            return (Some(pin.clone()), Some(format!("{PROXMOX_BOOT_PIN}: {pin}")));
+            return (
+                Some(pin.clone()),
+                Some(format!("{PROXMOX_BOOT_PIN}: {pin}")),
+            );
         }
     }
     match installed.last() {
         Some(k) => (
             Some(k.clone()),
-            Some(format!("lib/modules: newest of {} installed kernel(s)", installed.len())),
+            Some(format!(
+                "lib/modules: newest of {} installed kernel(s)",
+                installed.len()
+            )),
         ),
         None => (None, None),
     }
@@ -336,7 +351,10 @@ fn read_secure_boot(root: &HostRoot, issues: &mut Vec<Issue>) -> Option<SecureBo
         Ok(bytes) => {
             issues.push(Issue::new(
                 SECURE_BOOT_VAR,
-                format!("{} bytes, expected 4 attribute bytes and a value", bytes.len()),
+                format!(
+                    "{} bytes, expected 4 attribute bytes and a value",
+                    bytes.len()
+                ),
             ));
             None
         }
@@ -423,7 +441,8 @@ mod tests {
             Some("GPU-5f9a1c2e-8b3d-4e6f-a7c9-0d1e2f3a4b5c")
         );
         assert_eq!(i.model.as_deref(), Some("NVIDIA GeForce RTX 3080"));
-        let garbled = parse_nvidia_information("0000:07:00.0".parse().unwrap(), "Device Minor: x\n");
+        let garbled =
+            parse_nvidia_information("0000:07:00.0".parse().unwrap(), "Device Minor: x\n");
         assert_eq!((garbled.device_minor, garbled.uuid), (None, None));
     }
 
@@ -433,7 +452,10 @@ mod tests {
         let s = parse_cdi_yaml("etc/cdi/nvidia.yaml", text);
         assert_eq!(s.kind.as_deref(), Some("nvidia.com/gpu"));
         let names: Vec<&str> = s.devices.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["0", "GPU-5f9a1c2e-8b3d-4e6f-a7c9-0d1e2f3a4b5c", "all"]);
+        assert_eq!(
+            names,
+            ["0", "GPU-5f9a1c2e-8b3d-4e6f-a7c9-0d1e2f3a4b5c", "all"]
+        );
         assert_eq!(s.devices[0].nodes, ["/dev/nvidia1"]);
         assert!(!s.devices[2].nodes.is_empty());
     }
@@ -453,7 +475,10 @@ mod tests {
     #[test]
     fn modules_dep_names_the_file_modprobe_loads() {
         let dep = "kernel/drivers/gpu/drm/drm.ko.zst:\nupdates/dkms/i915.ko: kernel/drivers/gpu/drm/drm.ko.zst\nkernel/drivers/gpu/drm/xe/xe.ko.zst: kernel/drivers/gpu/drm/drm.ko.zst\n";
-        assert_eq!(module_file_in_dep(dep, "i915").as_deref(), Some("updates/dkms/i915.ko"));
+        assert_eq!(
+            module_file_in_dep(dep, "i915").as_deref(),
+            Some("updates/dkms/i915.ko")
+        );
         assert_eq!(
             module_file_in_dep(dep, "xe").as_deref(),
             Some("kernel/drivers/gpu/drm/xe/xe.ko.zst")

@@ -260,7 +260,7 @@ impl SriovInfo {
         let (offset, stride) = self.vf_offset_stride?;
         let rid = (u32::from(pf.bus) << 8) | (u32::from(pf.device) << 3) | u32::from(pf.function);
         let vf = rid + u32::from(offset) + i * u32::from(stride);
-        (vf <= 0xffff).then(|| PciAddress {
+        (vf <= 0xffff).then_some(PciAddress {
             domain: pf.domain,
             bus: (vf >> 8) as u8,
             device: ((vf >> 3) & 0x1f) as u8,

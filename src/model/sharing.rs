@@ -115,13 +115,19 @@ impl SharingInfo {
         self.sriov_modules.iter().find(|m| m.module == name)
     }
     /// The DKMS builds of `module` for `kernel`.
-    pub fn dkms_for<'a>(&'a self, module: &'a str, kernel: &'a str) -> impl Iterator<Item = &'a DkmsBuild> {
+    pub fn dkms_for<'a>(
+        &'a self,
+        module: &'a str,
+        kernel: &'a str,
+    ) -> impl Iterator<Item = &'a DkmsBuild> {
         self.dkms
             .iter()
             .filter(move |b| b.module == module && b.kernel == kernel)
     }
     /// The live mdevs whose parent is `a`.
     pub fn mdevs_of<'a>(&'a self, a: &'a PciAddress) -> impl Iterator<Item = &'a LiveMdev> {
-        self.mdevs.iter().filter(move |m| m.parent.as_ref() == Some(a))
+        self.mdevs
+            .iter()
+            .filter(move |m| m.parent.as_ref() == Some(a))
     }
 }

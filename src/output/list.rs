@@ -540,13 +540,19 @@ pub fn render_gpus(out: &mut dyn Write, r: &GpuReport, st: Style) -> io::Result<
             }
         }
         if !g.vfs.is_empty() {
-            writeln!(out, "    {}:", count(g.vfs.len(), "virtual function", "virtual functions"))?;
+            writeln!(
+                out,
+                "    {}:",
+                count(g.vfs.len(), "virtual function", "virtual functions")
+            )?;
             for v in &g.vfs {
                 let group = v
                     .device
                     .iommu_group
                     .as_deref()
-                    .map_or("no group".to_string(), |id| format!("group {}", sanitize(id)));
+                    .map_or("no group".to_string(), |id| {
+                        format!("group {}", sanitize(id))
+                    });
                 let users = if v.users.is_empty() {
                     "free".to_string()
                 } else {

@@ -182,11 +182,7 @@ fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress, exact: bool) -> bool {
     for i in 0..16 {
         let key = format!("hostpci{i}");
         if let Some(v) = cfg.main_get(&key).map(str::to_string) {
-            if parse_hostpci(&v).is_ok_and(|h| {
-                h.host
-                    .iter()
-                    .any(|e| e.split(';').any(names))
-            }) {
+            if parse_hostpci(&v).is_ok_and(|h| h.host.iter().any(|e| e.split(';').any(names))) {
                 changed |= cfg.main_remove(&key);
             }
         }
@@ -655,7 +651,11 @@ fn plan_vm_attach_shared(
             .collect();
         (!users.is_empty()).then(|| users.join(", "))
     };
-    let t = if req.mdev.is_some() && s.vfs_of(&sh::pf_for(s, gpu).address).iter().all(|v| v.nvidia_vgpu.is_none()) {
+    let t = if req.mdev.is_some()
+        && s.vfs_of(&sh::pf_for(s, gpu).address)
+            .iter()
+            .all(|v| v.nvidia_vgpu.is_none())
+    {
         sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &|_| None, req.force)?
     } else {
         sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &taken, req.force)?
@@ -1286,7 +1286,11 @@ fn free_mdev(
         return Err(AttachError::Refused(format!(
             "{} offers no mdev type '{ty}'{}",
             parent.address,
-            if parent.mdev_types.is_empty() { " (it offers none)".to_string() } else { format!("; it offers {}", parent.mdev_types.join(", ")) }
+            if parent.mdev_types.is_empty() {
+                " (it offers none)".to_string()
+            } else {
+                format!("; it offers {}", parent.mdev_types.join(", "))
+            }
         )));
     }
     let used: Vec<String> = all_domains(src)
@@ -1360,16 +1364,26 @@ pub fn plan_libvirt_attach(
     if let Some(ty) = &req.mdev {
         let (path, text) = read_domain(src, &req.domain)?;
         let uuid = free_mdev(s, src, gpu, ty)?;
-        let xml = libvirt_xml::add_mdev_hostdev(&text, &uuid).map_err(|e| AttachError::Unreadable {
-            file: path.clone(),
-            why: e.to_string(),
-        })?;
+        let xml =
+            libvirt_xml::add_mdev_hostdev(&text, &uuid).map_err(|e| AttachError::Unreadable {
+                file: path.clone(),
+                why: e.to_string(),
+            })?;
         let mut plan = Plan {
-            title: format!("Attach {ty} instance {uuid} of {} to libvirt domain {}", gpu.address, req.domain),
+            title: format!(
+                "Attach {ty} instance {uuid} of {} to libvirt domain {}",
+                gpu.address, req.domain
+            ),
             ..Plan::default()
         };
         if xml != text {
-            push_domain_edit(&mut plan, src, &path, xml, "a <hostdev type='mdev'> for the instance")?;
+            push_domain_edit(
+                &mut plan,
+                src,
+                &path,
+                xml,
+                "a <hostdev type='mdev'> for the instance",
+            )?;
         }
         return Ok(plan);
     }
@@ -1510,16 +1524,24 @@ pub fn docker_snippet(
     let nodes = gpu_nodes(s, src, gpu);
     let mut out = String::new();
     if let Some((file, name)) = super::containers::cdi_name(s, gpu, &nodes) {
-        out.push_str(&format!("# CDI ({file} names this card): Docker 25+ with CDI enabled, or Podman.
-"));
-        out.push_str(&format!("docker run --device {name} ...
+        out.push_str(&format!(
+            "# CDI ({file} names this card): Docker 25+ with CDI enabled, or Podman.
+"
+        ));
+        out.push_str(&format!(
+            "docker run --device {name} ...
 podman run --device {name} ...
 
 # Without CDI:
-"));
+"
+        ));
     }
     if gpu.on_nvidia_driver() {
-        let id = match s.sharing.nvidia_gpu(&gpu.address).and_then(|i| i.uuid.clone()) {
+        let id = match s
+            .sharing
+            .nvidia_gpu(&gpu.address)
+            .and_then(|i| i.uuid.clone())
+        {
             Some(uuid) => uuid,
             None => {
                 let index = s.nvidia_index(&gpu.address).unwrap_or(0);
@@ -1528,8 +1550,10 @@ podman run --device {name} ...
                 index.to_string()
             }
         };
-        out.push_str("# NVIDIA: needs nvidia-container-toolkit on the host.
-");
+        out.push_str(
+            "# NVIDIA: needs nvidia-container-toolkit on the host.
+",
+        );
         out.push_str(&format!("docker run --gpus '\"device={id}\"' ...\n\n"));
         out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{id}\"]\n              capabilities: [gpu, video]\n"));
         if let Some(v) = &s.system.nvidia_driver_version {
@@ -1538,7 +1562,11 @@ podman run --device {name} ...
             ));
         }
     } else {
-        let mut devs: Vec<String> = nodes.iter().filter(|n| n.contains("renderD")).cloned().collect();
+        let mut devs: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.contains("renderD"))
+            .cloned()
+            .collect();
         if devs.is_empty() {
             return Err(AttachError::Refused(format!(
                 "{} has no render node: is its driver loaded?",
@@ -1557,7 +1585,10 @@ podman run --device {name} ...
             }
         };
         let flags: Vec<String> = devs.iter().map(|n| format!("--device {n}:{n}")).collect();
-        out.push_str(&format!("docker run {} --group-add {group} ...\n\n", flags.join(" ")));
+        out.push_str(&format!(
+            "docker run {} --group-add {group} ...\n\n",
+            flags.join(" ")
+        ));
         out.push_str("services:\n  app:\n    devices:\n");
         for n in &devs {
             out.push_str(&format!("      - {n}:{n}\n"));

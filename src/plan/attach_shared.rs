@@ -58,7 +58,10 @@ pub fn names_function(entry: &str, a: &PciAddress) -> bool {
 pub fn vm_entries(src: &dyn FileSource) -> Vec<(u32, u8, HostPci)> {
     let mut out = Vec::new();
     for name in src.list("etc/pve/qemu-server") {
-        let Some(vmid) = name.strip_suffix(".conf").and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(vmid) = name
+            .strip_suffix(".conf")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(Some(text)) = src.read_text(&format!("etc/pve/qemu-server/{name}")) else {
@@ -83,7 +86,12 @@ pub fn vm_entries(src: &dyn FileSource) -> Vec<(u32, u8, HostPci)> {
 pub fn vms_using(entries: &[(u32, u8, HostPci)], a: &PciAddress) -> Vec<u32> {
     let mut v: Vec<u32> = entries
         .iter()
-        .filter(|(_, _, h)| h.host.iter().flat_map(|e| e.split(';')).any(|e| names_function(e, a)))
+        .filter(|(_, _, h)| {
+            h.host
+                .iter()
+                .flat_map(|e| e.split(';'))
+                .any(|e| names_function(e, a))
+        })
         .map(|(id, _, _)| *id)
         .collect();
     v.dedup();
@@ -126,10 +134,16 @@ pub fn choose_vf<'a>(
                 ))
             })?;
             if let Some(who) = taken(&vf.address) {
-                return Err(AttachError::Refused(format!("VF {} is already used by {who}", vf.address)));
+                return Err(AttachError::Refused(format!(
+                    "VF {} is already used by {who}",
+                    vf.address
+                )));
             }
             if !fits(vf) {
-                return Err(AttachError::Refused(format!("VF {} cannot take the requested type now", vf.address)));
+                return Err(AttachError::Refused(format!(
+                    "VF {} cannot take the requested type now",
+                    vf.address
+                )));
             }
             Ok(vf)
         }
@@ -140,9 +154,21 @@ pub fn choose_vf<'a>(
             .ok_or_else(|| {
                 let used: Vec<String> = vfs
                     .iter()
-                    .map(|v| format!("{} ({})", v.address, taken(&v.address).unwrap_or_else(|| "free, but cannot take the type".into())))
+                    .map(|v| {
+                        format!(
+                            "{} ({})",
+                            v.address,
+                            taken(&v.address)
+                                .unwrap_or_else(|| "free, but cannot take the type".into())
+                        )
+                    })
                     .collect();
-                AttachError::Refused(format!("no free VF of {}: {}; add VFs with passthru share vfs {} --count N", pf.address, used.join(", "), pf.address))
+                AttachError::Refused(format!(
+                    "no free VF of {}: {}; add VFs with passthru share vfs {} --count N",
+                    pf.address,
+                    used.join(", "),
+                    pf.address
+                ))
             }),
     }
 }
@@ -178,14 +204,17 @@ pub fn resolve_shared(
                 AttachError::Refused(format!("'{t}' is not an NVIDIA vGPU type: give nvidia-ID, one of the ids in the VFs' nvidia/creatable_vgpu_types"))
             })?;
             let fits = |v: &PciDevice| {
-                v.nvidia_vgpu
-                    .as_ref()
-                    .is_some_and(|n| n.current.unwrap_or(0) == 0 && n.creatable.iter().any(|(i, _)| *i == id))
+                v.nvidia_vgpu.as_ref().is_some_and(|n| {
+                    n.current.unwrap_or(0) == 0 && n.creatable.iter().any(|(i, _)| *i == id)
+                })
             };
             let target = match (gpu.physfn, vf) {
                 (Some(_), None) => {
                     if taken(&gpu.address).is_some() || !fits(gpu) {
-                        return Err(AttachError::Refused(format!("VF {} cannot take {t} now (in use, or not among its creatable types)", gpu.address)));
+                        return Err(AttachError::Refused(format!(
+                            "VF {} cannot take {t} now (in use, or not among its creatable types)",
+                            gpu.address
+                        )));
                     }
                     gpu
                 }
@@ -206,7 +235,11 @@ pub fn resolve_shared(
             return Err(AttachError::Refused(format!(
                 "{} offers no mdev type '{t}'{}",
                 gpu.address,
-                if offered.is_empty() { " (it offers none)".to_string() } else { format!("; it offers {}", offered.join(", ")) }
+                if offered.is_empty() {
+                    " (it offers none)".to_string()
+                } else {
+                    format!("; it offers {}", offered.join(", "))
+                }
             )));
         };
         match ty.available_instances {
@@ -234,7 +267,10 @@ pub fn resolve_shared(
     let choice = vf.unwrap_or(VfChoice::Auto);
     let target = if gpu.physfn.is_some() {
         if let Some(who) = taken(&gpu.address) {
-            return Err(AttachError::Refused(format!("VF {} is already used by {who}", gpu.address)));
+            return Err(AttachError::Refused(format!(
+                "VF {} is already used by {who}",
+                gpu.address
+            )));
         }
         gpu
     } else {
@@ -280,7 +316,10 @@ pub fn shared_hostpci(t: &SharedTarget, pcie: bool) -> HostPci {
 }
 
 /// A free hostpci index, or the refusal.
-pub fn free_index(cfg: &crate::formats::pve_config::GuestConfig, vmid: u32) -> Result<u8, AttachError> {
+pub fn free_index(
+    cfg: &crate::formats::pve_config::GuestConfig,
+    vmid: u32,
+) -> Result<u8, AttachError> {
     free_hostpci_index(cfg)
         .ok_or_else(|| AttachError::Refused(format!("VM {vmid} uses all 16 hostpci slots")))
 }
@@ -289,7 +328,9 @@ pub fn free_index(cfg: &crate::formats::pve_config::GuestConfig, vmid: u32) -> R
 pub fn checked_value(h: &HostPci, n: u8) -> Result<String, AttachError> {
     let value = render_hostpci(h);
     if parse_hostpci(&value).as_ref() != Ok(h) {
-        return Err(AttachError::Refused(format!("hostpci{n}: {value:?} would not read back as one entry")));
+        return Err(AttachError::Refused(format!(
+            "hostpci{n}: {value:?} would not read back as one entry"
+        )));
     }
     Ok(value)
 }
@@ -303,7 +344,10 @@ mod tests {
         let vf1: PciAddress = "0000:00:02.1".parse().unwrap();
         assert!(names_function("0000:00:02.1", &vf1));
         assert!(names_function("00:02.1", &vf1));
-        assert!(names_function("00:02", &vf1), "a bare slot is every function");
+        assert!(
+            names_function("00:02", &vf1),
+            "a bare slot is every function"
+        );
         assert!(!names_function("0000:00:02.2", &vf1));
         assert!(!names_function("0000:00:02.0", &vf1));
         assert!(!names_function("0000:01:00.0", &vf1));

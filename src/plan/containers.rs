@@ -28,7 +28,9 @@ pub fn cdi_name(s: &Snapshot, gpu: &PciDevice, nodes: &[String]) -> Option<(Stri
             d.name != "all"
                 && !own.is_empty()
                 && own.iter().any(|n| d.nodes.contains(n))
-                && d.nodes.iter().all(|n| !looks_like_card_node(n) || own.contains(&n))
+                && d.nodes
+                    .iter()
+                    .all(|n| !looks_like_card_node(n) || own.contains(&n))
         });
         if let Some(d) = found {
             return Some((spec.file.clone(), format!("{kind}={}", d.name)));
@@ -58,7 +60,12 @@ pub enum IncusShare {
 }
 
 /// `incus config device add INSTANCE gpu0 gpu gputype=… pci=BDF …` as an argument vector.
-pub fn incus_argv(instance: &str, device: &str, gpu: &PciDevice, share: &IncusShare) -> Vec<String> {
+pub fn incus_argv(
+    instance: &str,
+    device: &str,
+    gpu: &PciDevice,
+    share: &IncusShare,
+) -> Vec<String> {
     let mut argv: Vec<String> = ["incus", "config", "device", "add", instance, device, "gpu"]
         .iter()
         .map(|s| s.to_string())
@@ -90,6 +97,8 @@ pub fn incus_argv(instance: &str, device: &str, gpu: &PciDevice, share: &IncusSh
 pub fn group_gid(text: &str, group: &str) -> Option<u32> {
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok()).flatten()
+        (f.len() >= 3 && f[0] == group)
+            .then(|| f[2].parse().ok())
+            .flatten()
     })
 }

@@ -101,7 +101,9 @@ fn find_pf<'a>(s: &'a Snapshot, sel: &str) -> Result<&'a PciDevice, ShareError> 
         why,
     };
     if let Some(pf) = dev.physfn {
-        return Err(refuse(format!("it is a virtual function; name its physical function {pf}")));
+        return Err(refuse(format!(
+            "it is a virtual function; name its physical function {pf}"
+        )));
     }
     let total = dev.sriov.as_ref().and_then(|x| x.total_vfs).unwrap_or(0);
     if total == 0 {
@@ -125,7 +127,10 @@ pub fn plan_share_vfs(
     if req.count > total {
         return Err(ShareError::Refused {
             device: pf.address.to_string(),
-            why: format!("--count {} is more than its sriov_totalvfs {total}", req.count),
+            why: format!(
+                "--count {} is more than its sriov_totalvfs {total}",
+                req.count
+            ),
         });
     }
     let flavour = VfDriver::of(pf);
@@ -171,7 +176,12 @@ pub fn plan_share_vfs(
             add: Vec::new(),
             remove: configured
                 .into_iter()
-                .filter(|p| flavour.keys().iter().any(|k| super::files::same_key(k, &p.key)))
+                .filter(|p| {
+                    flavour
+                        .keys()
+                        .iter()
+                        .any(|k| super::files::same_key(k, &p.key))
+                })
                 .collect(),
         }
     } else {
@@ -189,9 +199,18 @@ pub fn plan_share_vfs(
             why: "load the rule".into(),
         });
         plan.notes.push(match (req.count, flavour) {
-            (0, _) => format!("The VFs go at the next boot, or now with passthru share vfs {} --count 0 --now.", pf.address),
-            (_, VfDriver::Generic) => format!("The VFs appear at the next boot, or now with --now."),
-            _ => format!("Reboot: {} reads its max_vfs at load. Then passthru check --for shared {}.", pf.driver.as_deref().unwrap_or("the driver"), pf.address),
+            (0, _) => format!(
+                "The VFs go at the next boot, or now with passthru share vfs {} --count 0 --now.",
+                pf.address
+            ),
+            (_, VfDriver::Generic) => {
+                "The VFs appear at the next boot, or now with --now.".to_string()
+            }
+            _ => format!(
+                "Reboot: {} reads its max_vfs at load. Then passthru check --for shared {}.",
+                pf.driver.as_deref().unwrap_or("the driver"),
+                pf.address
+            ),
         });
     }
     Ok(plan)
@@ -222,7 +241,10 @@ pub fn render_sriov_rule(pf: &PciDevice, count: u32, vfs: &[PciAddress]) -> Stri
          ACTION==\"bind\", SUBSYSTEM==\"pci\", KERNEL==\"{a}\", ATTR{{sriov_numvfs}}==\"0\", ATTR{{sriov_numvfs}}=\"{count}\"\n\
          # Each VF to vfio-pci by address: driver_override lets it probe with autoprobe off.\n"
     );
-    let vendor = pf.vendor.map(|v| format!(", ATTR{{vendor}}==\"0x{v}\"")).unwrap_or_default();
+    let vendor = pf
+        .vendor
+        .map(|v| format!(", ATTR{{vendor}}==\"0x{v}\""))
+        .unwrap_or_default();
     let device = pf
         .sriov
         .as_ref()
