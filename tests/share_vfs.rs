@@ -235,3 +235,36 @@ fn offset_and_stride_come_from_the_extended_capability_list() {
     looped[0x100..0x104].copy_from_slice(&(0x0001u32 | (0x100 << 20)).to_le_bytes());
     assert_eq!(parse_sriov_offset_stride(&looped), None);
 }
+
+#[test]
+fn the_stock_i915_is_warned_about() {
+    // intel-n100's iGPU as the PCI core shows it on any driver (sriov_totalvfs 7), with the
+    // stock i915 loaded (no max_vfs parameter).
+    let host = built("intel-n100");
+    let pf = host.path().join("sys/bus/pci/devices/0000:00:02.0");
+    std::fs::write(pf.join("sriov_totalvfs"), "7\n").unwrap();
+    std::fs::write(pf.join("sriov_numvfs"), "0\n").unwrap();
+    // The SR-IOV capability at 0x100 as root reads it: VFs at 00:02.1, stride 1.
+    let mut config = vec![0u8; 4096];
+    config[0x100..0x104].copy_from_slice(&0x0001_0010u32.to_le_bytes());
+    config[0x114..0x116].copy_from_slice(&1u16.to_le_bytes());
+    config[0x116..0x118].copy_from_slice(&1u16.to_le_bytes());
+    std::fs::write(pf.join("config"), &config).unwrap();
+    let o = passthru_fixed(
+        host.path(),
+        &["share", "vfs", "00:02.0", "--count", "2", "--dry-run"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(
+        text.contains("the loaded i915 has no max_vfs parameter"),
+        "{text}"
+    );
+    assert!(text.contains(r#"KERNEL=="0000:00:02.2""#), "{text}");
+    let adl = built("intel-adl-sriov");
+    let o = passthru_fixed(
+        adl.path(),
+        &["share", "vfs", "00:02.0", "--count", "2", "--dry-run"],
+    );
+    assert!(!stdout(&o).contains("no max_vfs parameter"));
+}

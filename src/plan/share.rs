@@ -193,6 +193,26 @@ pub fn plan_share_vfs(
     if !change.is_empty() {
         plan.extend(super::boot::plan_kernel_params(s, src, &change)?);
     }
+    // The stock i915 has no max_vfs: the parameters are ignored ("unknown parameter
+    // 'max_vfs' ignored", i915-sriov-dkms #170) until the DKMS module is installed.
+    let stock = match flavour {
+        VfDriver::I915 => s
+            .sharing
+            .sriov_module("i915")
+            .is_some_and(|m| m.max_vfs.is_none()),
+        VfDriver::Xe => s
+            .sharing
+            .sriov_module("xe")
+            .is_some_and(|m| m.max_vfs.is_none()),
+        VfDriver::Generic => false,
+    };
+    if stock && req.count > 0 {
+        plan.warnings.push(format!(
+            "the loaded {} has no max_vfs parameter (the stock module): install i915-sriov-dkms for every kernel you boot before rebooting, or the VFs will not appear (passthru check --for shared {})",
+            pf.driver.as_deref().unwrap_or("driver"),
+            pf.address
+        ));
+    }
     if !plan.edits.is_empty() {
         plan.commands.push(PlannedCommand {
             argv: vec!["udevadm".into(), "control".into(), "--reload".into()],
