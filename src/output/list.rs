@@ -436,7 +436,6 @@ pub struct GpuEntry {
     pub device: ListDevice,
     pub companions: Vec<Companion>,
     /// Its virtual functions (a VF is listed here, under its PF, not as a GPU of its own).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vfs: Vec<VfEntry>,
 }
 
