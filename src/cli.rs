@@ -50,7 +50,7 @@ pub enum Command {
     List(ListArgs),
     /// Read the whole host into one snapshot: print a summary, the JSON, or an archive.
     Scan(ScanArgs),
-    /// One verdict per GPU and use (vm, lxc, host), with the evidence and the exact fix.
+    /// One verdict per GPU and use (vm, lxc, host, shared), with the evidence and the exact fix.
     #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Prepare a GPU for VM passthrough, or give it back to the host, as one reviewed,
@@ -65,10 +65,10 @@ pub enum Command {
     /// Proxmox cluster PCI resource mappings.
     #[command(subcommand)]
     Mapping(MappingCommand),
-    /// Share a GPU with a Proxmox LXC container, or stop sharing it.
     /// Split one GPU among several guests (SR-IOV virtual functions).
     #[command(subcommand)]
     Share(ShareCommand),
+    /// Share a GPU with a Proxmox LXC container, or stop sharing it.
     #[command(subcommand)]
     Lxc(LxcCommand),
     /// Attach a GPU to a libvirt domain, or detach it.
@@ -362,6 +362,8 @@ pub struct LibvirtDetachArgs {
 pub struct IncusArgs {
     /// The Incus instance (container or VM).
     pub instance: String,
+    /// The GPU: its address (07:00.0), slot (07:00), vendor:device (10de:2206) or a word of its
+    /// name.
     pub gpu: String,
     /// The device name in the instance.
     #[arg(long, default_value = "gpu0")]
