@@ -301,6 +301,7 @@ mod tests {
             vfio_config: Default::default(),
             drm: Vec::new(),
             host_usage: Default::default(),
+            sharing: Default::default(),
             devices: Vec::new(),
             groups: Vec::new(),
             issues: Vec::new(),

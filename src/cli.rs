@@ -58,7 +58,7 @@ pub enum Command {
     List(ListArgs),
     /// Read the whole host into one snapshot: print a summary, the JSON, or an archive.
     Scan(ScanArgs),
-    /// One verdict per GPU and use (vm, lxc, host), with the evidence and the exact fix.
+    /// One verdict per GPU and use (vm, lxc, host, shared), with the evidence and the exact fix.
     #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Prepare a GPU for VM passthrough, or give it back to the host, as one reviewed,
@@ -77,6 +77,9 @@ pub enum Command {
     /// name them, and where a VM can run.
     #[command(after_help = CLUSTER_HELP)]
     Cluster(ClusterArgs),
+    /// Split one GPU among several guests (SR-IOV virtual functions).
+    #[command(subcommand)]
+    Share(ShareCommand),
     /// Share a GPU with a Proxmox LXC container, or stop sharing it.
     #[command(subcommand)]
     Lxc(LxcCommand),
@@ -85,6 +88,8 @@ pub enum Command {
     Libvirt(LibvirtCommand),
     /// Print the Docker compose and CLI lines that give a container this GPU.
     Docker(DockerArgs),
+    /// Print (and with --yes run) the `incus config device add` line for a GPU.
+    Incus(IncusArgs),
     /// Which GPU for a job: VRAM and speed estimates, slot and power fit, yearly power cost.
     Advise(AdviseArgs),
     /// What each GPU draws now (read without waking it) and costs a year.
@@ -310,6 +315,14 @@ pub struct VmAttachArgs {
     /// Hide the hypervisor from the guest (cpu hidden=1), for old GeForce drivers.
     #[arg(long)]
     pub hidden: bool,
+    /// A virtual function of the card instead of the card: `auto` (the first no VM has) or
+    /// its number (virtfnN).
+    #[arg(long, value_name = "auto|N")]
+    pub vf: Option<passthru::plan::attach_shared::VfChoice>,
+    /// A mediated device of the card (`hostpciN: …,mdev=TYPE`; Proxmox creates it at VM
+    /// start), after checking the type has an instance free.
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
     /// Attach even what check blocks (the host's only display, boot disk controller or
     /// network in the group).
     #[arg(long)]
@@ -324,6 +337,28 @@ pub struct VmDetachArgs {
     pub vmid: u32,
     /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Make N virtual functions of a card at every boot (kernel parameters for its driver, a
+    /// udev rule with autoprobe off, each VF bound to vfio-pci by address); `--count 0`
+    /// takes them away. `passthru rollback` undoes it.
+    Vfs(ShareVfsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShareVfsArgs {
+    /// The physical function: a GPU selector, or the address of any device with SR-IOV.
+    pub device: String,
+    /// How many VFs (0 removes them).
+    #[arg(long)]
+    pub count: u32,
+    /// Also make (or remove) them now, as a second transaction that `rollback` undoes first.
+    #[arg(long)]
+    pub now: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }
@@ -400,6 +435,12 @@ pub struct LibvirtAttachArgs {
     /// <kvm><hidden state='on'/></kvm> and a Hyper-V vendor_id.
     #[arg(long)]
     pub hidden: bool,
+    /// A virtual function of the card (by address): `auto` (the first no domain has) or N.
+    #[arg(long, value_name = "auto|N", conflicts_with = "mdev")]
+    pub vf: Option<passthru::plan::attach_shared::VfChoice>,
+    /// A live mediated device of this type that no domain uses (type='mdev', by UUID).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
     /// Attach even what check blocks (the host's only display, boot disk controller or
     /// network in the group).
     #[arg(long)]
@@ -416,6 +457,27 @@ pub struct LibvirtDetachArgs {
     pub gpu: String,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IncusArgs {
+    /// The Incus instance (container or VM).
+    pub instance: String,
+    /// The GPU: its address (07:00.0), slot (07:00), vendor:device (10de:2206) or a word of its
+    /// name.
+    pub gpu: String,
+    /// The device name in the instance.
+    #[arg(long, default_value = "gpu0")]
+    pub device: String,
+    /// A VF of the card, for a VM (gputype=sriov).
+    #[arg(long, conflicts_with = "mdev")]
+    pub vf: bool,
+    /// An mdev of this type, for a VM (gputype=mdev).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev: Option<String>,
+    /// Run it (on the live host only), as an argument vector.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

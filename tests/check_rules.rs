@@ -527,6 +527,7 @@ fn container_use() {
         total_vfs: Some(7),
         num_vfs: Some(0),
         vfs: vec![],
+        ..Default::default()
     });
     assert!(has(&run(&sriov), RuleId::LxcSriov));
     let mut no_render = n100_snap.clone();
@@ -602,6 +603,22 @@ fn rule_cases() -> Vec<Case> {
     let twins = h.get("twin-gpus");
     let p40 = h.get("tesla-p40");
     let qemu = h.get("qemu/intel-flat");
+    let adl = h.get("intel-adl-sriov");
+    let mdev = h.get("nvidia-vgpu-mdev");
+    let vgpu = h.get("nvidia-vgpu-vfio");
+    let pf = Some("0000:00:02.0");
+    // The adl host after `share vfs --count 0`: sriov_numvfs 0, no VF.
+    let mut adl_novfs = adl.clone();
+    if let Some(x) = adl_novfs
+        .devices
+        .iter_mut()
+        .find(|d| d.address.to_string() == "0000:00:02.0")
+        .and_then(|d| d.sriov.as_mut())
+    {
+        x.num_vfs = Some(0);
+        x.vfs.clear();
+    }
+    adl_novfs.devices.retain(|d| d.physfn.is_none());
     let edit = |s: &Snapshot, f: &dyn Fn(&mut Snapshot)| {
         let mut s = s.clone();
         f(&mut s);
@@ -983,12 +1000,104 @@ fn rule_cases() -> Vec<Case> {
                             total_vfs: Some(7),
                             num_vfs: Some(0),
                             vfs: vec![],
+                            ..Default::default()
                         })
                     })
                 }),
                 None,
             ),
             (n100.clone(), None),
+        ),
+        // Sharing (tests/check_shared.rs has the details): the N100 with i915-sriov-dkms and
+        // two VFs, the P40 with mdev types, the L4 with per-VF nvidia/ files.
+        case(
+            SharedIsVf,
+            (adl.clone(), Some("0000:00:02.1")),
+            (adl.clone(), pf),
+        ),
+        case(SharedPfSplit, (adl.clone(), pf), (adl_novfs.clone(), pf)),
+        case(SharedVfs, (adl.clone(), pf), (n100.clone(), None)),
+        case(
+            SharedVfOnHostDriver,
+            (adl.clone(), pf),
+            (
+                edit(&adl, &|s| {
+                    if let Some(d) = s
+                        .devices
+                        .iter_mut()
+                        .find(|d| d.address.to_string() == "0000:00:02.2")
+                    {
+                        d.driver = Some("vfio-pci".into());
+                    }
+                }),
+                pf,
+            ),
+        ),
+        case(SharedVfsOff, (adl_novfs.clone(), pf), (adl.clone(), pf)),
+        case(
+            SharedDriverCannot,
+            (
+                edit(&n100, &|s| {
+                    on_gpu(s, &|g| {
+                        g.sriov = Some(passthru::model::SriovInfo {
+                            total_vfs: Some(7),
+                            num_vfs: Some(0),
+                            ..Default::default()
+                        })
+                    })
+                }),
+                None,
+            ),
+            (adl.clone(), pf),
+        ),
+        case(
+            SharedParamsMissing,
+            (
+                edit(&adl_novfs, &|s| {
+                    s.system.cmdline_params = passthru::formats::cmdline::parse_cmdline("ro")
+                }),
+                pf,
+            ),
+            (adl_novfs.clone(), pf),
+        ),
+        case(
+            SharedDkmsNextKernel,
+            (adl.clone(), pf),
+            (
+                edit(&adl, &|s| {
+                    s.sharing.dkms.push(passthru::model::DkmsBuild {
+                        module: "i915-sriov-dkms".into(),
+                        version: "2025.07.22".into(),
+                        kernel: "6.8.0-45-generic".into(),
+                    })
+                }),
+                pf,
+            ),
+        ),
+        case(
+            SharedSecureBoot,
+            (adl.clone(), pf),
+            (
+                edit(&adl, &|s| {
+                    s.sharing.secure_boot = Some(passthru::model::SecureBoot::Off)
+                }),
+                pf,
+            ),
+        ),
+        case(
+            SharedMdevTypes,
+            (mdev.clone(), p40_card),
+            (p40.clone(), p40_card),
+        ),
+        case(
+            SharedNvidiaVgpu,
+            (vgpu.clone(), Some("0000:05:00.0")),
+            (vgpu.clone(), p40_card),
+        ),
+        case(
+            SharedNone,
+            (p40.clone(), p40_card),
+            (mdev.clone(), p40_card),
         ),
     ]
 }

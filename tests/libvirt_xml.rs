@@ -1213,3 +1213,162 @@ fn generated_domains_edit_only_the_edited_bytes() {
         started.elapsed()
     );
 }
+
+/// libvirt's own mdev test domain, and an mdev `<hostdev>` added to a PCI one: the UUID read
+/// back, the form libvirt's test uses, the schema's approval.
+#[test]
+fn mdev_hostdevs_read_add_and_validate() {
+    let dir = corpus().join("libvirt");
+    let pre = std::fs::read_to_string(dir.join("hostdev-mdev-precreated.xml")).unwrap();
+    assert_eq!(
+        mdev_hostdev_uuids(&pre),
+        ["53764d0e-85a0-42b4-af5c-2046b460b1dc"]
+    );
+    assert_eq!(
+        add_mdev_hostdev(&pre, "53764D0E-85A0-42B4-AF5C-2046B460B1DC").unwrap(),
+        pre,
+        "already there"
+    );
+    let pci = std::fs::read_to_string(dir.join("hostdev-pci-address.xml")).unwrap();
+    let uuid = "5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59";
+    let out = add_mdev_hostdev(&pci, uuid).unwrap();
+    assert_eq!(
+        inserted_run(&pci, &out),
+        format!("    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n      <source>\n        <address uuid='{uuid}'/>\n      </source>\n    </hostdev>\n")
+    );
+    assert_eq!(mdev_hostdev_uuids(&out), [uuid]);
+    assert_eq!(hostdev_sources(&out).len(), 1, "the PCI hostdev stays");
+    assert_valid(&out, "an mdev hostdev added");
+    for bad in [
+        "",
+        "5f0c7a7e",
+        "5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a5'",
+        "zf0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59",
+    ] {
+        assert!(add_mdev_hostdev(&pci, bad).is_err(), "{bad:?}");
+    }
+}
+
+fn host_with_domains(name: &str, domains: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named(name, dir.path()).unwrap();
+    let q = dir.path().join("etc/libvirt/qemu");
+    std::fs::create_dir_all(&q).unwrap();
+    for (n, x) in domains {
+        std::fs::write(q.join(format!("{n}.xml")), x).unwrap();
+    }
+    dir
+}
+
+fn domain_plan(
+    root: &std::path::Path,
+    req: &passthru::plan::attach::LibvirtAttachRequest,
+) -> Result<String, String> {
+    let snap = check_snapshot(root);
+    let hr = passthru::host::HostRoot::new(root).unwrap();
+    let files = passthru::host::RootFiles::new(&hr);
+    let plan = passthru::plan::attach::plan_libvirt_attach(&snap, &files, req)
+        .map_err(|e| e.to_string())?;
+    let path = format!("etc/libvirt/qemu/{}.xml", req.domain);
+    let e = plan
+        .edits
+        .iter()
+        .find(|e| e.path == path)
+        .ok_or("no edit")?;
+    Ok(String::from_utf8(e.after.clone().unwrap()).unwrap())
+}
+
+#[test]
+fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
+    use passthru::plan::attach::LibvirtAttachRequest;
+    use passthru::plan::attach_shared::VfChoice;
+    let dir = corpus().join("libvirt");
+    let base = std::fs::read_to_string(dir.join("hostdev-pci-address.xml")).unwrap();
+    // Domain "other" has VF 00:02.1: auto picks 00:02.2.
+    let vf1 = PciAddr {
+        domain: 0,
+        bus: 0,
+        slot: 2,
+        function: 1,
+    };
+    let other = add_hostdevs(
+        &base,
+        &[HostdevSpec {
+            source: vf1,
+            guest: None,
+            multifunction: false,
+            rom_file: None,
+        }],
+    )
+    .unwrap();
+    let h = host_with_domains(
+        "intel-adl-sriov",
+        &[("desk", base.clone()), ("other", other)],
+    );
+    let req = LibvirtAttachRequest {
+        domain: "desk".into(),
+        gpu: "00:02.0".into(),
+        vf: Some(VfChoice::Auto),
+        ..Default::default()
+    };
+    let out = domain_plan(h.path(), &req).unwrap();
+    let vf2 = PciAddr {
+        domain: 0,
+        bus: 0,
+        slot: 2,
+        function: 2,
+    };
+    assert_eq!(
+        hostdev_sources(&out),
+        [
+            PciAddr {
+                domain: 0,
+                bus: 6,
+                slot: 0x12,
+                function: 5
+            },
+            vf2
+        ]
+    );
+    assert_valid(&out, "a VF attached");
+    let taken = LibvirtAttachRequest {
+        vf: Some(VfChoice::Index(0)),
+        ..req.clone()
+    };
+    let err = domain_plan(h.path(), &taken).unwrap_err();
+    assert!(
+        err.contains("VF 0000:00:02.1 is already used by etc/libvirt/qemu/other.xml"),
+        "{err}"
+    );
+
+    // The P40's live nvidia-47 instance.
+    let h = host_with_domains("nvidia-vgpu-mdev", &[("desk", base.clone())]);
+    let req = LibvirtAttachRequest {
+        domain: "desk".into(),
+        gpu: "03:00.0".into(),
+        mdev: Some("nvidia-47".into()),
+        ..Default::default()
+    };
+    let out = domain_plan(h.path(), &req).unwrap();
+    assert_eq!(
+        mdev_hostdev_uuids(&out),
+        ["5f0c7a7e-3c1d-4b6e-9a2f-0e1d2c3b4a59"]
+    );
+    assert_valid(&out, "an mdev attached");
+    // Another domain has it: none is free, and the message says how to make one.
+    let h = host_with_domains(
+        "nvidia-vgpu-mdev",
+        &[("desk", base.clone()), ("other", out)],
+    );
+    let err = domain_plan(h.path(), &req).unwrap_err();
+    assert!(
+        err.contains("mdevctl start -u $(uuidgen) -p 0000:03:00.0 -t nvidia-47"),
+        "{err}"
+    );
+    let none = LibvirtAttachRequest {
+        mdev: Some("nvidia-46".into()),
+        ..req.clone()
+    };
+    let err = domain_plan(h.path(), &none).unwrap_err();
+    assert!(err.contains("no nvidia-46 instance"), "{err}");
+}

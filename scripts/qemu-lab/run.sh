@@ -4,6 +4,8 @@
 #   run.sh all | SCENARIO...       scenarios: see `run.sh list`
 #   run.sh intel-bind              not in `all`: runs passthru bind/unbind in the guest and leaves
 #                                  only the console log (see bind-test.sh); no fixture is installed
+#   run.sh intel-sriov             not in `all`: an NVMe with SR-IOV; the guest makes VFs by hand and
+#                                  with passthru share vfs (see sriov-test.sh); console log only
 #
 # Environment:
 #   FIXTURES  where to install (default: tests/fixtures/qemu); each scenario goes to $FIXTURES/<name>/
@@ -27,7 +29,7 @@ INITRD=$WORK/initramfs-$KVER.cpio.gz
 QEMU=${QEMU:-qemu-system-x86_64}
 
 ALL="intel-flat intel-rootports intel-bridges intel-switch amd-flat amd-rootports amd-bridges amd-switch intel-flat-vfio"
-BOOT_ONLY="intel-bind"   # console-only scenarios (no capture); not part of `all`
+BOOT_ONLY="intel-bind intel-sriov"   # console-only scenarios (no capture); not part of `all`
 PASSTHRU=${PASSTHRU:-$REPO/target/release/passthru}
 export PASSTHRU
 
@@ -88,12 +90,22 @@ topo_switch() {
 	      -device ich9-intel-hda,id=hda0,bus=dn3,addr=00.1 $HDA_CODEC"
 }
 
+# QEMU 7.2's NVMe with SR-IOV (hw/nvme; docs/system/devices/nvme.rst "SR-IOV"): the controller
+# must be in a subsystem, and the flexible queue and interrupt resources cover the VFs
+# (QEMU checks: max_ioqpairs - sriov_vq_flexible >= 2; vq >= 2 and vi >= 1 per VF).
+topo_sriov() {
+	echo "-device VGA,id=vga0,bus=pcie.0,addr=02.0
+	      -device nvme-subsys,id=subsys0
+	      -device nvme,serial=lab0,subsys=subsys0,sriov_max_vfs=2,sriov_vq_flexible=4,sriov_vi_flexible=2,max_ioqpairs=6,msix_qsize=5,bus=pcie.0,addr=06.0"
+}
+
 # scenario -> "IOMMU_ARGS|TOPOLOGY|EXTRA_CMDLINE"
 scenario() {
 	local s=$1 vendor topo extra=
 	case $s in
 	intel-flat-vfio) vendor=intel topo=flat extra="lab.vfio=0000:00:02.0,0000:00:02.1" ;;
 	intel-bind) vendor=intel topo=flat extra="lab.bind=0000:00:02.0" ;;
+	intel-sriov) vendor=intel topo=sriov extra="lab.sriov=0000:00:06.0" ;;
 	intel-*|amd-*) vendor=${s%%-*} topo=${s#*-} ;;
 	*) return 1 ;;
 	esac
@@ -153,7 +165,7 @@ run_one() {
 		return 1
 	fi
 	if [[ " $BOOT_ONLY " == *" $s "* ]]; then
-		grep -q LAB_BIND_END "$run/console.log" || { echo "run.sh: $s: guest did not finish the bind sequence; see $run/console.log" >&2; return 1; }
+		grep -Eq 'LAB_(BIND|SRIOV)_END' "$run/console.log" || { echo "run.sh: $s: guest did not finish its sequence; see $run/console.log" >&2; return 1; }
 		echo "run.sh: $s: ok in ${secs}s, console in ${run#$REPO/}/console.log"
 		return 0
 	fi

@@ -12,6 +12,7 @@ mod lxc;
 mod platform;
 pub mod reset;
 mod rule;
+mod shared;
 
 use std::collections::BTreeMap;
 
@@ -44,9 +45,11 @@ pub enum Use {
     Lxc,
     /// Used by the host itself.
     Host,
+    /// Split among several guests (SR-IOV virtual functions, mediated devices).
+    Shared,
 }
 
-pub const ALL_USES: [Use; 3] = [Use::Vm, Use::Lxc, Use::Host];
+pub const ALL_USES: [Use; 4] = [Use::Vm, Use::Lxc, Use::Host, Use::Shared];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -367,6 +370,7 @@ fn check_one(s: &Snapshot, g: &PciDevice, force: bool) -> GpuCheck {
     findings.extend(driver::check_driver(&ctx));
     findings.extend(console::check_console(&ctx));
     findings.extend(lxc::check_lxc(&ctx));
+    findings.extend(shared::check_shared(&ctx));
     if g.class.is_none() || g.vendor.is_none() {
         findings.push(
             Finding::new(

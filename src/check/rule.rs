@@ -167,6 +167,32 @@ rules! {
     LxcNoDrm => "lxc.no-drm",
     /// An Intel GPU with SR-IOV: it can serve VMs and containers at once.
     LxcSriov => "lxc.sriov",
+
+    // Sharing one GPU among guests.
+    /// The GPU is a virtual function: it goes to a VM on its own.
+    SharedIsVf => "shared.is-vf",
+    /// The physical function has VFs: passing it to a VM takes every VF with it.
+    SharedPfSplit => "shared.pf-split",
+    /// The VFs that exist, with driver, group and users (information).
+    SharedVfs => "shared.vfs",
+    /// VFs are on the PF's host driver (autoprobe on).
+    SharedVfOnHostDriver => "shared.vf-host-driver",
+    /// SR-IOV is offered but no VF is enabled.
+    SharedVfsOff => "shared.vfs-off",
+    /// An Intel iGPU offers VFs but its loaded driver cannot make them (stock i915).
+    SharedDriverCannot => "shared.driver-cannot",
+    /// The driver can make VFs but the kernel command line lacks its parameters.
+    SharedParamsMissing => "shared.params-missing",
+    /// The out-of-tree module is not built for the kernel the next boot takes.
+    SharedDkmsNextKernel => "shared.dkms-next-kernel",
+    /// Secure Boot is on and the sharing driver is an out-of-tree module.
+    SharedSecureBoot => "shared.secure-boot",
+    /// Mediated-device types the GPU offers, and whether one is free.
+    SharedMdevTypes => "shared.mdev-types",
+    /// NVIDIA vGPU on VFs (vendor VFIO): free VFs and creatable types.
+    SharedNvidiaVgpu => "shared.nvidia-vgpu",
+    /// The GPU offers no way to be split among VMs.
+    SharedNone => "shared.none",
 }
 
 impl RuleId {

@@ -24,6 +24,8 @@ pub fn run(source: &SourceArgs, cmd: &LibvirtCommand, out: &mut dyn Write) -> Re
                 romfile: a.romfile.clone(),
                 hidden: a.hidden,
                 force: a.force,
+                vf: a.vf,
+                mdev: a.mdev.clone(),
             };
             Ok(plan_libvirt_attach(&snap, &files, &req)?)
         }),

@@ -11,7 +11,13 @@ use passthru::output::list::{build_list as list_header, render_header};
 use passthru::output::style::Style;
 use passthru::output::tree::{build_tree, render_tree};
 
-use super::{get_snapshot, write_json};
+use passthru::formats::libvirt_xml::hostdev_sources;
+use passthru::host::RootFiles;
+use passthru::output::list::GpuReport;
+use passthru::plan::attach_shared::{vm_entries, vms_using};
+use passthru::plan::source::FileSource;
+
+use super::{get_snapshot, host_root, write_json};
 use crate::cli::{ListArgs, SourceArgs};
 
 pub fn run(source: &SourceArgs, args: &ListArgs, style: Style, out: &mut dyn Write) -> Result<()> {
@@ -20,9 +26,18 @@ pub fn run(source: &SourceArgs, args: &ListArgs, style: Style, out: &mut dyn Wri
     }
     // list shows only what a summary read holds, so it reads no more (docs/performance.md).
     let snap = get_snapshot(source, ReadDetail::Summary)?;
+    let gpus = || -> Result<_> {
+        let mut r = build_gpus(&snap);
+        // Who uses each VF is in the guests' configs, which a snapshot (--from) does not hold.
+        if source.from.is_none() {
+            let root = host_root(source)?;
+            fill_vf_users(&mut r, &RootFiles::new(&root));
+        }
+        Ok(r)
+    };
     match (args.gpus, args.json) {
-        (true, true) => write_json(out, &build_gpus(&snap))?,
-        (true, false) => render_gpus(out, &build_gpus(&snap), style)?,
+        (true, true) => write_json(out, &gpus()?)?,
+        (true, false) => render_gpus(out, &gpus()?, style)?,
         (false, true) => write_json(out, &build_list(&snap))?,
         (false, false) => render_list(out, &build_list(&snap), style)?,
     }
@@ -39,4 +54,38 @@ fn run_tree(source: &SourceArgs, style: Style, out: &mut dyn Write) -> Result<()
     writeln!(out)?;
     render_tree(out, &snap, &build_tree(&snap, Some(&check)), style)?;
     Ok(())
+}
+
+/// Each VF's users: Proxmox VMs whose hostpci entries name it, libvirt domains whose
+/// `<hostdev>` sources are it. Unreadable configs are skipped: list only reports.
+fn fill_vf_users(r: &mut GpuReport, src: &dyn FileSource) {
+    let vms = vm_entries(src);
+    let domains: Vec<(String, Vec<passthru::formats::libvirt_xml::PciAddr>)> = src
+        .list("etc/libvirt/qemu")
+        .into_iter()
+        .filter_map(|n| {
+            let name = n.strip_suffix(".xml")?.to_string();
+            let text = src.read_text(&format!("etc/libvirt/qemu/{n}")).ok()??;
+            Some((name, hostdev_sources(&text)))
+        })
+        .collect();
+    for g in &mut r.gpus {
+        for v in &mut g.vfs {
+            let a = v.device.address;
+            v.users
+                .extend(vms_using(&vms, &a).into_iter().map(|id| format!("VM {id}")));
+            let pa = passthru::formats::libvirt_xml::PciAddr {
+                domain: a.domain,
+                bus: a.bus,
+                slot: a.device,
+                function: a.function,
+            };
+            v.users.extend(
+                domains
+                    .iter()
+                    .filter(|(_, srcs)| srcs.contains(&pa))
+                    .map(|(n, _)| format!("libvirt {n}")),
+            );
+        }
+    }
 }

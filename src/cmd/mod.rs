@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod debug_apply_plan;
 pub mod docker;
 pub mod generate_assets;
+pub mod incus;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod rollback;
 pub mod scan;
 pub mod setup;
+pub mod share;
 pub mod verify;
 pub mod vm;
 
@@ -37,8 +39,8 @@ use passthru::plan::Plan;
 use passthru::snapshot_io::load_snapshot;
 
 use crate::cli::{
-    ClusterCommand, Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand, SourceArgs,
-    VmCommand, WriteArgs,
+    ClusterCommand, Command, LibvirtCommand, LxcCommand, MappingCommand, SetupCommand,
+    ShareCommand, SourceArgs, VmCommand, WriteArgs,
 };
 
 /// What a command does with the host it is pointed at; every command is named here, so a new
@@ -84,6 +86,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
         Command::Mapping(MappingCommand::List(_)) => {
             HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
         }
+        Command::Share(ShareCommand::Vfs(a)) => changes("share vfs", &a.write),
         Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
         Command::Lxc(LxcCommand::Unshare(a)) => changes("lxc unshare", &a.write),
         Command::Libvirt(LibvirtCommand::Attach(a)) => changes("libvirt attach", &a.write),
@@ -100,6 +103,9 @@ pub fn host_use(cmd: &Command) -> HostUse {
             ClusterCommand::Map(m) => changes("cluster map", &m.write),
             _ => HostUse::Files("cluster commands read a Proxmox cluster through its API"),
         },
+        Command::Incus(_) => {
+            HostUse::Files("incus looks up the GPU's device nodes and the render group")
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub fn run(source: &SourceArgs, cmd: &VmCommand, out: &mut dyn Write) -> Result<
                 romfile: a.romfile.clone(),
                 hidden: a.hidden,
                 force: a.force,
+                vf: a.vf,
+                mdev: a.mdev.clone(),
             };
             Ok(plan_vm_attach(&snap, &files, &req)?)
         }),

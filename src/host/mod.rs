@@ -12,6 +12,7 @@ pub mod nvml;
 pub mod pci;
 pub mod power;
 pub mod root;
+pub mod sharing;
 pub mod system;
 pub mod usage;
 pub mod vfio_config;
@@ -85,13 +86,20 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) 
     let mut detail_issues = Vec::new();
     let system = system::read_system(root, detail, &mut issues, &mut detail_issues);
     let boot = boot::read_boot(root, &mut issues);
-    let (vfio_config, drm, host_usage) = match detail {
+    let (vfio_config, drm, host_usage, sharing) = match detail {
         ReadDetail::Full | ReadDetail::Check => (
             vfio_config::read_vfio_config(root, &system.cmdline_params, &mut detail_issues),
             drm::read_drm(root, &mut detail_issues),
             usage::read_host_usage(root, &devices, &mut detail_issues),
+            sharing::read_sharing(root, system.kernel_release.as_deref(), &mut detail_issues),
         ),
-        ReadDetail::Summary => (Default::default(), Vec::new(), Default::default()),
+        // `list --gpus` shows who uses each VF: the live mdevs are all it needs of these.
+        ReadDetail::Summary => (
+            Default::default(),
+            Vec::new(),
+            Default::default(),
+            Default::default(),
+        ),
     };
     Snapshot {
         schema_version: SCHEMA_VERSION,
@@ -107,6 +115,7 @@ pub fn read_snapshot(root: &HostRoot, ids: Option<&PciIds>, detail: ReadDetail) 
         vfio_config,
         drm,
         host_usage,
+        sharing,
         devices,
         groups,
         issues,

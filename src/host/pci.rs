@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::model::{
-    ClassCode, Issue, LinkInfo, PciAddress, PciDevice, PciId, PowerInfo, ReadDetail, ResetInfo,
-    SriovInfo,
+    ClassCode, Issue, LinkInfo, MdevType, NvidiaVfVgpu, PciAddress, PciDevice, PciId, PowerInfo,
+    ReadDetail, ResetInfo, SriovInfo,
 };
 
 use super::root::{FileRead, HostRoot};
@@ -120,6 +120,15 @@ pub fn read_pci_device(
     dev.iommu_group = iommu_group;
     dev.boot_vga = boot_vga;
     dev.has_secondary_bus = has_secondary_bus;
+    // A GPU's VFs are GPUs too (an iGPU's share its slot): `list` must tell them from the
+    // card's own functions, so a summary reads this link for GPUs (one call each).
+    if class.is_some_and(ClassCode::is_gpu) || listing.is_some() {
+        dev.physfn = if has("physfn") {
+            r.link_target("physfn", false).and_then(|t| t.parse().ok())
+        } else {
+            None
+        };
+    }
     if detail == ReadDetail::Summary {
         return dev;
     }
@@ -176,21 +185,48 @@ pub fn read_pci_device(
             .filter(|n| n.starts_with("virtfn"))
             .cloned()
             .collect::<Vec<_>>();
+        let drivers_autoprobe = if has("sriov_drivers_autoprobe") {
+            r.flag("sriov_drivers_autoprobe")
+        } else {
+            None
+        };
+        let vf_device = if has("sriov_vf_device") {
+            r.hex("sriov_vf_device", 4).map(|v| PciId(v as u16))
+        } else {
+            None
+        };
+        let vfs = read_virtfns(root, &dir, &names);
+        let vf_offset_stride =
+            read_sriov_offset_stride(root, &dir).or_else(|| offset_stride_of(address, &vfs));
         SriovInfo {
             total_vfs: Some(total as u32),
             num_vfs,
-            vfs: read_virtfns(root, &dir, &names),
+            vfs,
+            drivers_autoprobe,
+            vf_device,
+            vf_offset_stride,
         }
     });
-    let physfn = if has("physfn") {
-        r.link_target("physfn", false).and_then(|t| t.parse().ok())
-    } else {
-        None
-    };
     let mdev_types = if has("mdev_supported_types") {
         root.list_dir(&format!("{dir}/mdev_supported_types"), r.issues)
     } else {
         Vec::new()
+    };
+    let mdev_type_details = mdev_types
+        .iter()
+        .map(|t| {
+            read_mdev_type(
+                root,
+                &format!("{dir}/mdev_supported_types/{t}"),
+                t,
+                r.issues,
+            )
+        })
+        .collect();
+    let nvidia_vgpu = if has("nvidia") && root.is_dir(&format!("{dir}/nvidia")) {
+        Some(read_nvidia_vf(root, &format!("{dir}/nvidia"), r.issues))
+    } else {
+        None
     };
     let modalias = text(&mut r, "modalias");
     let bars = text(&mut r, "resource")
@@ -203,8 +239,9 @@ pub fn read_pci_device(
     dev.numa_node = numa_node;
     dev.link = link;
     dev.sriov = sriov;
-    dev.physfn = physfn;
     dev.mdev_types = mdev_types;
+    dev.mdev_type_details = mdev_type_details;
+    dev.nvidia_vgpu = nvidia_vgpu;
     dev.modalias = modalias;
     dev.bars = bars;
     dev.detailed = true;
@@ -235,6 +272,48 @@ fn read_parents(root: &HostRoot, dir: &str, me: PciAddress) -> Vec<PciAddress> {
         .collect()
 }
 
+/// First VF Offset and VF Stride from the SR-IOV extended capability (id 0x0010) in config
+/// space. Only root reads past the first 64 bytes, so for others this is `None`.
+fn read_sriov_offset_stride(root: &HostRoot, dir: &str) -> Option<(u16, u16)> {
+    let bytes = std::fs::read(root.join(&format!("{dir}/config"))).ok()?;
+    parse_sriov_offset_stride(&bytes)
+}
+
+/// Walks the extended capability list from 0x100 (header: id in bits 0-15, next offset in
+/// bits 20-31), at most 64 steps so a looping list ends.
+pub fn parse_sriov_offset_stride(config: &[u8]) -> Option<(u16, u16)> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes([*config.get(o)?, *config.get(o + 1)?]));
+    let mut at = 0x100usize;
+    for _ in 0..64 {
+        let header = u32::from(u16_at(at)?) | (u32::from(u16_at(at + 2)?) << 16);
+        if header == 0 || header == 0xffff_ffff {
+            return None;
+        }
+        if header & 0xffff == 0x0010 {
+            return Some((u16_at(at + 0x14)?, u16_at(at + 0x16)?));
+        }
+        at = (header >> 20) as usize;
+        if at < 0x100 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Offset and stride seen in VFs that exist: the first VF's routing id minus the PF's, and
+/// the step between the first two.
+fn offset_stride_of(pf: PciAddress, vfs: &[PciAddress]) -> Option<(u16, u16)> {
+    let rid = |a: &PciAddress| {
+        (u32::from(a.bus) << 8) | (u32::from(a.device) << 3) | u32::from(a.function)
+    };
+    let first = rid(vfs.first()?).checked_sub(rid(&pf))?;
+    let stride = match vfs.get(1) {
+        Some(b) => rid(b).checked_sub(rid(&vfs[0]))?,
+        None => return None,
+    };
+    Some((u16::try_from(first).ok()?, u16::try_from(stride).ok()?))
+}
+
 /// `virtfnN` links, in N order (not name order: `virtfn10` sorts before `virtfn2`).
 fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress> {
     let mut vfs: Vec<(u32, PciAddress)> = names
@@ -247,6 +326,55 @@ fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress>
         .collect();
     vfs.sort_by_key(|v| v.0);
     vfs.into_iter().map(|v| v.1).collect()
+}
+
+/// One mdev type's attributes. Each file is optional in the kernel's interface (`name` and
+/// `description` are), so a missing one is `None`; a garbled count is `None` and an issue.
+fn read_mdev_type(root: &HostRoot, dir: &str, id: &str, issues: &mut Vec<Issue>) -> MdevType {
+    let mut r = AttrReader { root, dir, issues };
+    let available_instances = r
+        .int("available_instances")
+        .and_then(|n| u32::try_from(n).ok());
+    let name = r.text("name").filter(|s| !s.is_empty());
+    let description = r.text("description").filter(|s| !s.is_empty());
+    let device_api = r.text("device_api").filter(|s| !s.is_empty());
+    let devices = if root.exists(&format!("{dir}/devices")) {
+        root.list_dir(&format!("{dir}/devices"), r.issues)
+    } else {
+        Vec::new()
+    };
+    MdevType {
+        id: id.to_string(),
+        name,
+        description,
+        available_instances,
+        device_api,
+        devices,
+    }
+}
+
+/// A VF's `nvidia/` directory (NVIDIA vGPU 17+ vendor VFIO; format from NVIDIA's
+/// vgpu-device-manager docs: `1414 : NVIDIA H200X-1-18C`, one type a line).
+fn read_nvidia_vf(root: &HostRoot, dir: &str, issues: &mut Vec<Issue>) -> NvidiaVfVgpu {
+    let mut r = AttrReader { root, dir, issues };
+    let creatable = r
+        .text("creatable_vgpu_types")
+        .map(|t| parse_creatable_vgpu_types(&t))
+        .unwrap_or_default();
+    let current = r
+        .int("current_vgpu_type")
+        .and_then(|n| u32::try_from(n).ok());
+    NvidiaVfVgpu { creatable, current }
+}
+
+/// `ID : name` lines; a header line (`ID    : vGPU Name`) and blank lines are skipped.
+pub fn parse_creatable_vgpu_types(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (id, name) = l.split_once(':')?;
+            Some((id.trim().parse().ok()?, name.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Reads one device's attribute files, turning failures into issues on that device.

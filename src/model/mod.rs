@@ -5,9 +5,11 @@
 //! user's `passthru scan --json` reproduces their host anywhere.
 
 mod pci;
+mod sharing;
 mod system;
 
 pub use pci::*;
+pub use sharing::*;
 pub use system::*;
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +97,9 @@ pub struct Snapshot {
     /// What the host itself relies on: its boot disk, its network, its display users.
     #[serde(default)]
     pub host_usage: HostUsage,
+    /// What sharing one GPU among guests relies on (mdevs, CDI, DKMS, Secure Boot).
+    #[serde(default)]
+    pub sharing: SharingInfo,
     /// Every PCI function, sorted by address.
     pub devices: Vec<PciDevice>,
     /// Every IOMMU group, sorted numerically where the ids are numbers.
@@ -128,11 +133,31 @@ impl Snapshot {
     /// GPU, its audio, USB-C ...), in address order, `function` itself included when present.
     /// A card goes to a VM, is bound and is configured as a whole, so every command that
     /// acts on "the card" asks here.
+    ///
+    /// A virtual function is a card of its own: the VFs of an iGPU share its slot
+    /// (`00:02.1`-`00:02.7` beside the PF `00:02.0`) but go to guests one by one, and the PF's
+    /// card does not include them.
     pub fn card_functions(&self, function: &PciAddress) -> Vec<&PciDevice> {
+        if let Some(vf) = self.device(function).filter(|d| d.physfn.is_some()) {
+            return vec![vf];
+        }
         self.devices
             .iter()
-            .filter(|d| d.address.same_slot(function))
+            .filter(|d| d.address.same_slot(function) && d.physfn.is_none())
             .collect()
+    }
+
+    /// The physical function of a VF.
+    pub fn pf_of(&self, vf: &PciAddress) -> Option<&PciDevice> {
+        self.device(self.device(vf)?.physfn.as_ref()?)
+    }
+
+    /// The VFs of a physical function, in `virtfnN` order.
+    pub fn vfs_of(&self, pf: &PciAddress) -> Vec<&PciDevice> {
+        self.device(pf)
+            .and_then(|d| d.sriov.as_ref())
+            .map(|x| x.vfs.iter().filter_map(|a| self.device(a)).collect())
+            .unwrap_or_default()
     }
 
     /// The IOMMU groups the card's functions are in, each once, in id order.

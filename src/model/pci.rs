@@ -236,6 +236,67 @@ pub struct SriovInfo {
     pub num_vfs: Option<u32>,
     /// The VFs' addresses, from the `virtfnN` links, in N order.
     pub vfs: Vec<PciAddress>,
+    /// `sriov_drivers_autoprobe`: whether host drivers probe new VFs. Written 0 before
+    /// `sriov_numvfs` keeps the host driver off them (Documentation/PCI/pci-iov-howto.rst).
+    #[serde(default)]
+    pub drivers_autoprobe: Option<bool>,
+    /// `sriov_vf_device`: the device id the VFs will have.
+    #[serde(default)]
+    pub vf_device: Option<PciId>,
+    /// First VF Offset and VF Stride of the SR-IOV capability (config space 0x14/0x16 of the
+    /// extended capability 0x0010; PCIe base spec 9.3.3): where the VFs will appear before
+    /// they exist. `None` when config space past 256 bytes could not be read (not root).
+    #[serde(default)]
+    pub vf_offset_stride: Option<(u16, u16)>,
+}
+
+impl SriovInfo {
+    /// The address of VF `i` (0-based): routing id = PF's + offset + i × stride
+    /// (PCIe base spec 9.3.3.9-10, what the kernel's pci_iov_virtfn_bus/devfn compute).
+    pub fn vf_address(&self, pf: &PciAddress, i: u32) -> Option<PciAddress> {
+        if let Some(a) = self.vfs.get(i as usize) {
+            return Some(*a);
+        }
+        let (offset, stride) = self.vf_offset_stride?;
+        let rid = (u32::from(pf.bus) << 8) | (u32::from(pf.device) << 3) | u32::from(pf.function);
+        let vf = rid + u32::from(offset) + i * u32::from(stride);
+        (vf <= 0xffff).then_some(PciAddress {
+            domain: pf.domain,
+            bus: (vf >> 8) as u8,
+            device: ((vf >> 3) & 0x1f) as u8,
+            function: (vf & 7) as u8,
+        })
+    }
+}
+
+/// One mediated-device type a parent offers (`mdev_supported_types/<id>/`), the files Incus
+/// and Proxmox read (Documentation/driver-api/vfio-mediated-device.rst).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MdevType {
+    /// The directory name, what `hostpciN: …,mdev=` and libvirt's `model=` take
+    /// (`i915-GVTg_V5_4`, `nvidia-63`).
+    pub id: String,
+    /// `name`: optional in the kernel's interface.
+    pub name: Option<String>,
+    /// `description`: free text, several lines for NVIDIA.
+    pub description: Option<String>,
+    /// `available_instances`: how many more can be created now.
+    pub available_instances: Option<u32>,
+    /// `device_api`: `vfio-pci`, `vfio-ccw` ...
+    pub device_api: Option<String>,
+    /// The UUIDs of the instances of this type (`devices/`).
+    pub devices: Vec<String>,
+}
+
+/// NVIDIA's vendor VFIO interface on a VF (`nvidia/`, vGPU 17+ on kernel 6.8 and newer):
+/// no mdev; a vGPU is made by writing a type id to `current_vgpu_type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NvidiaVfVgpu {
+    /// `nvidia/creatable_vgpu_types`: `(id, name)` per `ID : name` line; empty when the VF
+    /// can take no type now (the PF's other VFs hold a profile of another size).
+    pub creatable: Vec<(u32, String)>,
+    /// `nvidia/current_vgpu_type`: `0` when the VF carries no vGPU.
+    pub current: Option<u32>,
 }
 
 /// One PCI function as sysfs describes it. `None` means the file was absent; when a file was
@@ -270,6 +331,12 @@ pub struct PciDevice {
     pub physfn: Option<PciAddress>,
     /// mdev types offered (`mdev_supported_types/*`), e.g. vGPU profiles.
     pub mdev_types: Vec<String>,
+    /// The same types with their attributes.
+    #[serde(default)]
+    pub mdev_type_details: Vec<MdevType>,
+    /// NVIDIA's per-VF vGPU files, `None` when the VF has no `nvidia/` directory.
+    #[serde(default)]
+    pub nvidia_vgpu: Option<NvidiaVfVgpu>,
     /// Upstream bridges from the root bus down to the direct parent, from the device's real path.
     pub parents: Vec<PciAddress>,
     /// The device is a bridge with a secondary bus (`pci_bus/` exists), as Proxmox decides it.
@@ -312,6 +379,8 @@ impl PciDevice {
             sriov: None,
             physfn: None,
             mdev_types: Vec::new(),
+            mdev_type_details: Vec::new(),
+            nvidia_vgpu: None,
             parents: Vec::new(),
             has_secondary_bus: false,
             modalias: None,

@@ -23,6 +23,7 @@ fn use_word(u: Use) -> &'static str {
         Use::Vm => "vm",
         Use::Lxc => "lxc",
         Use::Host => "host",
+        Use::Shared => "shared",
     }
 }
 

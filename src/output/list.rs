@@ -421,11 +421,23 @@ pub struct Companion {
     pub device: ListDevice,
 }
 
+/// A virtual function of a GPU, with who uses it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct VfEntry {
+    #[serde(flatten)]
+    pub device: ListDevice,
+    /// The guests whose configs name this VF (`VM 100`, `libvirt desk`); filled by the
+    /// command from the host's files, empty from a snapshot.
+    pub users: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuEntry {
     #[serde(flatten)]
     pub device: ListDevice,
     pub companions: Vec<Companion>,
+    /// Its virtual functions (a VF is listed here, under its PF, not as a GPU of its own).
+    pub vfs: Vec<VfEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -440,6 +452,7 @@ pub fn build_gpus(s: &Snapshot) -> GpuReport {
     let list = build_list(s);
     let gpus = s
         .gpus()
+        .filter(|g| g.physfn.is_none())
         .map(|g| {
             let companions = g
                 .iommu_group
@@ -469,9 +482,18 @@ pub fn build_gpus(s: &Snapshot) -> GpuReport {
                         .collect()
                 })
                 .unwrap_or_default();
+            let vfs = s
+                .gpus()
+                .filter(|v| v.physfn == Some(g.address))
+                .map(|v| VfEntry {
+                    device: ListDevice::from_device(v),
+                    users: Vec::new(),
+                })
+                .collect();
             GpuEntry {
                 device: ListDevice::from_device(g),
                 companions,
+                vfs,
             }
         })
         .collect();
@@ -515,6 +537,33 @@ pub fn render_gpus(out: &mut dyn Write, r: &GpuReport, st: Style) -> io::Result<
                     };
                     writeln!(out, "    {}  <- {what}", device_line(&c.device, st))?;
                 }
+            }
+        }
+        if !g.vfs.is_empty() {
+            writeln!(
+                out,
+                "    {}:",
+                count(g.vfs.len(), "virtual function", "virtual functions")
+            )?;
+            for v in &g.vfs {
+                let group = v
+                    .device
+                    .iommu_group
+                    .as_deref()
+                    .map_or("no group".to_string(), |id| {
+                        format!("group {}", sanitize(id))
+                    });
+                let users = if v.users.is_empty() {
+                    "free".to_string()
+                } else {
+                    format!("used by {}", sanitize(&v.users.join(", ")))
+                };
+                writeln!(
+                    out,
+                    "      {}  {}  {group}  {users}",
+                    v.device.address,
+                    sanitize(v.device.driver.as_deref().unwrap_or("no driver"))
+                )?;
             }
         }
     }

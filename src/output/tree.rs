@@ -427,6 +427,7 @@ pub fn use_word(u: Use) -> &'static str {
         Use::Vm => "vm",
         Use::Lxc => "lxc",
         Use::Host => "host",
+        Use::Shared => "shared",
     }
 }
 
@@ -605,6 +606,7 @@ mod tests {
             vfio_config: Default::default(),
             drm: Vec::new(),
             host_usage: Default::default(),
+            sharing: Default::default(),
             devices,
             groups: groups
                 .into_iter()

@@ -161,17 +161,28 @@ fn ct_conf(ctid: u32) -> String {
     format!("etc/pve/lxc/{ctid}.conf")
 }
 
-/// Removes every hostpciN naming this slot from a VM config; returns whether any went.
-fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress) -> bool {
+/// Whether entries must name `a`'s function exactly: a VF, or a PF whose VFs share its slot
+/// (an iGPU's), where the slot is several guests' devices.
+fn exact_match(s: &Snapshot, a: &PciAddress) -> bool {
+    s.device(a).is_some_and(|d| d.physfn.is_some())
+        || s.vfs_of(a).iter().any(|v| v.address.same_slot(a))
+}
+
+/// Removes every hostpciN naming this slot from a VM config; returns whether any went. For a
+/// VF (`exact`), only entries naming that function: its PF and sibling VFs share the slot.
+fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress, exact: bool) -> bool {
     let mut changed = false;
+    let names = |x: &str| {
+        if exact {
+            super::attach_shared::names_function(x, gpu)
+        } else {
+            names_slot(x, gpu)
+        }
+    };
     for i in 0..16 {
         let key = format!("hostpci{i}");
         if let Some(v) = cfg.main_get(&key).map(str::to_string) {
-            if parse_hostpci(&v).is_ok_and(|h| {
-                h.host
-                    .iter()
-                    .any(|e| e.split(';').any(|x| names_slot(x, gpu)))
-            }) {
+            if parse_hostpci(&v).is_ok_and(|h| h.host.iter().any(|e| e.split(';').any(names))) {
                 changed |= cfg.main_remove(&key);
             }
         }
@@ -190,6 +201,10 @@ pub struct VmAttachRequest {
     /// Hide the hypervisor from the guest (cpu hidden=1): old GeForce drivers (Code 43).
     pub hidden: bool,
     pub force: bool,
+    /// `--vf auto|N`: a virtual function of the card instead of the card.
+    pub vf: Option<super::attach_shared::VfChoice>,
+    /// `--mdev TYPE`: a mediated device of the card (or, NVIDIA vGPU 17+, of a VF).
+    pub mdev: Option<String>,
 }
 
 /// The GPU's check for VM use: blocked is refused; not-ready is a note.
@@ -507,6 +522,9 @@ pub fn plan_vm_attach(
 ) -> Result<Plan, AttachError> {
     check_vm_request(src, req)?;
     let gpu = select(s, &req.gpu)?;
+    if req.vf.is_some() || req.mdev.is_some() {
+        return plan_vm_attach_shared(s, src, req, gpu);
+    }
     let fns = s.card_functions(&gpu.address);
     let path = vm_conf(req.vmid);
     let mut cfg = read_config(src, &path)?;
@@ -619,6 +637,79 @@ pub fn plan_vm_attach(
     Ok(plan)
 }
 
+/// `--vf` / `--mdev`: one hostpci entry naming one function exactly.
+fn plan_vm_attach_shared(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    req: &VmAttachRequest,
+    gpu: &PciDevice,
+) -> Result<Plan, AttachError> {
+    use super::attach_shared as sh;
+    if req.mapping.is_some() {
+        return Err(AttachError::Refused("--mapping with --vf/--mdev: a mapping of the VFs as a pool is not made by passthru yet; give the VF or leave --mapping out".into()));
+    }
+    let path = vm_conf(req.vmid);
+    let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
+    let entries = sh::vm_entries(src);
+    let vmid = req.vmid;
+    // A VF this VM already has counts as taken only for `auto` picking another; for mdev
+    // several instances may share a parent, so the parent is never "taken" by mdev entries.
+    let taken = |a: &PciAddress| {
+        let users: Vec<String> = sh::vms_using(&entries, a)
+            .into_iter()
+            .map(|v| format!("VM {v}"))
+            .collect();
+        (!users.is_empty()).then(|| users.join(", "))
+    };
+    let t = if req.mdev.is_some()
+        && s.vfs_of(&sh::pf_for(s, gpu).address)
+            .iter()
+            .all(|v| v.nvidia_vgpu.is_none())
+    {
+        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &|_| None, req.force)?
+    } else {
+        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &taken, req.force)?
+    };
+    let mut plan = Plan {
+        title: match &t.mdev {
+            Some(m) => format!("Attach a {m} instance of {} to VM {vmid}", t.device),
+            None => format!("Attach VF {} to VM {vmid}", t.device),
+        },
+        ..Plan::default()
+    };
+    plan.notes.extend(t.notes.clone());
+    let record_path = settings_record(vmid);
+    let before_record = read_settings_record(src, &record_path)?;
+    let mut record = before_record.clone();
+    let pcie = plan_vm_settings(&mut cfg, vmid, &mut record, &mut plan.notes);
+    let mut h = sh::shared_hostpci(&t, pcie);
+    if let Some(r) = req.rombar {
+        set_option(&mut h.options, "rombar", r.to_string());
+    }
+    if let Some(f) = &req.romfile {
+        set_option(&mut h.options, "romfile", f.clone());
+    }
+    let n = sh::free_index(&cfg, vmid)?;
+    let value = sh::checked_value(&h, n)?;
+    cfg.main_set(&format!("hostpci{n}"), &value);
+    plan.edits.extend(edit(
+        src,
+        &path,
+        Some(cfg.render()),
+        "hostpci entry for the share and the VM settings it needs",
+    )?);
+    if record != before_record {
+        plan.edits.extend(edit(
+            src,
+            &record_path,
+            render_settings_record(&record),
+            "the VM settings attach changed, so that detach can put them back",
+        )?);
+    }
+    Ok(plan)
+}
+
 pub fn plan_vm_detach(
     s: &Snapshot,
     src: &dyn FileSource,
@@ -634,6 +725,7 @@ pub fn plan_vm_detach(
         src,
         vmid,
         &gpu.address,
+        exact_match(s, &gpu.address),
         true,
         &mut plan,
         "remove the GPU's hostpci entry",
@@ -649,13 +741,14 @@ fn plan_vm_removal(
     src: &dyn FileSource,
     vmid: u32,
     gpu: &PciAddress,
+    exact: bool,
     settle: bool,
     plan: &mut Plan,
     reason: &str,
 ) -> Result<(), AttachError> {
     let path = vm_conf(vmid);
     let mut cfg = read_config(src, &path)?;
-    let removed = drop_hostpci(&mut cfg, gpu);
+    let removed = drop_hostpci(&mut cfg, gpu, exact);
     let record_path = settings_record(vmid);
     let record = if removed || settle {
         read_settings_record(src, &record_path)?
@@ -792,7 +885,15 @@ pub fn gpu_nodes(s: &Snapshot, src: &dyn FileSource, gpu: &PciDevice) -> Vec<Str
     let dev = src.list("dev");
     let mut nodes = Vec::new();
     if gpu.on_nvidia_driver() {
-        let minor = s.nvidia_index(&gpu.address).unwrap_or(0);
+        // The driver's own minor for the card (proc/driver/nvidia/gpus/BDF/information);
+        // the position among NVIDIA GPUs only where the driver does not say.
+        let minor = s
+            .sharing
+            .nvidia_gpu(&gpu.address)
+            .and_then(|i| i.device_minor)
+            .map(|m| m as usize)
+            .or_else(|| s.nvidia_index(&gpu.address))
+            .unwrap_or(0);
         for n in [
             format!("nvidia{minor}"),
             "nvidiactl".into(),
@@ -1054,6 +1155,7 @@ pub fn plan_lxc_share(
             src,
             vmid,
             &gpu.address,
+            exact_match(s, &gpu.address),
             false,
             &mut plan,
             "the GPU moves to a container: this VM's hostpci entry for it goes",
@@ -1166,6 +1268,57 @@ pub struct LibvirtAttachRequest {
     pub romfile: Option<String>,
     pub hidden: bool,
     pub force: bool,
+    /// `--vf auto|N`: a virtual function instead of the card, by address.
+    pub vf: Option<super::attach_shared::VfChoice>,
+    /// `--mdev TYPE`: a live mediated device of that type no domain uses, by UUID.
+    pub mdev: Option<String>,
+}
+
+/// Every libvirt domain file's text, by path.
+fn all_domains(src: &dyn FileSource) -> Vec<(String, String)> {
+    src.list("etc/libvirt/qemu")
+        .into_iter()
+        .filter(|n| n.ends_with(".xml"))
+        .filter_map(|n| {
+            let path = format!("etc/libvirt/qemu/{n}");
+            let text = src.read_text(&path).ok()??;
+            Some((path, text))
+        })
+        .collect()
+}
+
+/// A live mdev of `ty` on `parent` that no domain names, for `libvirt attach --mdev`.
+fn free_mdev(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    parent: &PciDevice,
+    ty: &str,
+) -> Result<String, AttachError> {
+    if !parent.mdev_types.iter().any(|t| t == ty) {
+        return Err(AttachError::Refused(format!(
+            "{} offers no mdev type '{ty}'{}",
+            parent.address,
+            if parent.mdev_types.is_empty() {
+                " (it offers none)".to_string()
+            } else {
+                format!("; it offers {}", parent.mdev_types.join(", "))
+            }
+        )));
+    }
+    let used: Vec<String> = all_domains(src)
+        .iter()
+        .flat_map(|(_, t)| libvirt_xml::mdev_hostdev_uuids(t))
+        .map(|u| u.to_ascii_lowercase())
+        .collect();
+    s.sharing
+        .mdevs_of(&parent.address)
+        .filter(|m| m.mdev_type.as_deref() == Some(ty))
+        .find(|m| !used.contains(&m.uuid.to_ascii_lowercase()))
+        .map(|m| m.uuid.clone())
+        .ok_or_else(|| AttachError::Refused(format!(
+            "no {ty} instance on {} is free for libvirt (libvirt uses mdevs that exist, it does not create them): create one with `mdevctl start -u $(uuidgen) -p {} -t {ty}` (or write a new UUID to /sys/bus/pci/devices/{}/mdev_supported_types/{ty}/create), then run this again",
+            parent.address, parent.address, parent.address
+        )))
 }
 
 fn domain_file(domain: &str) -> Result<String, AttachError> {
@@ -1220,6 +1373,52 @@ pub fn plan_libvirt_attach(
     req: &LibvirtAttachRequest,
 ) -> Result<Plan, AttachError> {
     let gpu = select(s, &req.gpu)?;
+    if let Some(ty) = &req.mdev {
+        let (path, text) = read_domain(src, &req.domain)?;
+        let uuid = free_mdev(s, src, gpu, ty)?;
+        let xml =
+            libvirt_xml::add_mdev_hostdev(&text, &uuid).map_err(|e| AttachError::Unreadable {
+                file: path.clone(),
+                why: e.to_string(),
+            })?;
+        let mut plan = Plan {
+            title: format!(
+                "Attach {ty} instance {uuid} of {} to libvirt domain {}",
+                gpu.address, req.domain
+            ),
+            ..Plan::default()
+        };
+        if xml != text {
+            push_domain_edit(
+                &mut plan,
+                src,
+                &path,
+                xml,
+                "a <hostdev type='mdev'> for the instance",
+            )?;
+        }
+        return Ok(plan);
+    }
+    let gpu = match req.vf {
+        None => gpu,
+        Some(choice) => {
+            let pf = super::attach_shared::pf_for(s, gpu);
+            let domains = all_domains(src);
+            let taken = |a: &PciAddress| {
+                let users: Vec<String> = domains
+                    .iter()
+                    .filter(|(_, t)| libvirt_xml::hostdev_sources(t).contains(&pci(a)))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                (!users.is_empty()).then(|| users.join(", "))
+            };
+            if gpu.physfn.is_some() {
+                gpu
+            } else {
+                super::attach_shared::choose_vf(s, pf, choice, taken, |_| true)?
+            }
+        }
+    };
     let fns = s.card_functions(&gpu.address);
     let (path, text) = read_domain(src, &req.domain)?;
     let mut plan = Plan {
@@ -1320,42 +1519,93 @@ pub fn plan_libvirt_detach(
 }
 
 /// `passthru docker GPU`: the compose and CLI snippets (printed, nothing written).
+///
+/// With a CDI spec naming the card (etc/cdi, var/run/cdi), its CDI device first: the NVIDIA
+/// Container Toolkit's current way, also Podman's. NVIDIA cards by GPU UUID from
+/// proc/driver/nvidia/gpus/BDF/information, never by position (NVML's order is not kept
+/// across reboots). Other GPUs by device node with the numeric gid that owns it (a group
+/// name fails in images that lack the group), and /dev/kfd for AMD compute. `gid` is the
+/// owner's gid of the render node, read by the command (`None`: unknown).
 pub fn docker_snippet(
     s: &Snapshot,
     src: &dyn FileSource,
     sel: &str,
+    gid: Option<u32>,
 ) -> Result<String, AttachError> {
     let gpu = select(s, sel)?;
     let nodes = gpu_nodes(s, src, gpu);
     let mut out = String::new();
+    if let Some((file, name)) = super::containers::cdi_name(s, gpu, &nodes) {
+        out.push_str(&format!(
+            "# CDI ({file} names this card): Docker 25+ with CDI enabled, or Podman.
+"
+        ));
+        out.push_str(&format!(
+            "docker run --device {name} ...
+podman run --device {name} ...
+
+# Without CDI:
+"
+        ));
+    }
     if gpu.on_nvidia_driver() {
-        let index = s.nvidia_index(&gpu.address).unwrap_or(0);
-        out.push_str("# NVIDIA: needs nvidia-container-toolkit on the host.\n");
-        out.push_str(&format!("docker run --gpus '\"device={index}\"' ...\n\n"));
-        out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{index}\"]\n              capabilities: [gpu, video]\n"));
+        let id = match s
+            .sharing
+            .nvidia_gpu(&gpu.address)
+            .and_then(|i| i.uuid.clone())
+        {
+            Some(uuid) => uuid,
+            None => {
+                let index = s.nvidia_index(&gpu.address).unwrap_or(0);
+                out.push_str(&format!("# proc/driver/nvidia/gpus/{}/information has no GPU UUID: {index} is the card's position among NVIDIA GPUs, which NVIDIA does not keep across reboots.
+", gpu.address));
+                index.to_string()
+            }
+        };
+        out.push_str(
+            "# NVIDIA: needs nvidia-container-toolkit on the host.
+",
+        );
+        out.push_str(&format!("docker run --gpus '\"device={id}\"' ...\n\n"));
+        out.push_str(&format!("services:\n  app:\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [\"{id}\"]\n              capabilities: [gpu, video]\n"));
         if let Some(v) = &s.system.nvidia_driver_version {
             out.push_str(&format!(
                 "# host driver {v}: the toolkit mounts the matching user-space libraries\n"
             ));
         }
     } else {
-        let render: Vec<&String> = nodes.iter().filter(|n| n.contains("renderD")).collect();
-        if render.is_empty() {
+        let mut devs: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.contains("renderD"))
+            .cloned()
+            .collect();
+        if devs.is_empty() {
             return Err(AttachError::Refused(format!(
                 "{} has no render node: is its driver loaded?",
                 gpu.address
             )));
         }
-        let devs: Vec<String> = render.iter().map(|n| format!("--device {n}:{n}")).collect();
+        // ROCm's compute interface, one node for every AMD GPU (Ollama's docs pass it).
+        if gpu.vendor.map(|v| v.0) == Some(0x1002) && src.list("dev").iter().any(|n| n == "kfd") {
+            devs.push("/dev/kfd".into());
+        }
+        let group = match gid {
+            Some(g) => g.to_string(),
+            None => {
+                out.push_str("# the render node's group id is unknown here: put the number of the host's render group (getent group render) below.\n");
+                "RENDER_GID".into()
+            }
+        };
+        let flags: Vec<String> = devs.iter().map(|n| format!("--device {n}:{n}")).collect();
         out.push_str(&format!(
-            "docker run {} --group-add render ...\n\n",
-            devs.join(" ")
+            "docker run {} --group-add {group} ...\n\n",
+            flags.join(" ")
         ));
         out.push_str("services:\n  app:\n    devices:\n");
-        for n in render {
+        for n in &devs {
             out.push_str(&format!("      - {n}:{n}\n"));
         }
-        out.push_str("    group_add:\n      - render\n");
+        out.push_str(&format!("    group_add:\n      - \"{group}\"\n"));
     }
     Ok(out)
 }

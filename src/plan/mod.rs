@@ -2,7 +2,9 @@
 //! of the snapshot, the files' current bytes and the request; `apply` is the only writer.
 
 pub mod attach;
+pub mod attach_shared;
 pub mod boot;
+pub mod containers;
 pub mod diff;
 pub mod files;
 pub mod initramfs;
@@ -10,6 +12,7 @@ pub mod modprobe_file;
 pub mod power;
 pub mod runtime;
 pub mod setup;
+pub mod share;
 pub mod source;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Real-kernel test of SR-IOV: boot the intel-sriov scenario (Intel VT-d, iommu=pt, QEMU 7.2's
+# emulated NVMe with sriov_max_vfs=2 at 00:06.0) in a temporary directory; its /init writes
+# sriov_numvfs by hand, then runs passthru inside the guest and prints markers checked here:
+#   by hand         HAND_VF lines: 2 VFs, each in an IOMMU group of its own (not the PF's);
+#                   after `echo 0` none is left
+#   share vfs       `passthru share vfs PF --count 2 --now --yes` exits 0; SHARE_AUTOPROBE 0;
+#                   both VFs on vfio-pci with driver_override vfio-pci; the udev rule
+#                   61-passthru-sriov-<PF>.rules written; /dev/vfio/<group> of VF 0 present and
+#                   VFIO_OPEN_OK for it (a guest could take it)
+#   rollback        the first `rollback --yes` removes the VFs and puts autoprobe back to 1
+#                   (2 sysfs writes); the second removes the rule (a file transaction)
+# Exit 1 with a message on any failure; print "SKIP" and exit 0 when the host cannot run the lab
+# (under CI=true: exit 1) (no qemu-system-x86_64 with NVMe SR-IOV, guest kernel, busybox-static/
+# kmod/cpio/static gcc/lspci, or cargo). No root; about 15 s plus the cargo build.
+#
+#   sriov-test.sh
+# Environment: PASSTHRU (a prebuilt binary: no cargo build), KVER, TIMEOUT (180 s).
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+S=intel-sriov
+PF=0000:00:06.0
+for a in "$@"; do
+	case $a in
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	*) echo "sriov-test.sh: unknown argument $a" >&2; exit 2 ;;
+	esac
+done
+export PATH=$PATH:/sbin:/usr/sbin:$HOME/.cargo/bin
+
+. "$HERE/lab-prereqs.sh"
+skip() { lab_skip sriov-test.sh "$*"; }
+KVER=${KVER:-$(sed -n 's/^kernel: //p' "$REPO/tests/fixtures/qemu/intel-flat/meta.txt" 2>/dev/null)}
+KVER=${KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)}
+[ -n "$KVER" ] || skip "no guest kernel (/boot/vmlinuz-*)"
+if [ -n "${PASSTHRU:-}" ]; then
+	[ -x "$PASSTHRU" ] || { echo "sriov-test.sh: FAIL: PASSTHRU=$PASSTHRU is not an executable" >&2; exit 1; }
+else
+	command -v cargo >/dev/null || skip "cargo not installed (needed to build passthru)"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-sriov.XXXXXX")
+keep=
+trap '[ -n "$keep" ] || rm -rf "$TMP"' EXIT
+lab_require "$KVER" "$TMP"
+# SR-IOV on the emulated NVMe came with QEMU 7.1
+qemu-system-x86_64 -device nvme,help 2>/dev/null | grep -q sriov_max_vfs \
+	|| skip "this qemu-system-x86_64's nvme device has no sriov_max_vfs (QEMU 7.1 or newer)"
+
+start=$SECONDS
+if [ -z "${PASSTHRU:-}" ]; then
+	if ! (cd "$REPO" && cargo build --release -p passthru --quiet); then
+		echo "sriov-test.sh: FAIL: cargo build --release -p passthru failed" >&2
+		exit 1
+	fi
+	PASSTHRU=$REPO/target/release/passthru
+fi
+build_s=$((SECONDS - start))
+export PASSTHRU
+
+boot0=$SECONDS
+if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-180} "$HERE/run.sh" "$S"; then
+	keep=1
+	echo "sriov-test.sh: FAIL: the $S guest did not finish (console: $TMP/work/runs/$S/console.log)" >&2
+	exit 1
+fi
+boot_s=$((SECONDS - boot0))
+LOG=$TMP/console.txt
+sed 's/\r$//' "$TMP/work/runs/$S/console.log" | sed -n '/^LAB_SRIOV_BEGIN/,/^LAB_SRIOV_END/p' > "$LOG"
+
+fails=0
+bad() { echo "sriov-test.sh: FAIL: $*" >&2; fails=$((fails + 1)); }
+rc_of() { awk -v c="$1" '$1 == "LAB_RC" { l = $0; sub(/^LAB_RC [0-9]+ /, "", l); if (l == c) { print $2; exit } }' "$LOG"; }
+field() { awk -v k="$1" -v a="$2" '$1 == k && $2 == a { print $3; exit }' "$LOG"; }
+# vf TAG N FIELD: FIELD (group, driver, override) of the Nth TAG_VF line
+vf() { awk -v k="$1_VF" -v n="$2" -v f="$3" '$1 == k { i++; if (i == n) { for (j = 3; j < NF; j++) if ($j == f) { print $(j + 1); exit } } }' "$LOG"; }
+count() { grep -c "^$1 " "$LOG"; }
+expect() { # WHAT GOT WANT
+	if [ "$2" = "$3" ]; then echo "  ok  $1: $2"; else bad "$1: got '${2:-nothing}', want '$3'"; fi
+}
+
+pfg=$(awk '$1 == "SRIOV_PF" { print $4; exit }' "$LOG")
+expect "the PF offers SR-IOV" "$(awk '$1 == "SRIOV_PF" { print $8; exit }' "$LOG")" 2
+expect "echo 2 > sriov_numvfs" "$(rc_of 'echo 2 > sriov_numvfs')" 0
+expect "VFs by hand" "$(count HAND_VF)" 2
+g1=$(vf HAND 1 group) g2=$(vf HAND 2 group)
+[ -n "$g1" ] && [ "$g1" != none ] && [ "$g1" != "$g2" ] && [ "$g1" != "$pfg" ] && [ "$g2" != "$pfg" ] \
+	&& echo "  ok  each VF in its own group: $g1, $g2 (PF $pfg)" \
+	|| bad "VF groups: '$g1' '$g2', PF '$pfg' (want two distinct groups, not the PF's)"
+expect "VFs after echo 0" "$(count HAND_GONE_VF)" 0
+if grep -q '^SRIOV_SKIP' "$LOG"; then
+	bad "the guest had no passthru: $(grep '^SRIOV_SKIP' "$LOG")"
+else
+	expect "passthru share vfs $PF --count 2 --now --yes exit code" "$(rc_of "passthru share vfs $PF --count 2 --now --yes")" 0
+	expect "autoprobe after share" "$(field SHARE_AUTOPROBE $PF)" 0
+	expect "VFs after share" "$(count SHARE_VF)" 2
+	expect "VF 0 driver" "$(vf SHARE 1 driver)" vfio-pci
+	expect "VF 1 driver" "$(vf SHARE 2 driver)" vfio-pci
+	expect "VF 0 driver_override" "$(vf SHARE 1 override)" vfio-pci
+	expect "udev rule" "$(awk '$1 == "RULE" { print $2; exit }' "$LOG")" "61-passthru-sriov-$PF.rules"
+	expect "vfio group node of VF 0" "$(awk '$1 == "VFIO_NODE" { print $3; exit }' "$LOG")" present
+	expect "vfio-open VF 0" "$(grep -c '^VFIO_OPEN_OK ' "$LOG")" 1
+	# share vfs: the rule (1 file) and the VFs now (6 sysfs writes); each rollback is a transaction too
+	# (the count's wording: "1 file(s)" or "1 file", "6 sysfs write(s)" or "6 sysfs writes")
+	expect "share: file transaction" "$(grep -Ec '^Applied as transaction .* \(1 file(\(s\))? written\)' "$LOG")" 2
+	expect "share --now: runtime transaction" "$(grep -Ec '^Applied as transaction .* \(6 sysfs write(\(s\)|s) written\)' "$LOG")" 1
+	expect "rollback of --now: count and autoprobe back" "$(grep -Ec '^Applied as transaction .* \(2 sysfs write(\(s\)|s) written\)' "$LOG")" 1
+	expect "first rollback exit code" "$(rc_of 'passthru rollback --yes')" 0
+	expect "VFs after rollback" "$(count ROLLBACK_VF)" 0
+	expect "numvfs after rollback" "$(field ROLLBACK_NUMVFS $PF)" 0
+	expect "autoprobe after rollback" "$(field ROLLBACK_AUTOPROBE $PF)" 1
+	expect "rule after the second rollback" "$(awk '$1 == "RULE_AFTER" { print NF; exit }' "$LOG")" 1
+fi
+
+if [ $fails -gt 0 ]; then
+	keep=1
+	echo "sriov-test.sh: FAIL: $fails check(s) failed; passthru part of the console:" >&2
+	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|SRIOV|HAND|SHARE|ROLLBACK|RULE|VFIO_|UDEVADM)|rror|efus' >&2
+	echo "sriov-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
+	exit 1
+fi
+echo "sriov-test.sh: PASS: 2 VFs of $PF in their own groups by hand; passthru share vfs put them on vfio-pci (opened one) and rollback removed them and the rule (build ${build_s}s, boot ${boot_s}s, total $((SECONDS - start))s)"

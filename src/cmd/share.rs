@@ -1,0 +1,79 @@
+//! `passthru share vfs DEVICE --count N [--now]`: the VFs at every boot (a file transaction)
+//! and, with `--now`, at once (a runtime transaction after it). One lock, one question.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use passthru::host::RootFiles;
+use passthru::model::ReadDetail;
+use passthru::plan::diff::{render_plan, render_runtime_plan};
+use passthru::plan::share::{plan_share_vfs, plan_share_vfs_now, ShareVfsRequest};
+
+use super::{confirm, end_preview, get_snapshot, host_root, is_live, report, start, Start};
+use crate::cli::{ShareCommand, SourceArgs};
+
+pub fn run(source: &SourceArgs, cmd: &ShareCommand, out: &mut dyn Write) -> Result<()> {
+    let ShareCommand::Vfs(a) = cmd;
+    let root = host_root(source)?;
+    let live = is_live(&root);
+    let req = ShareVfsRequest {
+        device: a.device.clone(),
+        count: a.count,
+    };
+    let make = || -> Result<_> {
+        // Full: the PF may be any device (a NIC, an NVMe), which a check read leaves summary.
+        let snap = get_snapshot(source, ReadDetail::Full)?;
+        let files = plan_share_vfs(&snap, &RootFiles::new(&root), &req)?;
+        let now = if a.now {
+            Some(plan_share_vfs_now(&snap, &req)?)
+        } else {
+            None
+        };
+        Ok((files, now))
+    };
+    let show = |out: &mut dyn Write, files: &_, now: &Option<_>| -> Result<()> {
+        render_plan(out, files, live)?;
+        if let Some(now) = now {
+            writeln!(out)?;
+            render_runtime_plan(out, now, live)?;
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let session = match start(&root, a.write, out)? {
+        Start::Preview { pending: true } => return end_preview(a.write, true, false),
+        Start::Preview { pending: false } => {
+            let (files, now) = make()?;
+            show(out, &files, &now)?;
+            let changes = !files.is_empty() || now.as_ref().is_some_and(|n| !n.is_empty());
+            return end_preview(a.write, false, changes);
+        }
+        Start::Session(s) => s,
+    };
+    let (files, now) = make()?;
+    show(out, &files, &now)?;
+    let changes = !files.is_empty() || now.as_ref().is_some_and(|n| !n.is_empty());
+    if !changes {
+        return Ok(());
+    }
+    if !confirm(a.write)? {
+        writeln!(out, "Not applied.")?;
+        return Ok(());
+    }
+    if !files.is_empty() {
+        let outcome = session
+            .apply(&files)
+            .with_context(|| format!("applying: {}", files.title))?;
+        writeln!(out)?;
+        report(out, &outcome, ("file", "files"))?;
+    }
+    if let Some(now) = now.filter(|n| !n.is_empty()) {
+        let outcome = session
+            .apply_runtime(&now)
+            .with_context(|| format!("applying: {}", now.title))?;
+        writeln!(out)?;
+        report(out, &outcome, ("sysfs write", "sysfs writes"))?;
+    }
+    Ok(())
+}
