@@ -95,7 +95,7 @@ run_journey() {
 	local b t0 times=() ok=1 boots=3
 	[ "$E2E_VARIANT" = single ] && boots=1
 	for b in $(seq "$first" "$boots"); do
-		log "boot $b: OVMF -> GRUB -> Debian 12 (TCG)"
+		log "boot $b: OVMF -> $([ "$E2E_IMAGE" = systemd-boot ] && echo systemd-boot || echo GRUB) -> Debian 12 (TCG)"
 		t0=$SECONDS
 		boot_guest "$b" || log "boot $b: qemu exited $? (timeout or crash)"
 		times+=("boot $b: $((SECONDS - t0)) s")
