@@ -74,3 +74,49 @@ fn the_dracut_dropin_names_the_binding_files_that_exist_and_only_those() {
         .join("etc/udev/rules.d/90-passthru-vfio.rules")
         .exists());
 }
+
+/// How vfio-pci is loaded follows the binding. By ids= it loads first and claims the card
+/// (force_drivers, rd.driver.pre). By address it must load after udev has set
+/// driver_override, or it claims nothing and the override keeps the host driver off too:
+/// the e2e lab's dracut journey booted with the card on no driver. Then dracut only adds the
+/// modules and the softdep loads vfio-pci before the host driver.
+#[test]
+fn dracut_loads_vfio_early_for_ids_and_by_softdep_for_a_binding_by_address() {
+    let sourced = |root: &Path| {
+        let conf = root.join("etc/dracut.conf.d/90-passthru-vfio.conf");
+        let o = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "set -eu; force_drivers=''; add_drivers=''; . \"$1\"; echo \"$force_drivers|$add_drivers\"",
+                "-",
+            ])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        stdout(&o).trim_end_matches('\n').to_string()
+    };
+    let cmdline = |root: &Path| {
+        let dir = root.join("boot/loader/entries");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect::<String>()
+    };
+    let one = compose_distro("nvidia-desktop", "fedora40-grubby-dracut");
+    let o = run(one.path(), &["setup", "vm", "07:00.0", "--force", "--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!one
+        .path()
+        .join("etc/udev/rules.d/90-passthru-vfio.rules")
+        .exists());
+    assert_eq!(sourced(one.path()), " vfio vfio_iommu_type1 vfio_pci |");
+    assert!(cmdline(one.path()).contains("rd.driver.pre=vfio-pci"));
+    let twins = compose_distro("twin-gpus", "fedora40-grubby-dracut");
+    let o = run(
+        twins.path(),
+        &["setup", "vm", "0c:00.0", "--force", "--yes"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sourced(twins.path()), "| vfio vfio_iommu_type1 vfio_pci ");
+    assert!(!cmdline(twins.path()).contains("rd.driver.pre=vfio-pci"));
+}

@@ -233,7 +233,16 @@ pub fn initramfs_image_for(root: &HostRoot, s: &Snapshot, release: &str) -> (Str
         InitramfsKind::InitramfsTools | InitramfsKind::Booster => {
             (format!("boot/initrd.img-{release}"), "lsinitramfs")
         }
-        InitramfsKind::Dracut => (format!("boot/initramfs-{release}.img"), "lsinitrd"),
+        // Debian's dracut writes boot/initrd.img-VERSION (its dracut.sh default when that
+        // file is there; the e2e lab's dracut journey), Fedora's boot/initramfs-VERSION.img.
+        InitramfsKind::Dracut => {
+            let debian = format!("boot/initrd.img-{release}");
+            if root.exists(&debian) {
+                (debian, "lsinitrd")
+            } else {
+                (format!("boot/initramfs-{release}.img"), "lsinitrd")
+            }
+        }
         InitramfsKind::Mkinitcpio => {
             let versioned = format!("boot/initramfs-{release}.img");
             if root.exists(&versioned) {

@@ -405,8 +405,13 @@ pub fn plan_setup_vm(
     for off in ["iommu=off", "intel_iommu=off", "amd_iommu=off"] {
         change.remove.push(p(off));
     }
+    // rd.driver.pre loads vfio-pci before udev runs: right for ids= (vfio-pci claims the card
+    // as it loads), wrong for a binding by address, where vfio-pci must load after the udev
+    // rule has set driver_override (by the softdep, when the host driver's module is asked
+    // for): loaded first, it finds no card to claim, and then the override keeps the host
+    // driver off too, and the card has no driver (the e2e lab's dracut journey).
     let dracut = s.boot.initramfs.first().map(|i| i.kind) == Some(InitramfsKind::Dracut);
-    if dracut {
+    if dracut && render_udev(&managed).is_none() {
         change.add.push(p("rd.driver.pre=vfio-pci"));
     }
     plan.extend(super::boot::plan_kernel_params(s, src, &change)?);

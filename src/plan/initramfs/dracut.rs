@@ -15,11 +15,24 @@ pub const DRACUT_FILE: &str = "etc/dracut.conf.d/90-passthru-vfio.conf";
 /// address and the softdep that loads vfio-pci first are missing where they matter, and
 /// the host driver takes the card. A file that does not exist must not be named (dracut
 /// fails to install it), so only the files setup leaves are.
+///
+/// `force_drivers` loads the modules before udev runs: right for ids=, wrong when a udev
+/// rule binds the card by address (vfio-pci would load before the rule sets driver_override
+/// and claim nothing). Then the modules are only put in the image (`add_drivers`) and the
+/// softdep loads vfio-pci just before the card's host driver, after the rule.
 fn render(modules: &[&str], carry: &[&str]) -> String {
-    let mut text = format!(
-        "# Written by passthru: load vfio early.\nforce_drivers+=\" {} \"\n",
-        modules.join(" ")
-    );
+    let by_address = carry.iter().any(|f| f.ends_with("/90-passthru-vfio.rules"));
+    let mut text = if by_address {
+        format!(
+            "# Written by passthru: vfio in the initramfs, loaded by its softdep after udev has set\n# driver_override (the card is bound by address).\nadd_drivers+=\" {} \"\n",
+            modules.join(" ")
+        )
+    } else {
+        format!(
+            "# Written by passthru: load vfio early.\nforce_drivers+=\" {} \"\n",
+            modules.join(" ")
+        )
+    };
     if !carry.is_empty() {
         text.push_str(&format!(
             "# and carry passthru's vfio binding into the initramfs.\ninstall_items+=\" {} \"\n",
