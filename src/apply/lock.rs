@@ -34,10 +34,14 @@ impl LockTarget {
     }
 
     /// How long to wait for it: Proxmox waits 10 s for a guest's lock before giving up; our
-    /// own is refused at once (another passthru is mid-transaction, waiting will not help).
+    /// own is refused after a second (another passthru is mid-transaction, waiting longer
+    /// will not help). The second is for a child being spawned on another thread of this
+    /// process: between its fork and its exec (the lock file is O_CLOEXEC) it shares the
+    /// lock's open file description, and the lock just released reads as held. Tests that
+    /// run transactions on many threads, each spawning commands, met it under load.
     fn wait(self) -> Duration {
         if let LockTarget::Host = self {
-            return Duration::ZERO;
+            return Duration::from_secs(1);
         }
         // Tests make the wait short (debug builds only).
         if cfg!(debug_assertions) {
