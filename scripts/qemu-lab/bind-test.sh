@@ -111,7 +111,7 @@ else
 	expect "after unbind, driver of $HDA" "$(marker UNBIND_DRIVER $HDA)" snd_hda_intel
 	expect "after unbind, driver_override of $GPU" "$(marker OVERRIDE $GPU)" "(null)"
 	expect "after unbind, driver_override of $HDA" "$(marker OVERRIDE $HDA)" "(null)"
-	expect "bind journaled" "$(grep -c '^Applied as transaction .* sysfs write(s) written' "$LOG")" 4
+	expect "bind journaled" "$(grep -cE '^Applied as transaction .* sysfs writes? written' "$LOG")" 4
 	expect "passthru rollback --yes exit code" "$(rc_of "passthru rollback --yes")" 0
 	expect "after rollback of a bind, driver of $GPU" "$(marker ROLLBACK_DRIVER $GPU)" bochs-drm
 	expect "after rollback of a bind, driver of $HDA" "$(marker ROLLBACK_DRIVER $HDA)" snd_hda_intel
