@@ -25,3 +25,18 @@ lab_require() {
 	echo 'int main(void){return 0;}' > "$tmp/t.c"
 	gcc -static -o "$tmp/t" "$tmp/t.c" 2>/dev/null || skip "gcc cannot link statically (apt-get install libc6-dev)"
 }
+
+# The guest kernel (KVER: the one the committed captures were made with, else the newest in
+# /boot) and the passthru binary to put in the guest (PASSTHRU, or cargo to build it). Needs
+# REPO and a `skip` function; $1 names the script in messages.
+lab_pick_kernel_and_passthru() {
+	KVER=${KVER:-$(sed -n 's/^kernel: //p' "$REPO/tests/fixtures/qemu/intel-flat/meta.txt" 2>/dev/null)}
+	KVER=${KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)}
+	[ -n "$KVER" ] || skip "no guest kernel (/boot/vmlinuz-*)"
+	if [ -n "${PASSTHRU:-}" ]; then
+		[ -x "$PASSTHRU" ] || { echo "$1: FAIL: PASSTHRU=$PASSTHRU is not an executable" >&2; exit 1; }
+	else
+		command -v cargo >/dev/null || skip "cargo not installed (needed to build passthru)"
+	fi
+}
+

@@ -31,14 +31,7 @@ export PATH=$PATH:/sbin:/usr/sbin:$HOME/.cargo/bin
 
 . "$HERE/lab-prereqs.sh"
 skip() { lab_skip sriov-test.sh "$*"; }
-KVER=${KVER:-$(sed -n 's/^kernel: //p' "$REPO/tests/fixtures/qemu/intel-flat/meta.txt" 2>/dev/null)}
-KVER=${KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)}
-[ -n "$KVER" ] || skip "no guest kernel (/boot/vmlinuz-*)"
-if [ -n "${PASSTHRU:-}" ]; then
-	[ -x "$PASSTHRU" ] || { echo "sriov-test.sh: FAIL: PASSTHRU=$PASSTHRU is not an executable" >&2; exit 1; }
-else
-	command -v cargo >/dev/null || skip "cargo not installed (needed to build passthru)"
-fi
+lab_pick_kernel_and_passthru sriov-test.sh
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab-sriov.XXXXXX")
 keep=

@@ -617,20 +617,16 @@ pub fn plan_vm_attach(
             }
         }
     }
-    plan.edits.extend(edit(
+    push_vm_edits(
         src,
-        &path,
-        Some(cfg.render()),
-        "hostpci entry for the GPU and the VM settings it needs",
-    )?);
-    if record != before_record {
-        plan.edits.extend(edit(
-            src,
-            &record_path,
-            render_settings_record(&record),
-            "the VM settings attach changed, so that detach can put them back",
-        )?);
-    }
+        &mut plan,
+        (
+            &path,
+            &cfg,
+            "hostpci entry for the GPU and the VM settings it needs",
+        ),
+        (&record_path, &before_record, &record),
+    )?;
     unshare_everywhere(s, src, gpu, &mut plan)?;
     plan.notes
         .push("Proxmox's own lock for the VM is held while the file is written.".into());
@@ -662,15 +658,14 @@ fn plan_vm_attach_shared(
             .collect();
         (!users.is_empty()).then(|| users.join(", "))
     };
-    let t = if req.mdev.is_some()
+    let none_taken = |_: &PciAddress| None;
+    let classic_mdev = req.mdev.is_some()
         && s.vfs_of(&sh::pf_for(s, gpu).address)
             .iter()
-            .all(|v| v.nvidia_vgpu.is_none())
-    {
-        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &|_| None, req.force)?
-    } else {
-        sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), &taken, req.force)?
-    };
+            .all(|v| v.nvidia_vgpu.is_none());
+    let taken: &dyn Fn(&PciAddress) -> Option<String> =
+        if classic_mdev { &none_taken } else { &taken };
+    let t = sh::resolve_shared(s, gpu, req.vf, req.mdev.as_deref(), taken, req.force)?;
     let mut plan = Plan {
         title: match &t.mdev {
             Some(m) => format!("Attach a {m} instance of {} to VM {vmid}", t.device),
@@ -693,21 +688,41 @@ fn plan_vm_attach_shared(
     let n = sh::free_index(&cfg, vmid)?;
     let value = sh::checked_value(&h, n)?;
     cfg.main_set(&format!("hostpci{n}"), &value);
-    plan.edits.extend(edit(
+    push_vm_edits(
         src,
-        &path,
-        Some(cfg.render()),
-        "hostpci entry for the share and the VM settings it needs",
-    )?);
-    if record != before_record {
+        &mut plan,
+        (
+            &path,
+            &cfg,
+            "hostpci entry for the share and the VM settings it needs",
+        ),
+        (&record_path, &before_record, &record),
+    )?;
+    Ok(plan)
+}
+
+/// The VM settings attach changed, each with its value before (`None`: unset).
+type SettingsRecord = [(String, Option<String>)];
+
+/// The VM config as edited, and the settings record when attach changed it: the two edits
+/// every attach to a Proxmox VM makes.
+fn push_vm_edits(
+    src: &dyn FileSource,
+    plan: &mut Plan,
+    (path, cfg, reason): (&str, &GuestConfig, &str),
+    (record_path, before, record): (&str, &SettingsRecord, &SettingsRecord),
+) -> Result<(), AttachError> {
+    plan.edits
+        .extend(edit(src, path, Some(cfg.render()), reason)?);
+    if record != before {
         plan.edits.extend(edit(
             src,
-            &record_path,
-            render_settings_record(&record),
+            record_path,
+            render_settings_record(record),
             "the VM settings attach changed, so that detach can put them back",
         )?);
     }
-    Ok(plan)
+    Ok(())
 }
 
 pub fn plan_vm_detach(

@@ -21,7 +21,10 @@ pub const DRACUT_FILE: &str = "etc/dracut.conf.d/90-passthru-vfio.conf";
 /// and claim nothing). Then the modules are only put in the image (`add_drivers`) and the
 /// softdep loads vfio-pci just before the card's host driver, after the rule.
 fn render(modules: &[&str], carry: &[&str]) -> String {
-    let by_address = carry.iter().any(|f| f.ends_with("/90-passthru-vfio.rules"));
+    // The udev rule is carried exactly when setup binds a card by address.
+    let by_address = carry
+        .iter()
+        .any(|f| f.trim_start_matches('/') == crate::plan::setup::UDEV_FILE);
     let mut text = if by_address {
         format!(
             "# Written by passthru: vfio in the initramfs, loaded by its softdep after udev has set\n# driver_override (the card is bound by address).\nadd_drivers+=\" {} \"\n",
