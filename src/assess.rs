@@ -474,6 +474,7 @@ mod tests {
             kind: None,
             name: Some("vfio-noiommu".into()),
             devices: Vec::new(),
+            mdevs: Vec::new(),
         });
         assert_eq!(summarize_iommu(&s).status, IommuStatus::NoIommuMode);
     }

@@ -347,6 +347,28 @@ pub enum ShareCommand {
     /// udev rule with autoprobe off, each VF bound to vfio-pci by address); `--count 0`
     /// takes them away. `passthru rollback` undoes it.
     Vfs(ShareVfsArgs),
+    /// Make N mediated devices of one type on a parent at every boot (a udev rule, with UUIDs
+    /// that stay the same), for libvirt domains (`libvirt attach … --mdev TYPE`); `--count 0`
+    /// takes them away. Not on Proxmox, which makes an mdev when its VM starts.
+    Mdev(ShareMdevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShareMdevArgs {
+    /// The parent: a GPU selector, a PCI address, or a virtual parent's name as in
+    /// /sys/class/mdev_bus (`mtty`).
+    pub parent: String,
+    /// The mdev type (a name in the parent's mdev_supported_types, e.g. i915-GVTg_V5_4).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub mdev_type: String,
+    /// How many instances (0 removes passthru's).
+    #[arg(long)]
+    pub count: u32,
+    /// Also make (or remove) them now, as a second transaction that `rollback` undoes first.
+    #[arg(long)]
+    pub now: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,7 @@ fn iommu_firmware_kernel_and_parameters() {
         kind: None,
         name: Some("vfio-noiommu".into()),
         devices: vec![],
+        mdevs: Vec::new(),
     });
     assert!(has(&run(&noiommu), RuleId::IommuNoiommu));
     assert!(!has(&run(&desktop), RuleId::IommuNoiommu));
@@ -706,6 +707,7 @@ fn rule_cases() -> Vec<Case> {
                         kind: None,
                         name: Some("vfio-noiommu".into()),
                         devices: vec![],
+                        mdevs: Vec::new(),
                     })
                 }),
                 None,
@@ -1167,6 +1169,7 @@ impl IommuCase {
                 kind: None,
                 name: Some("vfio-noiommu".into()),
                 devices: vec![],
+                mdevs: Vec::new(),
             });
         }
         s.system.cmdline_params = passthru::formats::cmdline::parse_cmdline(&self.params.join(" "));

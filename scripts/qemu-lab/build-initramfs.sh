@@ -5,7 +5,9 @@
 #
 # Environment: KVER (default: newest /boot/vmlinuz-*), PCI_IDS (default: shared corpus pci.ids),
 #   PASSTHRU (default: <repo>/target/release/passthru; copied to /usr/bin/passthru with its shared
-#   libraries when it exists, for the intel-bind scenario; left out with a note when it does not).
+#   libraries when it exists, for the intel-bind scenario; left out with a note when it does not),
+#   MDEV_SAMPLE (a sample mdev driver, mtty.ko, built for KVER by build-mdev-sample.sh: put in
+#   lib/modules/KVER/extra/ with the kernel's own mdev.ko, for the intel-mdev scenario).
 # Needs: busybox (static), kmod (modprobe, depmod), cpio, gzip, gcc + libc6-dev (static), lspci.
 # No root needed.
 set -euo pipefail
@@ -27,6 +29,8 @@ fi
 # Modules loaded in the guest (plus their dependencies). ati-vga deliberately has no driver.
 MODULES="vfio vfio_iommu_type1 vfio_pci e1000e e1000 8139cp nvme xhci_pci snd_hda_intel
 snd_hda_codec_generic bochs ahci i2c_i801 lpc_ich"
+MDEV_SAMPLE=${MDEV_SAMPLE:-}
+[ -z "$MDEV_SAMPLE" ] || MODULES="$MODULES mdev"
 
 BUSYBOX=$(command -v busybox)
 file -L "$BUSYBOX" | grep -q 'statically linked' || { echo "build-initramfs: $BUSYBOX is not static (install busybox-static)" >&2; exit 1; }
@@ -59,6 +63,10 @@ done
 for f in modules.order modules.builtin modules.builtin.modinfo; do
 	cp "$MODDIR/$f" "$ROOT/lib/modules/$KVER/"
 done
+if [ -n "$MDEV_SAMPLE" ]; then
+	mkdir -p "$ROOT/lib/modules/$KVER/extra"
+	cp "$MDEV_SAMPLE" "$ROOT/lib/modules/$KVER/extra/"
+fi
 depmod -b "$ROOT" "$KVER"
 
 # the sysfs mirror and the VFIO opener
@@ -91,6 +99,16 @@ if [ -x "$PASSTHRU" ]; then
 	PT_NOTE=", passthru from ${PASSTHRU#$REPO/}"
 else
 	PT_NOTE=", no passthru ($PASSTHRU missing: the bind scenario will skip)"
+fi
+
+# the host's udevd (systemd-udevd is udevadm under another name), for the intel-mdev
+# scenario: the real udev judges the rules passthru writes
+if [ -n "$MDEV_SAMPLE" ]; then
+	UDEVADM=$(command -v udevadm || echo /bin/udevadm)
+	[ -x "$UDEVADM" ] || { echo "build-initramfs: no udevadm (apt-get install udev)" >&2; exit 1; }
+	mkdir -p "$ROOT/lib/systemd"
+	copy_elf "$UDEVADM" /bin/udevadm
+	ln -sf /bin/udevadm "$ROOT/lib/systemd/systemd-udevd"
 fi
 
 # facts to capture

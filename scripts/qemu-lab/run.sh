@@ -29,7 +29,7 @@ INITRD=$WORK/initramfs-$KVER.cpio.gz
 QEMU=${QEMU:-qemu-system-x86_64}
 
 ALL="intel-flat intel-rootports intel-bridges intel-switch amd-flat amd-rootports amd-bridges amd-switch intel-flat-vfio"
-BOOT_ONLY="intel-bind intel-sriov"   # console-only scenarios (no capture); not part of `all`
+BOOT_ONLY="intel-bind intel-sriov intel-mdev"   # console-only scenarios (no capture); not part of `all`
 PASSTHRU=${PASSTHRU:-$REPO/target/release/passthru}
 export PASSTHRU
 
@@ -99,6 +99,11 @@ topo_sriov() {
 	      -device nvme,serial=lab0,subsys=subsys0,sriov_max_vfs=2,sriov_vq_flexible=4,sriov_vi_flexible=2,max_ioqpairs=6,msix_qsize=5,bus=pcie.0,addr=06.0"
 }
 
+# The sample mdev driver's parent is a virtual device (mtty): one display is enough.
+topo_mdev() {
+	echo "-device VGA,id=vga0,bus=pcie.0,addr=02.0"
+}
+
 # scenario -> "IOMMU_ARGS|TOPOLOGY|EXTRA_CMDLINE"
 scenario() {
 	local s=$1 vendor topo extra=
@@ -106,6 +111,7 @@ scenario() {
 	intel-flat-vfio) vendor=intel topo=flat extra="lab.vfio=0000:00:02.0,0000:00:02.1" ;;
 	intel-bind) vendor=intel topo=flat extra="lab.bind=0000:00:02.0" ;;
 	intel-sriov) vendor=intel topo=sriov extra="lab.sriov=0000:00:06.0" ;;
+	intel-mdev) vendor=intel topo=mdev extra="lab.mdev=mtty" ;;
 	intel-*|amd-*) vendor=${s%%-*} topo=${s#*-} ;;
 	*) return 1 ;;
 	esac
@@ -126,7 +132,7 @@ need() {
 build_initrd() {
 	local stale=
 	[ -f "$INITRD" ] || stale=1
-	for f in "$HERE/init" "$HERE/mirror.c" "$HERE/vfio-open.c" "$HERE/build-initramfs.sh" "/lib/modules/$KVER/modules.dep" "$PASSTHRU"; do
+	for f in "$HERE/init" "$HERE/mirror.c" "$HERE/vfio-open.c" "$HERE/build-initramfs.sh" "/lib/modules/$KVER/modules.dep" "$PASSTHRU" ${MDEV_SAMPLE:+"$MDEV_SAMPLE"}; do
 		[ -n "$stale" ] || [ "$f" -nt "$INITRD" ] && stale=1
 	done
 	if [ -n "$stale" ]; then
@@ -165,7 +171,7 @@ run_one() {
 		return 1
 	fi
 	if [[ " $BOOT_ONLY " == *" $s "* ]]; then
-		grep -Eq 'LAB_(BIND|SRIOV)_END' "$run/console.log" || { echo "run.sh: $s: guest did not finish its sequence; see $run/console.log" >&2; return 1; }
+		grep -Eq 'LAB_(BIND|SRIOV|MDEV)_END' "$run/console.log" || { echo "run.sh: $s: guest did not finish its sequence; see $run/console.log" >&2; return 1; }
 		echo "run.sh: $s: ok in ${secs}s, console in ${run#$REPO/}/console.log"
 		return 0
 	fi

@@ -323,6 +323,11 @@ fn check_manifest(m: &Manifest, file: &Path) -> Result<(), ApplyError> {
     }
     for r in &m.runtime {
         path::check_rel(&r.path).map_err(|why| refuse("setting", &r.path, why))?;
+        if let crate::plan::runtime::Restore::Inverse(u) = &r.restore {
+            for p in std::iter::once(&u.path).chain(u.unless_exists.as_ref()) {
+                path::check_rel(p).map_err(|why| refuse("setting", p, why))?;
+            }
+        }
     }
     for d in &m.devices {
         if d.address.contains('/') {

@@ -16,7 +16,8 @@
 //! Undoing (after a failed write, on recovery, or by `rollback`) is itself a plan,
 //! `plan::runtime::plan_restore`, made from the journal and the functions as they are now:
 //! settings get their saved values back, then each function that is not on the driver it had
-//! is unbound and bound to that driver. Every step of it is idempotent, so an undo that is
+//! is unbound and bound to that driver; before all that, an action with an inverse (an mdev
+//! made) is undone by its inverse (the mdev removed) while its object is as the action left it. Every step of it is idempotent, so an undo that is
 //! itself interrupted is simply done again. A transaction from an earlier boot is not undone:
 //! the reboot did that.
 //!
@@ -29,7 +30,7 @@ use std::path::Path;
 
 use super::journal::{Journal, Manifest, RuntimeRecord};
 use super::{crash_point, ApplyError, ApplyOptions, ApplyOutcome, TxState};
-use crate::plan::runtime::{plan_restore, DeviceState, Restore, RuntimePlan};
+use crate::plan::runtime::{plan_restore_with, DeviceState, Restore, RuntimePlan, SysfsUndo};
 
 /// Whether `root` is this machine's own `/`, where sysfs is the kernel's.
 pub fn is_live_root(root: &Path) -> bool {
@@ -152,12 +153,12 @@ pub(super) fn apply_runtime_locked(
     for w in &plan.writes {
         let before = match w.restore {
             Restore::Value => read_attribute(root, &w.path)?,
-            Restore::Binding => None,
+            Restore::Binding | Restore::Inverse(_) => None,
         };
         records.push(RuntimeRecord {
             path: w.path.clone(),
             value: w.value.clone(),
-            restore: w.restore,
+            restore: w.restore.clone(),
             before,
         });
     }
@@ -231,10 +232,29 @@ pub(super) fn restore_plan(root: &Path, m: &Manifest) -> Result<RuntimePlan, App
         .filter(|r| r.restore == Restore::Value)
         .map(|r| (r.path.clone(), r.before.clone()))
         .collect();
-    Ok(plan_restore(
+    // An inverse is undone only while its object is as the write left it: the mdev is still
+    // there to remove (its `remove` exists), or still gone to make again. That also covers
+    // a crash between a write and its journal step, so every record is considered.
+    let inverses: Vec<SysfsUndo> = m
+        .runtime
+        .iter()
+        .filter_map(|r| match &r.restore {
+            Restore::Inverse(u) => Some(u.clone()),
+            _ => None,
+        })
+        .filter(|u| {
+            root.join(&u.path).exists()
+                && !u
+                    .unless_exists
+                    .as_ref()
+                    .is_some_and(|p| root.join(p).exists())
+        })
+        .collect();
+    Ok(plan_restore_with(
         &format!("roll back {} ({})", m.id, m.title),
         &m.devices,
         &saved,
+        &inverses,
         &now,
     ))
 }

@@ -6,6 +6,7 @@
 //! docs, Documentation/PCI/pci-iov-howto.rst, NVIDIA vGPU docs, qemu-server Mdev.pm).
 
 use crate::model::{PciDevice, SecureBoot, Snapshot};
+use crate::output::words::{agree, count};
 
 use super::{Ctx, Effect, Finding, RuleId, Severity, Use};
 
@@ -39,7 +40,7 @@ pub(super) fn check_shared(c: &Ctx) -> Vec<Finding> {
     if num > 0 || !vfs.is_empty() {
         let n = num.max(vfs.len() as u32);
         f.push(
-            Finding::new(RuleId::SharedPfSplit, Severity::Error, Effect::Blocks, &[Use::Vm], format!("the card is split into {n} virtual function(s): passing the physical function to a VM takes every VF with it and crashes their guests"))
+            Finding::new(RuleId::SharedPfSplit, Severity::Error, Effect::Blocks, &[Use::Vm], format!("the card is split into {}: passing the physical function to a VM takes every VF with it and crashes their guests", count(n as usize, "virtual function", "virtual functions")))
                 .evidence(format!("{dir}/sriov_numvfs: {num}"))
                 .fix(format!("give a VM one VF: passthru vm attach VMID {} --vf auto; or remove the VFs first: passthru share vfs {} --count 0", g.address, g.address)),
         );
@@ -66,7 +67,7 @@ pub(super) fn check_shared(c: &Ctx) -> Vec<Finding> {
             .collect();
         if !on_host.is_empty() && !nvidia_vgpu {
             f.push(
-                Finding::new(RuleId::SharedVfOnHostDriver, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{} VF(s) are on the host driver {}: the host's media stack sees them as GPUs, and a VM start has to unbind them", on_host.len(), g.driver.as_deref().unwrap_or("?")))
+                Finding::new(RuleId::SharedVfOnHostDriver, Severity::Warning, Effect::NeedsSetup, SHARED, format!("{} {} on the host driver {}: the host's media stack sees them as GPUs, and a VM start has to unbind them", count(on_host.len(), "VF", "VFs"), agree(on_host.len(), "is", "are"), g.driver.as_deref().unwrap_or("?")))
                     .evidence(format!("{}; {dir}/sriov_drivers_autoprobe: {}", on_host.join(", "), show_flag(g.sriov.as_ref().and_then(|x| x.drivers_autoprobe))))
                     .fix(format!("passthru share vfs {} --count {n} (autoprobe off, VFs on vfio-pci by address); keep a VF on the host driver only to share it into a container", g.address)),
             );
@@ -170,9 +171,9 @@ fn check_nvidia_vfs(g: &PciDevice, vfs: &[&PciDevice]) -> Vec<Finding> {
         )
     } else {
         format!(
-            "NVIDIA vGPU on VFs: no VF can take a type now ({} free, {} creatable type(s))",
+            "NVIDIA vGPU on VFs: no VF can take a type now ({} free, {})",
             free.len(),
-            types.len()
+            count(types.len(), "creatable type", "creatable types")
         )
     };
     vec![Finding::new(RuleId::SharedNvidiaVgpu, severity, effect, SHARED, message)
@@ -210,7 +211,8 @@ fn check_mdev_types(s: &Snapshot, g: &PciDevice) -> Finding {
             Effect::None,
             SHARED,
             format!(
-                "mediated-device types offered ({live} instance(s) live): {}",
+                "mediated-device types offered ({} live): {}",
+                count(live, "instance", "instances"),
                 listed.join(", ")
             ),
         )

@@ -87,6 +87,7 @@ pub fn host_use(cmd: &Command) -> HostUse {
             HostUse::Files("mapping list reads the host's etc/pve/mapping/pci.cfg")
         }
         Command::Share(ShareCommand::Vfs(a)) => changes("share vfs", &a.write),
+        Command::Share(ShareCommand::Mdev(a)) => changes("share mdev", &a.write),
         Command::Lxc(LxcCommand::Share(a)) => changes("lxc share", &a.write),
         Command::Lxc(LxcCommand::Unshare(a)) => changes("lxc unshare", &a.write),
         Command::Libvirt(LibvirtCommand::Attach(a)) => changes("libvirt attach", &a.write),

@@ -83,6 +83,20 @@ pub fn run(source: &SourceArgs, a: &RollbackArgs, out: &mut dyn Write) -> Result
             writeln!(out, "  /{}: back to {:?}", r.path, b.trim_end())?;
         }
     }
+    // An action undone by its inverse (an mdev made is removed, one removed is made again),
+    // when its object is still as the action left it.
+    for r in &t.runtime {
+        if let Restore::Inverse(u) = &r.restore {
+            writeln!(
+                out,
+                "  /{}: {:?} written, undoing {:?} > /{} (if it still applies)",
+                u.path,
+                u.value.trim_end(),
+                r.value.trim_end(),
+                r.path
+            )?;
+        }
+    }
     out.flush()?;
     let Some(session) = session else {
         return end_preview(a.write, false, true);

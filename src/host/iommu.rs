@@ -53,9 +53,13 @@ fn read_group(root: &HostRoot, id: &str) -> (Option<IommuGroup>, Vec<Issue>) {
         }
     };
     let mut devices = Vec::new();
+    let mut mdevs = Vec::new();
     for entry in entries {
         match entry.parse::<PciAddress>() {
             Ok(a) => devices.push(a),
+            Err(_) if root.exists(&format!("{}/{entry}", super::sharing::MDEV_DEVICES)) => {
+                mdevs.push(entry)
+            }
             Err(e) => issues.push(Issue::new(
                 format!("{devices_dir}/{entry}"),
                 format!("skipped: {e}"),
@@ -75,6 +79,7 @@ fn read_group(root: &HostRoot, id: &str) -> (Option<IommuGroup>, Vec<Issue>) {
             kind,
             name,
             devices,
+            mdevs,
         }),
         issues,
     )

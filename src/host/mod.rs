@@ -243,6 +243,7 @@ fn groups_from_device_links(devices: &mut [PciDevice]) -> Vec<crate::model::Iomm
                 kind: None,
                 name: None,
                 devices: vec![d.address],
+                mdevs: Vec::new(),
             }),
         }
     }

@@ -330,7 +330,12 @@ fn read_virtfns(root: &HostRoot, dir: &str, names: &[String]) -> Vec<PciAddress>
 
 /// One mdev type's attributes. Each file is optional in the kernel's interface (`name` and
 /// `description` are), so a missing one is `None`; a garbled count is `None` and an issue.
-fn read_mdev_type(root: &HostRoot, dir: &str, id: &str, issues: &mut Vec<Issue>) -> MdevType {
+pub(super) fn read_mdev_type(
+    root: &HostRoot,
+    dir: &str,
+    id: &str,
+    issues: &mut Vec<Issue>,
+) -> MdevType {
     let mut r = AttrReader { root, dir, issues };
     let available_instances = r
         .int("available_instances")

@@ -4,13 +4,16 @@
 //! SR-IOV parameters of Intel's GPU modules. Read-only; every failure is an issue.
 
 use crate::model::{
-    CdiDevice, CdiSpec, DkmsBuild, Issue, LiveMdev, NvidiaGpuInfo, PciAddress, SecureBoot,
-    SharingInfo, SriovDriverModule,
+    CdiDevice, CdiSpec, DkmsBuild, Issue, LiveMdev, MdevParent, NvidiaGpuInfo, PciAddress,
+    SecureBoot, SharingInfo, SriovDriverModule,
 };
 
 use super::root::{FileRead, HostRoot};
 
 pub const MDEV_DEVICES: &str = "sys/bus/mdev/devices";
+/// One link per registered mdev parent, PCI or virtual (drivers/vfio/mdev/mdev_core.c
+/// `class_compat_create_link(mdev_bus_compat_class, …)`).
+pub const MDEV_BUS: &str = "sys/class/mdev_bus";
 pub const NVIDIA_GPUS: &str = "proc/driver/nvidia/gpus";
 /// The directories the CDI spec (container-device-interface SPEC.md) names: static specs
 /// and generated ones (`var/run/cdi` is cleared on boot; nvidia-cdi-refresh writes there).
@@ -27,6 +30,7 @@ pub fn read_sharing(
     issues: &mut Vec<Issue>,
 ) -> SharingInfo {
     let mdevs = read_mdevs(root, issues);
+    let mdev_parents = read_virtual_mdev_parents(root, issues);
     let nvidia_gpus = read_nvidia_gpus(root, issues);
     let cdi_specs = CDI_DIRS
         .iter()
@@ -44,6 +48,7 @@ pub fn read_sharing(
         .collect();
     SharingInfo {
         mdevs,
+        mdev_parents,
         nvidia_gpus,
         cdi_specs,
         dkms,
@@ -60,15 +65,18 @@ fn read_mdevs(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<LiveMdev> {
         .into_iter()
         .map(|uuid| {
             let dir = format!("{MDEV_DEVICES}/{uuid}");
-            // The device link resolves to …/<parent BDF>/<uuid>: the parent is the component
-            // before the last.
-            let parent = root.resolve_link(&dir).and_then(|real| {
-                real.rsplit('/')
-                    .nth(1)
-                    .and_then(|p| p.parse::<PciAddress>().ok())
-            });
+            // The device link resolves to …/<parent>/<uuid>: the parent is the component
+            // before the last, a PCI address or a virtual device's name
+            // (sys/devices/virtual/mtty/mtty/<uuid>, seen in the QEMU lab).
+            let parent_name = root
+                .resolve_link(&dir)
+                .and_then(|real| real.rsplit('/').nth(1).map(str::to_string))
+                .filter(|p| !p.is_empty());
+            let parent = parent_name
+                .as_deref()
+                .and_then(|p| p.parse::<PciAddress>().ok());
             let mdev_type = root.link_name(&format!("{dir}/mdev_type")).map(|(n, _)| n);
-            if parent.is_none() {
+            if parent_name.is_none() {
                 issues.push(Issue::new(
                     &dir,
                     "its parent device could not be read from the link",
@@ -77,8 +85,33 @@ fn read_mdevs(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<LiveMdev> {
             LiveMdev {
                 uuid,
                 parent,
+                parent_name,
                 mdev_type,
             }
+        })
+        .collect()
+}
+
+/// The mdev parents that are not PCI functions (a PCI parent's types are read with the
+/// function). Each `sys/class/mdev_bus` entry links to its device; the types are read there.
+fn read_virtual_mdev_parents(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<MdevParent> {
+    root.list_dir(MDEV_BUS, issues)
+        .into_iter()
+        .filter(|name| name.parse::<PciAddress>().is_err())
+        .map(|name| {
+            let link = format!("{MDEV_BUS}/{name}");
+            let path = root.resolve_link(&link);
+            if path.is_none() {
+                issues.push(Issue::new(&link, "not a link to a device: its types are read through it"));
+            }
+            let dir = path.clone().unwrap_or(link);
+            let types_dir = format!("{dir}/mdev_supported_types");
+            let types = root
+                .list_dir(&types_dir, issues)
+                .iter()
+                .map(|t| super::pci::read_mdev_type(root, &format!("{types_dir}/{t}"), t, issues))
+                .collect();
+            MdevParent { name, path, types }
         })
         .collect()
 }

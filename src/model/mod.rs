@@ -48,6 +48,10 @@ pub struct IommuGroup {
     /// `name`, set to `vfio-noiommu` for no-IOMMU groups (nothing is isolated there).
     pub name: Option<String>,
     pub devices: Vec<PciAddress>,
+    /// Mediated devices in the group, by UUID: an mdev gets an emulated group of its own
+    /// (vfio_register_emulated_iommu_dev; seen in the QEMU lab with mtty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mdevs: Vec<String>,
 }
 
 impl IommuGroup {
@@ -113,6 +117,27 @@ pub struct Snapshot {
     pub detail_issues: Vec<Issue>,
 }
 
+/// A parent of mediated devices as commands see it, PCI or virtual.
+#[derive(Debug, Clone)]
+pub struct MdevParentRef<'a> {
+    /// Its device name: a PCI address, or a virtual parent's name (`mtty`).
+    pub name: String,
+    pub pci: Option<&'a PciDevice>,
+    /// Root-relative directory holding `mdev_supported_types/`.
+    pub dir: String,
+    pub types: &'a [MdevType],
+}
+
+impl MdevParentRef<'_> {
+    pub fn mdev_type(&self, id: &str) -> Option<&MdevType> {
+        self.types.iter().find(|t| t.id == id)
+    }
+    /// The type ids, for messages.
+    pub fn type_ids(&self) -> Vec<&str> {
+        self.types.iter().map(|t| t.id.as_str()).collect()
+    }
+}
+
 impl Snapshot {
     pub fn device(&self, address: &PciAddress) -> Option<&PciDevice> {
         self.devices
@@ -145,6 +170,32 @@ impl Snapshot {
             .iter()
             .filter(|d| d.address.same_slot(function) && d.physfn.is_none())
             .collect()
+    }
+
+    /// Every parent of mediated devices: each PCI function with `mdev_supported_types`, then
+    /// the virtual parents (`sys/class/mdev_bus`), each with the sysfs directory its types
+    /// are in.
+    pub fn mdev_parents(&self) -> Vec<MdevParentRef<'_>> {
+        let pci = self
+            .devices
+            .iter()
+            .filter(|d| !d.mdev_type_details.is_empty())
+            .map(|d| MdevParentRef {
+                name: d.address.to_string(),
+                pci: Some(d),
+                dir: format!("sys/bus/pci/devices/{}", d.address),
+                types: &d.mdev_type_details,
+            });
+        let virt = self.sharing.mdev_parents.iter().map(|p| MdevParentRef {
+            name: p.name.clone(),
+            pci: None,
+            dir: p
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("sys/class/mdev_bus/{}", p.name)),
+            types: &p.types,
+        });
+        pci.chain(virt).collect()
     }
 
     /// The physical function of a VF.

@@ -13,10 +13,27 @@ use super::PciAddress;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LiveMdev {
     pub uuid: String,
-    /// The parent device, from the link's real path.
+    /// The parent device, from the link's real path, when it is a PCI function.
     pub parent: Option<PciAddress>,
+    /// The parent's device name (the component before the UUID in the real path): a PCI
+    /// address, or a virtual parent's name (`mtty`). `None` in snapshots written before it.
+    #[serde(default)]
+    pub parent_name: Option<String>,
     /// The type (`mdev_type` link's last component).
     pub mdev_type: Option<String>,
+}
+
+/// A parent of mediated devices that is not a PCI function (`sys/class/mdev_bus/<name>`
+/// links to `sys/devices/virtual/…`): the kernel's sample drivers (mtty, mbochs, mdpy in
+/// samples/vfio-mdev/), and channel I/O on s390. A PCI parent's types are on its
+/// [`crate::model::PciDevice`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MdevParent {
+    /// The `sys/class/mdev_bus` entry (`mtty`).
+    pub name: String,
+    /// Where the device lives, root-relative (`sys/devices/virtual/mtty/mtty`).
+    pub path: Option<String>,
+    pub types: Vec<super::MdevType>,
 }
 
 /// `proc/driver/nvidia/gpus/<BDF>/information`: the numbers that stay with the card, unlike
@@ -92,6 +109,8 @@ pub enum SecureBoot {
 #[serde(default)]
 pub struct SharingInfo {
     pub mdevs: Vec<LiveMdev>,
+    /// Parents of mdevs that are not PCI functions (`sys/class/mdev_bus`).
+    pub mdev_parents: Vec<MdevParent>,
     pub nvidia_gpus: Vec<NvidiaGpuInfo>,
     pub cdi_specs: Vec<CdiSpec>,
     pub dkms: Vec<DkmsBuild>,
@@ -123,6 +142,13 @@ impl SharingInfo {
         self.dkms
             .iter()
             .filter(move |b| b.module == module && b.kernel == kernel)
+    }
+    /// The live mdevs whose parent's device name is `name` (a PCI address or `mtty`).
+    pub fn mdevs_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a LiveMdev> {
+        self.mdevs.iter().filter(move |m| {
+            m.parent_name.as_deref() == Some(name)
+                || m.parent.as_ref().is_some_and(|p| p.to_string() == name)
+        })
     }
     /// The live mdevs whose parent is `a`.
     pub fn mdevs_of<'a>(&'a self, a: &'a PciAddress) -> impl Iterator<Item = &'a LiveMdev> {

@@ -92,6 +92,9 @@ pub struct ListGroup {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub devices: Vec<ListDevice>,
+    /// Mediated devices in the group, by UUID (each has an emulated group of its own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mdevs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -141,6 +144,7 @@ pub fn build_list(s: &Snapshot) -> ListReport {
                         .map_or_else(|| ListDevice::missing(*a), ListDevice::from_device)
                 })
                 .collect(),
+            mdevs: g.mdevs.clone(),
         })
         .collect();
     groups.sort_by(|a, b| compare_group_ids(&a.id, &b.id));
@@ -381,6 +385,9 @@ pub fn render_list(out: &mut dyn Write, r: &ListReport, st: Style) -> io::Result
         )?;
         for d in &g.devices {
             render_device(out, d, st)?;
+        }
+        for m in &g.mdevs {
+            writeln!(out, "  mdev {}  (mediated device)", sanitize(m))?;
         }
     }
     if !r.ungrouped.is_empty() {

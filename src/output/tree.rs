@@ -615,6 +615,7 @@ mod tests {
                     kind: None,
                     name: None,
                     devices,
+                    mdevs: Vec::new(),
                 })
                 .collect(),
             issues: Vec::new(),

@@ -1306,17 +1306,17 @@ fn all_domains(src: &dyn FileSource) -> Vec<(String, String)> {
 fn free_mdev(
     s: &Snapshot,
     src: &dyn FileSource,
-    parent: &PciDevice,
+    parent: &crate::model::MdevParentRef<'_>,
     ty: &str,
 ) -> Result<String, AttachError> {
-    if !parent.mdev_types.iter().any(|t| t == ty) {
+    if parent.mdev_type(ty).is_none() {
         return Err(AttachError::Refused(format!(
             "{} offers no mdev type '{ty}'{}",
-            parent.address,
-            if parent.mdev_types.is_empty() {
+            parent.name,
+            if parent.types.is_empty() {
                 " (it offers none)".to_string()
             } else {
-                format!("; it offers {}", parent.mdev_types.join(", "))
+                format!("; it offers {}", parent.type_ids().join(", "))
             }
         )));
     }
@@ -1326,14 +1326,35 @@ fn free_mdev(
         .map(|u| u.to_ascii_lowercase())
         .collect();
     s.sharing
-        .mdevs_of(&parent.address)
+        .mdevs_named(&parent.name)
         .filter(|m| m.mdev_type.as_deref() == Some(ty))
         .find(|m| !used.contains(&m.uuid.to_ascii_lowercase()))
         .map(|m| m.uuid.clone())
         .ok_or_else(|| AttachError::Refused(format!(
-            "no {ty} instance on {} is free for libvirt (libvirt uses mdevs that exist, it does not create them): create one with `mdevctl start -u $(uuidgen) -p {} -t {ty}` (or write a new UUID to /sys/bus/pci/devices/{}/mdev_supported_types/{ty}/create), then run this again",
-            parent.address, parent.address, parent.address
+            "no {ty} instance on {p} is free for libvirt (libvirt uses mdevs that exist, it does not create them): make one that lasts with `passthru share mdev {p} --type {ty} --count N --now` (N: the instances you want in all), then run this again",
+            p = parent.name
         )))
+}
+
+/// The mdev parent `sel` names: a virtual parent's name (`mtty`), else the GPU it selects.
+fn select_mdev_parent<'a>(
+    s: &'a Snapshot,
+    sel: &str,
+) -> Result<crate::model::MdevParentRef<'a>, AttachError> {
+    let parents = s.mdev_parents();
+    if let Some(p) = parents.iter().find(|p| p.name == sel) {
+        return Ok(p.clone());
+    }
+    let gpu = select(s, sel)?;
+    Ok(parents
+        .into_iter()
+        .find(|p| p.pci.is_some_and(|d| d.address == gpu.address))
+        .unwrap_or(crate::model::MdevParentRef {
+            name: gpu.address.to_string(),
+            pci: Some(gpu),
+            dir: format!("sys/bus/pci/devices/{}", gpu.address),
+            types: &[],
+        }))
 }
 
 fn domain_file(domain: &str) -> Result<String, AttachError> {
@@ -1387,10 +1408,10 @@ pub fn plan_libvirt_attach(
     src: &dyn FileSource,
     req: &LibvirtAttachRequest,
 ) -> Result<Plan, AttachError> {
-    let gpu = select(s, &req.gpu)?;
     if let Some(ty) = &req.mdev {
+        let parent = select_mdev_parent(s, &req.gpu)?;
         let (path, text) = read_domain(src, &req.domain)?;
-        let uuid = free_mdev(s, src, gpu, ty)?;
+        let uuid = free_mdev(s, src, &parent, ty)?;
         let xml =
             libvirt_xml::add_mdev_hostdev(&text, &uuid).map_err(|e| AttachError::Unreadable {
                 file: path.clone(),
@@ -1399,7 +1420,7 @@ pub fn plan_libvirt_attach(
         let mut plan = Plan {
             title: format!(
                 "Attach {ty} instance {uuid} of {} to libvirt domain {}",
-                gpu.address, req.domain
+                parent.name, req.domain
             ),
             ..Plan::default()
         };
@@ -1414,6 +1435,7 @@ pub fn plan_libvirt_attach(
         }
         return Ok(plan);
     }
+    let gpu = select(s, &req.gpu)?;
     let gpu = match req.vf {
         None => gpu,
         Some(choice) => {

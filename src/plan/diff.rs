@@ -74,7 +74,10 @@ pub fn render_runtime_plan(out: &mut dyn Write, plan: &RuntimePlan, live: bool) 
     }
     writeln!(
         out,
-        "This lasts until the next reboot; `passthru setup` makes it permanent."
+        "{}",
+        plan.lasting
+            .as_deref()
+            .unwrap_or("This lasts until the next reboot; `passthru setup` makes it permanent.")
     )
 }
 

@@ -13,6 +13,7 @@ pub mod power;
 pub mod runtime;
 pub mod setup;
 pub mod share;
+pub mod share_mdev;
 pub mod source;
 
 use serde::{Deserialize, Serialize};

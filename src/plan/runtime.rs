@@ -13,7 +13,7 @@ use crate::check::{check_gpu, RuleId, Use};
 use crate::model::{PciDevice, Snapshot};
 
 /// How a write is undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restore {
     /// A setting (`driver_override`, `power/control`): undone by writing back what it held,
@@ -22,6 +22,22 @@ pub enum Restore {
     /// An action on the device its value names (`unbind`, `bind`, `drivers_probe`): it has no
     /// value to save; undone by giving the device back to the driver it had before.
     Binding,
+    /// An action whose inverse is another action: a UUID into an mdev type's `create` is
+    /// undone by `1` into that mdev's `remove`, and a removal by creating it again.
+    Inverse(SysfsUndo),
+}
+
+/// The write that undoes an [`Restore::Inverse`] action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SysfsUndo {
+    /// Root-relative path. The undo is skipped when it is absent: an mdev's `remove` goes
+    /// with the mdev, so nothing is left to undo.
+    pub path: String,
+    pub value: String,
+    /// Skipped when this root-relative path exists: the object is back already (creating an
+    /// mdev whose UUID exists fails with EEXIST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless_exists: Option<String>,
 }
 
 /// One write to a sysfs attribute.
@@ -57,6 +73,10 @@ pub struct RuntimePlan {
     /// Every function the writes touch, as the plan saw it. Apply refuses when one is no
     /// longer so (another tool rebound it), like a file that lost its `before` bytes.
     pub devices: Vec<DeviceState>,
+    /// Whether and how the change outlasts a reboot, one sentence said under the writes;
+    /// `None`: it lasts until the reboot, and `passthru setup` makes it permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lasting: Option<String>,
 }
 
 impl RuntimePlan {
@@ -96,11 +116,32 @@ pub fn plan_restore(
     saved: &[(String, Option<String>)],
     now: &[DeviceState],
 ) -> RuntimePlan {
+    plan_restore_with(title, before, saved, &[], now)
+}
+
+/// [`plan_restore`] with the inverse actions first (`inverses`: the undo of each
+/// [`Restore::Inverse`] write, in the order they were written, already filtered to those
+/// that still apply): the newest is undone first, before any setting goes back.
+pub fn plan_restore_with(
+    title: &str,
+    before: &[DeviceState],
+    saved: &[(String, Option<String>)],
+    inverses: &[SysfsUndo],
+    now: &[DeviceState],
+) -> RuntimePlan {
     let mut plan = RuntimePlan {
         title: title.to_string(),
         devices: now.to_vec(),
         ..RuntimePlan::default()
     };
+    for u in inverses.iter().rev() {
+        plan.writes.push(SysfsWrite {
+            path: u.path.clone(),
+            value: u.value.clone(),
+            why: "undo what it made or removed".into(),
+            restore: Restore::Binding,
+        });
+    }
     for (path, old) in saved.iter().rev() {
         // An attribute that did not exist has nothing to go back to.
         let Some(old) = old else { continue };

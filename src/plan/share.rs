@@ -139,8 +139,11 @@ pub fn plan_share_vfs(
             format!("Stop splitting {} into virtual functions", pf.address)
         } else {
             format!(
-                "Split {} ({}) into {} virtual function(s) for VMs",
-                pf.address, pf.names.name, req.count
+                "Split {} ({}) into {} virtual {} for VMs",
+                pf.address,
+                pf.names.name,
+                req.count,
+                if req.count == 1 { "function" } else { "functions" }
             )
         },
         ..Plan::default()
@@ -289,7 +292,19 @@ pub fn plan_share_vfs_now(s: &Snapshot, req: &ShareVfsRequest) -> Result<Runtime
     let a = pf.address;
     let dir = format!("sys/bus/pci/devices/{a}");
     let mut plan = RuntimePlan {
-        title: format!("Make {} VF(s) of {a} now", req.count),
+        title: match req.count {
+            0 => format!("Remove the VFs of {a} now"),
+            1 => format!("Make 1 VF of {a} now"),
+            n => format!("Make {n} VFs of {a} now"),
+        },
+        lasting: Some(if req.count == 0 {
+            "Without the rule, none are made at the next boot either.".to_string()
+        } else {
+            format!(
+                "They last until the next reboot; the udev rule ({}) makes them at every boot.",
+                sriov_rule_file(&a)
+            )
+        }),
         devices: vec![DeviceState {
             address: a.to_string(),
             driver: pf.driver.clone(),
