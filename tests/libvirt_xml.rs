@@ -1362,7 +1362,7 @@ fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
     );
     let err = domain_plan(h.path(), &req).unwrap_err();
     assert!(
-        err.contains("mdevctl start -u $(uuidgen) -p 0000:03:00.0 -t nvidia-47"),
+        err.contains("passthru share mdev 0000:03:00.0 --type nvidia-47 --count 1 --now"),
         "{err}"
     );
     let none = LibvirtAttachRequest {
@@ -1371,4 +1371,62 @@ fn libvirt_attach_of_a_vf_by_address_and_of_an_mdev_by_uuid() {
     };
     let err = domain_plan(h.path(), &none).unwrap_err();
     assert!(err.contains("no nvidia-46 instance"), "{err}");
+
+    // A virtual parent (the kernel's sample mtty driver) by its name: its live instance.
+    let h = host_with_domains("mtty-sample", &[("desk", base.clone())]);
+    let req = LibvirtAttachRequest {
+        domain: "desk".into(),
+        gpu: "mtty".into(),
+        mdev: Some("mtty-1".into()),
+        ..Default::default()
+    };
+    let out = domain_plan(h.path(), &req).unwrap();
+    assert_eq!(
+        mdev_hostdev_uuids(&out),
+        ["83b8f4f2-509f-482f-bc1e-e6bfe0fa1001"]
+    );
+    assert_valid(&out, "an mdev of a virtual parent attached");
+    let none = LibvirtAttachRequest {
+        mdev: Some("mtty-2".into()),
+        ..req.clone()
+    };
+    let err = domain_plan(h.path(), &none).unwrap_err();
+    assert!(
+        err.contains("passthru share mdev mtty --type mtty-2 --count 1 --now"),
+        "{err}"
+    );
+    // The fix works: run it, lay out the instance the kernel makes, and attach goes through.
+    let root = h.path();
+    let fix = passthru_fixed(
+        root,
+        &[
+            "share", "mdev", "mtty", "--type", "mtty-2", "--count", "1", "--now", "--yes",
+        ],
+    );
+    assert!(
+        fix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fix.stderr)
+    );
+    let rule =
+        std::fs::read_to_string(root.join("etc/udev/rules.d/61-passthru-mdev-mtty-mtty-2.rules"))
+            .unwrap();
+    let uuid = rule
+        .trim_end()
+        .rsplit_once("=\"")
+        .unwrap()
+        .1
+        .trim_end_matches('"')
+        .to_string();
+    let dev = root.join("sys/devices/virtual/mtty/mtty").join(&uuid);
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink("../mdev_supported_types/mtty-2", dev.join("mdev_type")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../devices/virtual/mtty/mtty/{uuid}"),
+        root.join("sys/bus/mdev/devices").join(&uuid),
+    )
+    .unwrap();
+    let out = domain_plan(root, &none).unwrap();
+    assert_eq!(mdev_hostdev_uuids(&out), [uuid.as_str()]);
+    assert_valid(&out, "the instance share mdev made, attached");
 }

@@ -102,7 +102,10 @@ fn read_virtual_mdev_parents(root: &HostRoot, issues: &mut Vec<Issue>) -> Vec<Md
             let link = format!("{MDEV_BUS}/{name}");
             let path = root.resolve_link(&link);
             if path.is_none() {
-                issues.push(Issue::new(&link, "not a link to a device: its types are read through it"));
+                issues.push(Issue::new(
+                    &link,
+                    "not a link to a device: its types are read through it",
+                ));
             }
             let dir = path.clone().unwrap_or(link);
             let types_dir = format!("{dir}/mdev_supported_types");

@@ -1331,8 +1331,9 @@ fn free_mdev(
         .find(|m| !used.contains(&m.uuid.to_ascii_lowercase()))
         .map(|m| m.uuid.clone())
         .ok_or_else(|| AttachError::Refused(format!(
-            "no {ty} instance on {p} is free for libvirt (libvirt uses mdevs that exist, it does not create them): make one that lasts with `passthru share mdev {p} --type {ty} --count N --now` (N: the instances you want in all), then run this again",
-            p = parent.name
+            "no {ty} instance on {p} is free for libvirt (libvirt uses mdevs that exist, it does not create them): make one that lasts with `passthru share mdev {p} --type {ty} --count {n} --now`, then run this again",
+            p = parent.name,
+            n = super::share_mdev::own_live_count(s, &parent.name, ty) + 1
         )))
 }
 

@@ -143,7 +143,11 @@ pub fn plan_share_vfs(
                 pf.address,
                 pf.names.name,
                 req.count,
-                if req.count == 1 { "function" } else { "functions" }
+                if req.count == 1 {
+                    "function"
+                } else {
+                    "functions"
+                }
             )
         },
         ..Plan::default()

@@ -72,6 +72,20 @@ pub fn instance_uuid(parent: &str, mdev_type: &str, index: u32) -> String {
     )
 }
 
+/// How many of passthru's instances of `ty` on `parent` are live now: `share mdev … --count`
+/// one more than this makes one more.
+pub fn own_live_count(s: &Snapshot, parent: &str, ty: &str) -> u32 {
+    let live: Vec<&str> = s
+        .sharing
+        .mdevs_named(parent)
+        .filter(|m| m.mdev_type.as_deref() == Some(ty))
+        .map(|m| m.uuid.as_str())
+        .collect();
+    (0..MAX_INSTANCES)
+        .filter(|&i| live.contains(&instance_uuid(parent, ty, i).as_str()))
+        .count() as u32
+}
+
 /// A parent and type as a sysfs name may be written: what the kernel makes them of. A name
 /// from the user is checked before it goes into a path or a udev rule.
 fn check_name(what: &str, v: &str) -> Result<(), String> {
@@ -109,14 +123,27 @@ fn find_parent<'a>(
     let parent = match by_name {
         Some(p) => p,
         None => {
-            let dev = match req.parent.parse::<PciAddress>().ok().and_then(|a| s.device(&a)) {
+            let dev = match req
+                .parent
+                .parse::<PciAddress>()
+                .ok()
+                .and_then(|a| s.device(&a))
+            {
                 Some(d) => d,
                 None => select_one(s, &req.parent)?,
             };
-            match parents.iter().find(|p| p.pci.is_some_and(|d| d.address == dev.address)) {
+            match parents
+                .iter()
+                .find(|p| p.pci.is_some_and(|d| d.address == dev.address))
+            {
                 Some(p) => p.clone(),
                 None => {
-                    let virt: Vec<&str> = s.sharing.mdev_parents.iter().map(|p| p.name.as_str()).collect();
+                    let virt: Vec<&str> = s
+                        .sharing
+                        .mdev_parents
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect();
                     return Err(refused(
                         &dev.address.to_string(),
                         format!(
@@ -170,7 +197,10 @@ pub fn plan_share_mdev(
     let ty = &req.mdev_type;
     let mut plan = Plan {
         title: if req.count == 0 {
-            format!("Stop making {ty} mediated devices on {} at boot", parent.name)
+            format!(
+                "Stop making {ty} mediated devices on {} at boot",
+                parent.name
+            )
         } else {
             format!(
                 "Make {} {ty} mediated {} on {} at every boot",
@@ -273,9 +303,7 @@ pub fn plan_share_mdev_now(
         .map(|i| instance_uuid(p, ty, i))
         .filter(|u| !live.contains(&u.as_str()))
         .collect();
-    let available = parent
-        .mdev_type(ty)
-        .and_then(|t| t.available_instances);
+    let available = parent.mdev_type(ty).and_then(|t| t.available_instances);
     match available {
         Some(n) if (n as usize) < missing.len() => {
             return Err(refused(
@@ -346,8 +374,13 @@ mod tests {
             [8, 4, 4, 4, 12]
         );
         assert!(parts[2].starts_with('8'), "{a}: version nibble");
-        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}: variant");
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            matches!(&parts[3][..1], "8" | "9" | "a" | "b"),
+            "{a}: variant"
+        );
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
@@ -355,7 +388,13 @@ mod tests {
         for bad in ["", "..", ".x", "a/b", "a\"b", "a b", "a\nb", "a,b", "a{b}"] {
             assert!(check_name("x", bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["mtty", "mtty-2", "i915-GVTg_V5_4", "nvidia-63", "0000:00:02.0"] {
+        for good in [
+            "mtty",
+            "mtty-2",
+            "i915-GVTg_V5_4",
+            "nvidia-63",
+            "0000:00:02.0",
+        ] {
             assert!(check_name("x", good).is_ok(), "{good:?} refused");
         }
     }
