@@ -16,7 +16,9 @@ const SECRET: &str = "5e1f0c2a-9b7d-4e3f-8a6b-c0ffee123456";
 
 const STUB: &str = r#"#!/bin/sh
 d="$(dirname "$0")"
-{ for a in "$@"; do printf '[%s]' "$a"; done; printf '\n'; } >> "$d/argv.log"
+# One write per call: calls run in parallel, and printf per word would interleave them.
+line=; for a in "$@"; do line="$line[$a]"; done
+printf '%s\n' "$line" >> "$d/argv.log"
 key=$(printf '%s_%s' "$1" "$2" | tr '/' '_')
 if [ -f "$d/sleep/$key" ]; then sleep "$(cat "$d/sleep/$key")"; fi
 if [ -f "$d/fail/$key" ]; then cat "$d/fail/$key" >&2; exit 255; fi

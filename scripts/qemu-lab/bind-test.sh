@@ -44,25 +44,10 @@ trap '[ -n "$keep" ] || rm -rf "$TMP"' EXIT
 lab_require "$KVER" "$TMP"
 
 start=$SECONDS
-if [ -z "${PASSTHRU:-}" ]; then
-	if ! (cd "$REPO" && cargo build --release -p passthru --quiet); then
-		echo "bind-test.sh: FAIL: cargo build --release -p passthru failed" >&2
-		exit 1
-	fi
-	PASSTHRU=$REPO/target/release/passthru
-fi
+lab_build_passthru bind-test.sh
 build_s=$((SECONDS - start))
-export PASSTHRU
 
-boot0=$SECONDS
-if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-180} "$HERE/run.sh" "$S"; then
-	keep=1
-	echo "bind-test.sh: FAIL: the $S guest did not finish (console: $TMP/work/runs/$S/console.log)" >&2
-	exit 1
-fi
-boot_s=$((SECONDS - boot0))
-LOG=$TMP/console.txt
-sed 's/\r$//' "$TMP/work/runs/$S/console.log" | sed -n '/^LAB_BIND_BEGIN/,/^LAB_BIND_END/p' > "$LOG"
+lab_boot bind-test.sh "$S" BIND "${TIMEOUT:-180}"
 
 if [ -n "$RECORD" ]; then
 	mkdir -p "$REPO/tests/fixtures/qemu/$S"

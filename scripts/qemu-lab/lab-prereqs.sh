@@ -40,3 +40,33 @@ lab_pick_kernel_and_passthru() {
 	fi
 }
 
+
+# PASSTHRU as given, else the release build (cargo); exported for run.sh. Sets build_s.
+# $1 names the script in messages.
+lab_build_passthru() {
+	local t0=$SECONDS
+	if [ -z "${PASSTHRU:-}" ]; then
+		if ! (cd "$REPO" && cargo build --release -p passthru --quiet); then
+			echo "$1: FAIL: cargo build --release -p passthru failed" >&2
+			exit 1
+		fi
+		PASSTHRU=$REPO/target/release/passthru
+	fi
+	export PASSTHRU
+	build_s=$((SECONDS - t0))
+}
+
+# lab_boot SCRIPT SCENARIO TAG TIMEOUT: boots SCENARIO in $TMP/work and keeps the console
+# from LAB_<TAG>_BEGIN to LAB_<TAG>_END in $LOG ($TMP/console.txt). Sets boot_s; a guest
+# that does not finish sets keep=1 (the caller's trap keeps $TMP) and exits 1.
+lab_boot() {
+	local t0=$SECONDS
+	if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=$4 "$HERE/run.sh" "$2"; then
+		keep=1
+		echo "$1: FAIL: the $2 guest did not finish (console: $TMP/work/runs/$2/console.log)" >&2
+		exit 1
+	fi
+	boot_s=$((SECONDS - t0))
+	LOG=$TMP/console.txt
+	sed 's/\r$//' "$TMP/work/runs/$2/console.log" | sed -n "/^LAB_$3_BEGIN/,/^LAB_$3_END/p" > "$LOG"
+}

@@ -55,25 +55,10 @@ elif [ $rc -ne 0 ]; then
 	exit 1
 fi
 export MDEV_SAMPLE
-if [ -z "${PASSTHRU:-}" ]; then
-	if ! (cd "$REPO" && cargo build --release -p passthru --quiet); then
-		echo "mdev-test.sh: FAIL: cargo build --release -p passthru failed" >&2
-		exit 1
-	fi
-	PASSTHRU=$REPO/target/release/passthru
-fi
+lab_build_passthru mdev-test.sh
 build_s=$((SECONDS - start))
-export PASSTHRU
 
-boot0=$SECONDS
-if ! KVER=$KVER WORK=$TMP/work FIXTURES=$TMP/fixtures JOBS=1 TIMEOUT=${TIMEOUT:-240} "$HERE/run.sh" "$S"; then
-	keep=1
-	echo "mdev-test.sh: FAIL: the $S guest did not finish (console: $TMP/work/runs/$S/console.log)" >&2
-	exit 1
-fi
-boot_s=$((SECONDS - boot0))
-LOG=$TMP/console.txt
-sed 's/\r$//' "$TMP/work/runs/$S/console.log" | sed -n '/^LAB_MDEV_BEGIN/,/^LAB_MDEV_END/p' > "$LOG"
+lab_boot mdev-test.sh "$S" MDEV "${TIMEOUT:-240}"
 
 fails=0
 bad() { echo "mdev-test.sh: FAIL: $*" >&2; fails=$((fails + 1)); }

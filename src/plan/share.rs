@@ -6,7 +6,8 @@
 //! - the kernel parameters the driver flavour needs to make VFs (i915-sriov-dkms:
 //!   `i915.enable_guc=3 i915.max_vfs=N`; xe: `xe.max_vfs=N`; other drivers none);
 //! - a udev rule per PF (`etc/udev/rules.d/61-passthru-sriov-<BDF>.rules`): when a driver
-//!   binds the PF, autoprobe off and then the count (autoprobe must be 0 *before* the VFs
+//!   binds the PF (its `bind` event, or coldplug's `add` of a PF bound before udevd started,
+//!   e.g. in the initramfs: `udevadm trigger` sends only `add`), autoprobe off and then the count (autoprobe must be 0 *before* the VFs
 //!   exist, Documentation/PCI/pci-iov-howto.rst); when each VF appears, `driver_override`
 //!   vfio-pci by address and a probe (driver_override lets a VF probe with autoprobe off:
 //!   drivers/pci/pci-driver.c pci_device_can_probe).
@@ -264,8 +265,9 @@ pub fn render_sriov_rule(pf: &PciDevice, count: u32, vfs: &[PciAddress]) -> Stri
         "# Written by passthru share vfs {a} --count {count}; `passthru share vfs {a} --count 0` or\n\
          # `passthru rollback` takes it away.\n\
          # Autoprobe off before the VFs exist, so no host driver takes them; then the count.\n\
-         ACTION==\"bind\", SUBSYSTEM==\"pci\", KERNEL==\"{a}\", ATTR{{sriov_drivers_autoprobe}}=\"0\"\n\
-         ACTION==\"bind\", SUBSYSTEM==\"pci\", KERNEL==\"{a}\", ATTR{{sriov_numvfs}}==\"0\", ATTR{{sriov_numvfs}}=\"{count}\"\n\
+         # When its driver binds, or at coldplug's add if it was bound before udevd started.\n\
+         ACTION==\"add|bind\", SUBSYSTEM==\"pci\", KERNEL==\"{a}\", DRIVER==\"?*\", ATTR{{sriov_drivers_autoprobe}}=\"0\"\n\
+         ACTION==\"add|bind\", SUBSYSTEM==\"pci\", KERNEL==\"{a}\", DRIVER==\"?*\", ATTR{{sriov_numvfs}}==\"0\", ATTR{{sriov_numvfs}}=\"{count}\"\n\
          # Each VF to vfio-pci by address: driver_override lets it probe with autoprobe off.\n"
     );
     let vendor = pf
