@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::check::{CheckReport, Effect, Finding, Severity, Use, Verdict};
+use crate::check::{CheckReport, Effect, Finding, RuleId, Severity, Use, Verdict};
 
 use super::style::{sanitize, Style};
 use super::words;
@@ -102,6 +102,14 @@ fn tag(f: &Finding) -> &'static str {
     }
 }
 
+/// Whether a finding is only a fact in this report: a card that cannot be split blocks the
+/// shared use, which a plain `check` (no `--for`) shows beside the others; there it is not
+/// something to fix, so it reads as info and the verdict as "cannot split". Asked for
+/// (`--for shared`), it blocks as it is.
+fn fact_only(f: &Finding, uses: &[Use]) -> bool {
+    uses.is_empty() && f.id == RuleId::SharedNone
+}
+
 /// Renders the report for the uses asked for (all when empty).
 pub fn render_check(
     out: &mut dyn Write,
@@ -156,6 +164,15 @@ pub fn render_check(
             .iter()
             .filter_map(|u| g.verdicts.get(u).map(|v| (u, v)))
             .map(|(u, v)| {
+                let unsplittable = *u == Use::Shared
+                    && *v == Verdict::Blocked
+                    && g.findings
+                        .iter()
+                        .filter(|f| f.effect == Effect::Blocks && f.uses.contains(&Use::Shared))
+                        .all(|f| fact_only(f, uses));
+                if unsplittable {
+                    return format!("{}: cannot split", use_word(*u));
+                }
                 let word = verdict_word(*v);
                 let word = match v {
                     Verdict::Ready => st.gpu(word),
@@ -172,10 +189,18 @@ pub fn render_check(
             .iter()
             .filter(|f| f.uses.iter().any(|u| shown.contains(u)))
             .collect();
-        findings.sort_by_key(|f| std::cmp::Reverse((f.effect, f.severity)));
+        let rank = |f: &Finding| {
+            if fact_only(f, uses) {
+                (Effect::None, Severity::Info)
+            } else {
+                (f.effect, f.severity)
+            }
+        };
+        findings.sort_by_key(|f| std::cmp::Reverse(rank(f)));
         for f in findings {
             writeln!(out)?;
-            let head = format!("  [{}] {}:", tag(f), f.id);
+            let t = if fact_only(f, uses) { "info" } else { tag(f) };
+            let head = format!("  [{t}] {}:", f.id);
             write!(out, "{}", wrap(&head, 6, &sanitize(&f.message)))?;
             if !f.evidence.is_empty() {
                 write!(

@@ -93,7 +93,7 @@ pub struct ListGroup {
     pub kind: Option<String>,
     pub devices: Vec<ListDevice>,
     /// Mediated devices in the group, by UUID (each has an emulated group of its own).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mdevs: Vec<String>,
 }
 
