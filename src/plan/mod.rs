@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod setup;
 pub mod share;
 pub mod source;
+pub mod vf_pool;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
