@@ -441,6 +441,26 @@ fn an_existing_pool_is_reused_and_given_the_vfs_it_lacks() {
         "{text}"
     );
 
+    // A VF taken by address while VMs name its pool: told they compete for it.
+    let o = passthru_fixed(
+        root,
+        &[
+            "vm",
+            "attach",
+            "102",
+            "00:02.0",
+            "--vf",
+            "auto",
+            "--dry-run",
+        ],
+    );
+    ok(&o);
+    assert!(
+        stdout(&o).contains("VF 0000:00:02.2 is also in pool vgpu (VM 100, VM 101)"),
+        "{}",
+        stdout(&o)
+    );
+
     // Both attaches roll back to the hand-written bytes.
     ok(&passthru_fixed(root, &["rollback", "--yes"]));
     ok(&passthru_fixed(root, &["rollback", "--yes"]));

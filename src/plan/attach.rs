@@ -709,6 +709,8 @@ fn plan_vm_attach_shared(
         ..Plan::default()
     };
     plan.notes.extend(t.notes.clone());
+    plan.notes
+        .extend(pool_overlap_notes(s, src, gpu, &t.device));
     let record_path = settings_record(vmid);
     let before_record = read_settings_record(src, &record_path)?;
     let mut record = before_record.clone();
@@ -1062,6 +1064,36 @@ fn plan_vm_attach_pool(
         (&record_path, &before_record, &record),
     )?;
     Ok(plan)
+}
+
+/// A VF taken by address may also be in a pool other VMs name: `taken` counts address
+/// entries only, and Proxmox hands a pool's VF to whichever VM starts first.
+fn pool_overlap_notes(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    gpu: &PciDevice,
+    vf: &PciAddress,
+) -> Vec<String> {
+    let vfs: Vec<PciAddress> = s
+        .vfs_of(&super::attach_shared::pf_for(s, gpu).address)
+        .iter()
+        .map(|v| v.address)
+        .collect();
+    if !vfs.contains(vf) {
+        return Vec::new();
+    }
+    super::vf_pool::pools_of(src, &vfs)
+        .into_iter()
+        .filter(|p| !p.vms.is_empty())
+        .map(|p| {
+            let vms: Vec<String> = p.vms.iter().map(|v| format!("VM {v}")).collect();
+            format!(
+                "VF {vf} is also in pool {} ({}): Proxmox gives it to whichever VM starts first.",
+                p.mapping,
+                vms.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Every VF of the pool as the single-VF attach checks its one: any of them may be the one
