@@ -303,7 +303,9 @@ pub struct VmAttachArgs {
     /// The VM's primary display (x-vga=1).
     #[arg(long)]
     pub primary: bool,
-    /// Use this cluster resource mapping instead of the address (mapping=NAME).
+    /// Use this cluster resource mapping instead of the address (mapping=NAME). With
+    /// `--vf auto`: the pool of the card's VFs, made (one entry per VF on this node) or
+    /// completed in the same change when needed; Proxmox picks a free VF at each VM start.
     #[arg(long, value_name = "NAME")]
     pub mapping: Option<String>,
     /// rombar=0 hides the card's ROM from the guest (Proxmox's rombar is 0 or 1).
@@ -316,7 +318,7 @@ pub struct VmAttachArgs {
     #[arg(long)]
     pub hidden: bool,
     /// A virtual function of the card instead of the card: `auto` (the first no VM has) or
-    /// its number (virtfnN).
+    /// its number (virtfnN). With `--mapping NAME` only `auto`: the VM names the pool.
     #[arg(long, value_name = "auto|N")]
     pub vf: Option<passthru::plan::attach_shared::VfChoice>,
     /// A mediated device of the card (`hostpciN: …,mdev=TYPE`; Proxmox creates it at VM
@@ -399,6 +401,11 @@ pub struct MappingCreateArgs {
     pub name: String,
     /// The GPU: address, vendor:device or part of its name.
     pub gpu: String,
+    /// Map the card's virtual functions as a pool instead of the card: one entry per VF on
+    /// this node (Proxmox starts a VM with the first free one). An existing mapping NAME is
+    /// checked (only VFs of this card on this node) and given the VFs it lacks.
+    #[arg(long)]
+    pub vfs: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }

@@ -253,6 +253,11 @@ fn mapping_create_and_list() {
         ],
     ));
     assert!(read(root, "etc/pve/qemu-server/100.conf").contains("mapping=rx6800"));
+    // Detach takes the entry that names the card through its mapping; the mapping stays.
+    let mapping = read(root, "etc/pve/mapping/pci.cfg");
+    ok(&run(root, &["vm", "detach", "100", "03:00.0", "--yes"]));
+    assert!(!read(root, "etc/pve/qemu-server/100.conf").contains("mapping=rx6800"));
+    assert_eq!(read(root, "etc/pve/mapping/pci.cfg"), mapping);
 }
 
 #[test]

@@ -13,9 +13,10 @@ use passthru::output::tree::{build_tree, render_tree};
 
 use passthru::formats::libvirt_xml::hostdev_sources;
 use passthru::host::RootFiles;
-use passthru::output::list::GpuReport;
+use passthru::output::list::{GpuReport, PoolEntry};
 use passthru::plan::attach_shared::{vm_entries, vms_using};
 use passthru::plan::source::FileSource;
+use passthru::plan::vf_pool::pools_of;
 
 use super::{get_snapshot, host_root, write_json};
 use crate::cli::{ListArgs, SourceArgs};
@@ -57,7 +58,8 @@ fn run_tree(source: &SourceArgs, style: Style, out: &mut dyn Write) -> Result<()
 }
 
 /// Each VF's users: Proxmox VMs whose hostpci entries name it, libvirt domains whose
-/// `<hostdev>` sources are it. Unreadable configs are skipped: list only reports.
+/// `<hostdev>` sources are it; and each pool mapping of a card's VFs with the VMs that name
+/// it. Unreadable configs are skipped: list only reports.
 fn fill_vf_users(r: &mut GpuReport, src: &dyn FileSource) {
     let vms = vm_entries(src);
     let domains: Vec<(String, Vec<passthru::formats::libvirt_xml::PciAddr>)> = src
@@ -70,6 +72,17 @@ fn fill_vf_users(r: &mut GpuReport, src: &dyn FileSource) {
         })
         .collect();
     for g in &mut r.gpus {
+        let vf_addresses: Vec<_> = g.vfs.iter().map(|v| v.device.address).collect();
+        if !vf_addresses.is_empty() {
+            g.pools = pools_of(src, &vf_addresses)
+                .into_iter()
+                .map(|p| PoolEntry {
+                    mapping: p.mapping,
+                    size: p.size,
+                    users: p.vms.iter().map(|id| format!("VM {id}")).collect(),
+                })
+                .collect();
+        }
         for v in &mut g.vfs {
             let a = v.device.address;
             v.users

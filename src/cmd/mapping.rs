@@ -25,6 +25,7 @@ pub fn run(source: &SourceArgs, cmd: &MappingCommand, out: &mut dyn Write) -> Re
                 &RootFiles::new(&root),
                 &a.name,
                 &a.gpu,
+                a.vfs,
             )?)
         }),
         MappingCommand::List(j) => list(&root, j.json, out),

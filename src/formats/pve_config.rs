@@ -887,15 +887,7 @@ impl PciMappingFile {
     pub fn add_map(&mut self, id: &str, map: Vec<(String, String)>) {
         let line = render_map_line(&map);
         if let Some(k) = self.mappings.iter().position(|m| m.id == id) {
-            let at = self.ends[k];
-            if at == self.lines.len() {
-                self.final_newline = true;
-            }
-            self.lines.insert(at, line);
-            for e in self.ends.iter_mut().filter(|e| **e >= at) {
-                *e += 1;
-            }
-            self.ends[k] = at + 1;
+            self.insert_property_line(k, line);
             self.mappings[k].maps.push(map);
             return;
         }
@@ -917,6 +909,46 @@ impl PciMappingFile {
             maps: vec![map],
             ..PciMapping::default()
         });
+    }
+
+    /// Adds a `\tKEY VALUE` property line to mapping `id` after its last property line, where
+    /// Proxmox's writer puts the optional properties (after the `map` lines). Returns false
+    /// when there is no such mapping (add its first `map` line first). The caller checks the
+    /// value.
+    pub fn add_property(&mut self, id: &str, key: &str, value: &str) -> bool {
+        let Some(k) = self.mappings.iter().position(|m| m.id == id) else {
+            return false;
+        };
+        self.insert_property_line(k, format!("\t{key} {value}"));
+        self.mappings[k]
+            .other
+            .push((key.to_string(), value.to_string()));
+        true
+    }
+
+    /// Inserts a line at the end of mapping `k`'s properties and moves the later ends.
+    fn insert_property_line(&mut self, k: usize, line: String) {
+        let at = self.ends[k];
+        if at == self.lines.len() {
+            self.final_newline = true;
+        }
+        self.lines.insert(at, line);
+        for e in self.ends.iter_mut().filter(|e| **e >= at) {
+            *e += 1;
+        }
+        self.ends[k] = at + 1;
+    }
+}
+
+impl PciMapping {
+    /// A boolean property as Proxmox reads it (`mdev`, `live-migration-capable`): absent or
+    /// not a boolean is the schema default, 0.
+    pub fn flag(&self, key: &str) -> bool {
+        self.other
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .is_some_and(|(_, v)| parse_bool(v) == Some(true))
     }
 }
 
@@ -1219,6 +1251,12 @@ mod tests {
             m.iter().map(|m| m.maps.len()).collect::<Vec<_>>(),
             [2, 2, 1]
         );
+        // A property goes after the mapping's last line, before the empty line.
+        assert!(f.add_property("new1", "mdev", "1"));
+        assert!(!f.add_property("absent", "mdev", "1"));
+        assert!(f.render().ends_with("\nnew1\n\tmap node=c\n\tmdev 1\n\n"));
+        let m = parse_pci_mappings(&f.render()).unwrap();
+        assert!(m[2].flag("mdev") && !m[0].flag("mdev"));
     }
 
     #[test]

@@ -445,6 +445,21 @@ pub struct GpuEntry {
     pub companions: Vec<Companion>,
     /// Its virtual functions (a VF is listed here, under its PF, not as a GPU of its own).
     pub vfs: Vec<VfEntry>,
+    /// Proxmox mappings that pool its VFs on this node, with the guests that name them (such
+    /// a guest gets whichever VF is free at its start, so it is a user of the pool, not of one
+    /// VF). Filled by the command from the host's files, empty from a snapshot.
+    pub pools: Vec<PoolEntry>,
+}
+
+/// A Proxmox mapping whose entries on this node are VFs of one card.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct PoolEntry {
+    /// The mapping's id (`hostpciN: mapping=ID`).
+    pub mapping: String,
+    /// Its entries on this node: at most this many of its guests run at once.
+    pub size: usize,
+    /// The guests whose configs name it (`VM 101`).
+    pub users: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -501,6 +516,7 @@ pub fn build_gpus(s: &Snapshot) -> GpuReport {
                 device: ListDevice::from_device(g),
                 companions,
                 vfs,
+                pools: Vec::new(),
             }
         })
         .collect();
@@ -572,6 +588,19 @@ pub fn render_gpus(out: &mut dyn Write, r: &GpuReport, st: Style) -> io::Result<
                     sanitize(v.device.driver.as_deref().unwrap_or("no driver"))
                 )?;
             }
+        }
+        for p in &g.pools {
+            let users = if p.users.is_empty() {
+                "no VM".to_string()
+            } else {
+                sanitize(&p.users.join(", "))
+            };
+            writeln!(
+                out,
+                "    pool {} ({}): {users}",
+                sanitize(&p.mapping),
+                count(p.size, "VF", "VFs")
+            )?;
         }
     }
     Ok(())

@@ -9,9 +9,9 @@
 use crate::check::{check_gpu, Use, Verdict};
 use crate::formats::libvirt_xml::{self, HostdevSpec, PciAddr};
 use crate::formats::pve_config::{
-    check_config_id, check_property_value, check_rom_file_name, free_dev_index, free_hostpci_index,
-    parse_guest_config, parse_hostpci, parse_lxc_dev, parse_pci_mapping_file, render_hostpci,
-    render_lxc_dev, GuestConfig, HostPci, LxcDev, PciMappingFile, MAX_HOSTPCI,
+    check_config_id, check_rom_file_name, free_dev_index, free_hostpci_index, parse_guest_config,
+    parse_hostpci, parse_lxc_dev, parse_pci_mapping_file, render_hostpci, render_lxc_dev,
+    GuestConfig, HostPci, LxcDev, PciMappingFile, MAX_HOSTPCI,
 };
 use crate::model::{PciAddress, PciDevice, Snapshot};
 
@@ -168,10 +168,17 @@ fn exact_match(s: &Snapshot, a: &PciAddress) -> bool {
         || s.vfs_of(a).iter().any(|v| v.address.same_slot(a))
 }
 
-/// Removes every hostpciN naming this slot from a VM config; returns whether any went. For a
-/// VF (`exact`), only entries naming that function: its PF and sibling VFs share the slot.
-fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress, exact: bool) -> bool {
-    let mut changed = false;
+/// Removes every hostpciN naming this slot from a VM config, and every `mapping=` entry for
+/// one of `mappings` (the mappings that stand for this device on this node); returns the
+/// entries that went. For a VF (`exact`), only entries naming that function: its PF and
+/// sibling VFs share the slot.
+fn drop_hostpci(
+    cfg: &mut GuestConfig,
+    gpu: &PciAddress,
+    exact: bool,
+    mappings: &[String],
+) -> Vec<(String, HostPci)> {
+    let mut removed = Vec::new();
     let names = |x: &str| {
         if exact {
             super::attach_shared::names_function(x, gpu)
@@ -182,12 +189,36 @@ fn drop_hostpci(cfg: &mut GuestConfig, gpu: &PciAddress, exact: bool) -> bool {
     for i in 0..16 {
         let key = format!("hostpci{i}");
         if let Some(v) = cfg.main_get(&key).map(str::to_string) {
-            if parse_hostpci(&v).is_ok_and(|h| h.host.iter().any(|e| e.split(';').any(names))) {
-                changed |= cfg.main_remove(&key);
+            let Ok(h) = parse_hostpci(&v) else {
+                continue;
+            };
+            let mapped = h.mapping.as_ref().is_some_and(|m| mappings.contains(m));
+            if (mapped || h.host.iter().any(|e| e.split(';').any(names))) && cfg.main_remove(&key) {
+                removed.push((key, h));
             }
         }
     }
-    changed
+    removed
+}
+
+/// The mappings that stand for `gpu` on this node: every entry of theirs for the node names
+/// one of the card's functions or, with `with_vfs`, one of its VFs (a pool). Their VM entries
+/// go with the card's; the mappings stay (other VMs may name them). None without a node name.
+fn mappings_of(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    gpu: &PciAddress,
+    with_vfs: bool,
+) -> Result<Vec<String>, AttachError> {
+    let Some(node) = node_name(src)? else {
+        return Ok(Vec::new());
+    };
+    let file = read_mapping_file(src)?;
+    let mut set: Vec<PciAddress> = s.card_functions(gpu).iter().map(|d| d.address).collect();
+    if with_vfs {
+        set.extend(s.vfs_of(gpu).iter().map(|d| d.address));
+    }
+    Ok(super::vf_pool::mappings_naming_only(&file, &node, &set))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -295,6 +326,10 @@ fn check_vm_request(src: &dyn FileSource, req: &VmAttachRequest) -> Result<(), A
     }
     if let Some(m) = &req.mapping {
         check_config_id(m).map_err(|why| invalid("--mapping", m, why))?;
+        if req.vf.is_some() {
+            // A pool of VFs: the attach makes the mapping when it is not there yet.
+            return Ok(());
+        }
         let file = read_mapping_file(src)?;
         if !file.mappings().iter().any(|x| x.id == *m) {
             let known: Vec<&str> = file.mappings().iter().map(|x| x.id.as_str()).collect();
@@ -318,7 +353,7 @@ const ROM_DIR: &str = "usr/share/kvm";
 pub const MAPPING_FILE: &str = "etc/pve/mapping/pci.cfg";
 
 /// The cluster mapping file, empty when absent.
-fn read_mapping_file(src: &dyn FileSource) -> Result<PciMappingFile, AttachError> {
+pub fn read_mapping_file(src: &dyn FileSource) -> Result<PciMappingFile, AttachError> {
     let text = src.read_text(MAPPING_FILE)?.unwrap_or_default();
     parse_pci_mapping_file(&text).map_err(|e| AttachError::Unreadable {
         file: MAPPING_FILE.into(),
@@ -641,8 +676,8 @@ fn plan_vm_attach_shared(
     gpu: &PciDevice,
 ) -> Result<Plan, AttachError> {
     use super::attach_shared as sh;
-    if req.mapping.is_some() {
-        return Err(AttachError::Refused("--mapping with --vf/--mdev: a mapping of the VFs as a pool is not made by passthru yet; give the VF or leave --mapping out".into()));
+    if let Some(name) = &req.mapping {
+        return plan_vm_attach_pool(s, src, req, gpu, name);
     }
     let path = vm_conf(req.vmid);
     let mut cfg = read_config(src, &path)?;
@@ -674,6 +709,8 @@ fn plan_vm_attach_shared(
         ..Plan::default()
     };
     plan.notes.extend(t.notes.clone());
+    plan.notes
+        .extend(pool_overlap_notes(s, src, gpu, &t.device));
     let record_path = settings_record(vmid);
     let before_record = read_settings_record(src, &record_path)?;
     let mut record = before_record.clone();
@@ -736,11 +773,12 @@ pub fn plan_vm_detach(
         title: format!("Detach {} from VM {}", gpu.address, vmid),
         ..Plan::default()
     };
+    // A PF takes its VF pools' entries with it; a VF only a mapping of that VF alone.
+    let mappings = mappings_of(s, src, &gpu.address, true)?;
     plan_vm_removal(
         src,
         vmid,
-        &gpu.address,
-        exact_match(s, &gpu.address),
+        (&gpu.address, exact_match(s, &gpu.address), &mappings),
         true,
         &mut plan,
         "remove the GPU's hostpci entry",
@@ -755,15 +793,20 @@ pub fn plan_vm_detach(
 fn plan_vm_removal(
     src: &dyn FileSource,
     vmid: u32,
-    gpu: &PciAddress,
-    exact: bool,
+    (gpu, exact, mappings): (&PciAddress, bool, &[String]),
     settle: bool,
     plan: &mut Plan,
     reason: &str,
 ) -> Result<(), AttachError> {
     let path = vm_conf(vmid);
     let mut cfg = read_config(src, &path)?;
-    let removed = drop_hostpci(&mut cfg, gpu, exact);
+    let dropped = drop_hostpci(&mut cfg, gpu, exact, mappings);
+    for (key, h) in &dropped {
+        if let Some(m) = &h.mapping {
+            plan.notes.push(format!("VM {vmid}: {key} (mapping={m}) goes; mapping '{m}' stays in {MAPPING_FILE}, as other VMs may name it."));
+        }
+    }
+    let removed = !dropped.is_empty();
     let record_path = settings_record(vmid);
     let record = if removed || settle {
         read_settings_record(src, &record_path)?
@@ -831,45 +874,61 @@ fn plan_vm_removal(
 }
 
 /// The node name (`etc/hostname`), for mappings.
-fn node_name(src: &dyn FileSource) -> Result<Option<String>, super::source::ReadError> {
+pub fn node_name(src: &dyn FileSource) -> Result<Option<String>, super::source::ReadError> {
     Ok(src
         .read_text("etc/hostname")?
         .map(|t| t.trim().split('.').next().unwrap_or("").to_string())
         .filter(|n| !n.is_empty()))
 }
 
+/// The node name for a mapping entry, or the refusal.
+fn mapping_node(src: &dyn FileSource) -> Result<String, AttachError> {
+    node_name(src)?.ok_or_else(|| {
+        AttachError::NotFound(
+            "etc/hostname is missing: the node name is needed for the mapping".into(),
+        )
+    })
+}
+
+const MAPPING_REASON: &str =
+    "cluster-wide PCI resource mapping (pmxcfs replicates it to every node)";
+
+/// `mapping create NAME GPU`: one entry for the card on this node; with `vfs`, the pool of
+/// the card's VFs (one entry per VF).
 pub fn plan_mapping_create(
     s: &Snapshot,
     src: &dyn FileSource,
     name: &str,
     sel: &str,
+    vfs: bool,
 ) -> Result<Plan, AttachError> {
     check_config_id(name).map_err(|why| invalid("mapping name", name, why))?;
     let gpu = select(s, sel)?;
-    let fns = s.card_functions(&gpu.address);
-    let node = node_name(src)?.ok_or_else(|| {
-        AttachError::NotFound(
-            "etc/hostname is missing: the node name is needed for the mapping".into(),
-        )
-    })?;
+    let node = mapping_node(src)?;
     let mut file = read_mapping_file(src)?;
-    let mut entry = vec![
-        ("id".to_string(), gpu.vendor_device().unwrap_or_default()),
-        (
-            "iommugroup".to_string(),
-            gpu.iommu_group.clone().unwrap_or_default(),
-        ),
-        ("node".to_string(), node.clone()),
-        ("path".to_string(), slot_path(gpu, fns.len())),
-    ];
-    if let (Some(sv), Some(sd)) = (gpu.subsystem_vendor, gpu.subsystem_device) {
-        entry.push(("subsystem-id".into(), format!("{sv}:{sd}")));
+    if vfs {
+        let pf = super::attach_shared::pf_for(s, gpu);
+        let change = super::vf_pool::plan_pool(s, &mut file, name, pf, &node)?;
+        let mut plan = Plan {
+            title: format!(
+                "{} the PCI resource mapping '{name}': the pool of {}'s VFs on node {node}",
+                if change.created { "Create" } else { "Check" },
+                pf.address
+            ),
+            ..Plan::default()
+        };
+        plan.notes.extend(pool_notes(name, &change));
+        plan.edits.extend(edit(
+            src,
+            MAPPING_FILE,
+            Some(file.render()),
+            MAPPING_REASON,
+        )?);
+        return Ok(plan);
     }
-    entry.retain(|(_, v)| !v.is_empty());
-    // The node name comes from the host (etc/hostname); it must still be one option value.
-    for (k, v) in &entry {
-        check_property_value(v).map_err(|why| invalid(&format!("map {k}"), v, why))?;
-    }
+    let fns = s.card_functions(&gpu.address);
+    let entry = super::vf_pool::map_entry(gpu, &node, slot_path(gpu, fns.len()))?;
+    let mdev = super::vf_pool::mdev_capable(gpu);
     let mut plan = Plan {
         title: format!(
             "Create the PCI resource mapping '{name}' for {} on node {node}",
@@ -877,22 +936,207 @@ pub fn plan_mapping_create(
         ),
         ..Plan::default()
     };
-    let has_node = file.mappings().iter().any(|m| {
-        m.id == name
-            && m.maps
-                .iter()
-                .any(|mp| mp.iter().any(|(k, v)| k == "node" && *v == node))
-    });
+    let existing = file.mappings().iter().find(|m| m.id == name);
+    if let Some(m) = existing.filter(|m| m.flag("mdev") != mdev) {
+        return Err(AttachError::Refused(format!(
+            "mapping '{name}' in {MAPPING_FILE} has mdev {}, but {} reports {} (Proxmox refuses the VM start when they differ)",
+            u8::from(m.flag("mdev")),
+            gpu.address,
+            u8::from(mdev)
+        )));
+    }
+    let has_node =
+        existing.is_some_and(|m| super::vf_pool::node_entries(m, &node).next().is_some());
     if !has_node {
+        let created = existing.is_none();
         file.add_map(name, entry);
+        // Proxmox compares the top-level mdev with what the card reports; absent reads as 0.
+        if created && mdev {
+            file.add_property(name, "mdev", "1");
+        }
         plan.edits.extend(edit(
             src,
             MAPPING_FILE,
             Some(file.render()),
-            "cluster-wide PCI resource mapping (pmxcfs replicates it to every node)",
+            MAPPING_REASON,
         )?);
     }
     Ok(plan)
+}
+
+/// What a pool change tells the user.
+fn pool_notes(name: &str, change: &super::vf_pool::PoolChange) -> Vec<String> {
+    let added: Vec<String> = change.added.iter().map(|a| a.to_string()).collect();
+    let mut notes = Vec::new();
+    if change.created {
+        notes.push(format!("Mapping '{name}' lists {} VFs ({}): Proxmox starts a VM naming it with the first one no running VM holds.", added.len(), added.join(", ")));
+    } else if !added.is_empty() {
+        notes.push(format!(
+            "Mapping '{name}' gets the VFs it lacked: {}.",
+            added.join(", ")
+        ));
+    }
+    notes
+}
+
+/// `vm attach VMID PF --vf auto --mapping NAME`: the VM names the pool of the card's VFs
+/// (`hostpciN: mapping=NAME`), and the pool is made or completed in the same plan. Proxmox
+/// picks the VF at each start, so passthru does not.
+fn plan_vm_attach_pool(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    req: &VmAttachRequest,
+    gpu: &PciDevice,
+    name: &str,
+) -> Result<Plan, AttachError> {
+    use super::attach_shared as sh;
+    use super::vf_pool as pool;
+    if req.mdev.is_some() {
+        return Err(AttachError::Refused("--mapping with --mdev: a mapping of mediated devices is not made by passthru; leave --mapping out".into()));
+    }
+    if let Some(sh::VfChoice::Index(n)) = req.vf {
+        return Err(AttachError::Refused(format!("--vf {n} with --mapping: a mapping is a pool and Proxmox starts the VM with the first free VF in it, so no one VF can be chosen; use --vf auto (or --vf {n} without --mapping)")));
+    }
+    let vmid = req.vmid;
+    let path = vm_conf(vmid);
+    let mut cfg = read_config(src, &path)?;
+    check_unlocked(&cfg, &path, &unlock_command(&path))?;
+    if let Some(key) = (0..MAX_HOSTPCI).map(|i| format!("hostpci{i}")).find(|k| {
+        cfg.main_get(k)
+            .and_then(|v| parse_hostpci(v).ok())
+            .is_some_and(|h| h.mapping.as_deref() == Some(name))
+    }) {
+        return Err(AttachError::Refused(format!(
+            "VM {vmid} already names pool '{name}' ({key}): Proxmox gives it one VF per entry, and a second entry would only take a second VF"
+        )));
+    }
+    let pf = sh::pf_for(s, gpu);
+    let node = mapping_node(src)?;
+    let mut file = read_mapping_file(src)?;
+    let change = pool::plan_pool(s, &mut file, name, pf, &node)?;
+    let mut plan = Plan {
+        title: format!(
+            "Attach a VF of {} to VM {vmid} through pool mapping '{name}'",
+            pf.address
+        ),
+        ..Plan::default()
+    };
+    pool_vf_checks(s, pf, req.force, &mut plan)?;
+    plan.notes.extend(pool_notes(name, &change));
+    let users = pool::vms_naming(&sh::vm_entries(src), name);
+    plan.notes
+        .extend(pool::oversubscribed(name, users.len() + 1, change.size));
+    plan.edits.extend(edit(
+        src,
+        MAPPING_FILE,
+        Some(file.render()),
+        MAPPING_REASON,
+    )?);
+    let record_path = settings_record(vmid);
+    let before_record = read_settings_record(src, &record_path)?;
+    let mut record = before_record.clone();
+    let pcie = plan_vm_settings(&mut cfg, vmid, &mut record, &mut plan.notes);
+    let mut h = HostPci {
+        host: Vec::new(),
+        mapping: Some(name.to_string()),
+        options: Vec::new(),
+    };
+    if pcie {
+        set_option(&mut h.options, "pcie", "1".into());
+    }
+    if let Some(r) = req.rombar {
+        set_option(&mut h.options, "rombar", r.to_string());
+    }
+    if let Some(f) = &req.romfile {
+        set_option(&mut h.options, "romfile", f.clone());
+    }
+    let n = sh::free_index(&cfg, vmid)?;
+    let value = sh::checked_value(&h, n)?;
+    cfg.main_set(&format!("hostpci{n}"), &value);
+    push_vm_edits(
+        src,
+        &mut plan,
+        (
+            &path,
+            &cfg,
+            "hostpci entry naming the VF pool and the VM settings it needs",
+        ),
+        (&record_path, &before_record, &record),
+    )?;
+    Ok(plan)
+}
+
+/// A VF taken by address may also be in a pool other VMs name: `taken` counts address
+/// entries only, and Proxmox hands a pool's VF to whichever VM starts first.
+fn pool_overlap_notes(
+    s: &Snapshot,
+    src: &dyn FileSource,
+    gpu: &PciDevice,
+    vf: &PciAddress,
+) -> Vec<String> {
+    let vfs: Vec<PciAddress> = s
+        .vfs_of(&super::attach_shared::pf_for(s, gpu).address)
+        .iter()
+        .map(|v| v.address)
+        .collect();
+    if !vfs.contains(vf) {
+        return Vec::new();
+    }
+    super::vf_pool::pools_of(src, &vfs)
+        .into_iter()
+        .filter(|p| !p.vms.is_empty())
+        .map(|p| {
+            let vms: Vec<String> = p.vms.iter().map(|v| format!("VM {v}")).collect();
+            format!(
+                "VF {vf} is also in pool {} ({}): Proxmox gives it to whichever VM starts first.",
+                p.mapping,
+                vms.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// Every VF of the pool as the single-VF attach checks its one: any of them may be the one
+/// Proxmox starts the VM with.
+fn pool_vf_checks(
+    s: &Snapshot,
+    pf: &PciDevice,
+    force: bool,
+    plan: &mut Plan,
+) -> Result<(), AttachError> {
+    let vfs = s.vfs_of(&pf.address);
+    if vfs.iter().any(|v| v.nvidia_vgpu.is_some()) {
+        return Err(AttachError::Refused(format!("NVIDIA's VFs carry a vGPU type, which a pool entry cannot give: attach one with --vf auto --mdev nvidia-ID (types: {}/nvidia/creatable_vgpu_types), without --mapping", vfs[0].address)));
+    }
+    let mut blocked = Vec::new();
+    let mut host_driver = Vec::new();
+    for v in &vfs {
+        let g = check_gpu(s, v, force);
+        blocked.extend(
+            g.refusals(Use::Vm, &[])
+                .into_iter()
+                .map(|r| format!("VF {}: {r}", v.address)),
+        );
+        plan.warnings.extend(g.forced(Use::Vm));
+        if v.driver.as_deref() != Some("vfio-pci") {
+            host_driver.push(format!(
+                "{} ({})",
+                v.address,
+                v.driver.as_deref().unwrap_or("no driver")
+            ));
+        }
+    }
+    if !blocked.is_empty() {
+        return Err(AttachError::Refused(blocked.join("; ")));
+    }
+    if !host_driver.is_empty() {
+        plan.notes.push(format!(
+            "VFs not on vfio-pci now: {}. Proxmox rebinds the one it picks at VM start; passthru share vfs {} --count N keeps every VF on vfio-pci from boot.",
+            host_driver.join(", "),
+            pf.address
+        ));
+    }
+    Ok(())
 }
 
 /// The host device nodes of a GPU that exist under `dev/`, for containers.
@@ -1161,7 +1405,10 @@ pub fn plan_lxc_share(
         Some(cfg.render()),
         "device nodes for the GPU",
     )?);
-    // Moving from VM use: the VMs' hostpci entries for this GPU go in the same transaction.
+    // Moving from VM use: the VMs' hostpci entries for this GPU go in the same transaction,
+    // those through a mapping of the card too; a pool of its VFs stays (the VFs are not
+    // what moves).
+    let mappings = mappings_of(s, src, &gpu.address, false)?;
     for name in src.list("etc/pve/qemu-server") {
         let Some(vmid) = name.strip_suffix(".conf").and_then(|n| n.parse().ok()) else {
             continue;
@@ -1169,8 +1416,7 @@ pub fn plan_lxc_share(
         plan_vm_removal(
             src,
             vmid,
-            &gpu.address,
-            exact_match(s, &gpu.address),
+            (&gpu.address, exact_match(s, &gpu.address), &mappings),
             false,
             &mut plan,
             "the GPU moves to a container: this VM's hostpci entry for it goes",

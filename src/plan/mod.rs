@@ -15,6 +15,7 @@ pub mod setup;
 pub mod share;
 pub mod share_mdev;
 pub mod source;
+pub mod vf_pool;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
