@@ -466,3 +466,28 @@ fn mdev_types_nvidia_vgpu_and_cards_that_cannot_split() {
         Verdict::Blocked
     );
 }
+
+/// A card that cannot be split is a fact in a plain check (info, "cannot split"), and a
+/// block when the shared use is asked for.
+#[test]
+fn an_unsplittable_card_blocks_only_when_shared_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("nvidia-desktop", dir.path()).unwrap();
+    let text = |args: &[&str]| {
+        let o = passthru_fixed(dir.path(), args);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plain = text(&["check", "07:00.0"]);
+    assert!(plain.contains("shared: cannot split"), "{plain}");
+    assert!(plain.contains("[info] shared.none:"), "{plain}");
+    assert!(!plain.contains("[BLOCKS] shared.none"), "{plain}");
+    let asked = text(&["check", "07:00.0", "--for", "shared"]);
+    assert!(asked.contains("shared: blocked"), "{asked}");
+    assert!(asked.contains("[BLOCKS] shared.none:"), "{asked}");
+    // A card that can be split keeps its verdict word in a plain check.
+    let dir2 = tempfile::tempdir().unwrap();
+    passthru_testkit::build_named("intel-adl-sriov", dir2.path()).unwrap();
+    let o = passthru_fixed(dir2.path(), &["check", "00:02.0"]);
+    let split = String::from_utf8_lossy(&o.stdout);
+    assert!(!split.contains("cannot split"), "{split}");
+}
