@@ -117,4 +117,4 @@ if [ $fails -gt 0 ]; then
 	echo "sriov-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
 	exit 1
 fi
-echo "sriov-test.sh: PASS: 2 VFs of $PF in their own groups by hand; passthru share vfs put them on vfio-pci (opened one) and rollback removed them and the rule (build ${build_s}s, boot ${boot_s}s, total $((SECONDS - start))s)"
+echo "sriov-test.sh: PASS: 2 VFs of $PF in their own groups by hand; passthru share vfs put them on vfio-pci (opened one), rollback removed them, the real udevd ran the rule at bind and coldplug, and the second rollback removed it (build ${build_s}s, boot ${boot_s}s, total $((SECONDS - start))s)"
