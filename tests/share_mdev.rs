@@ -405,3 +405,42 @@ fn a_virtual_parent_and_its_instance_are_read_and_listed() {
     );
     assert!(!list.contains("Could not read"), "{list}");
 }
+
+#[test]
+fn a_crash_after_the_first_create_is_undone_by_removing_that_instance() {
+    let h = host();
+    let root = h.path();
+    let args = [
+        "share", "mdev", "mtty", "--type", "mtty-2", "--count", "2", "--now", "--yes",
+    ];
+    let crashed = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .arg("--pci-ids")
+        .arg(pci_ids())
+        .env("NO_COLOR", "1")
+        .env("PASSTHRU_TEST_CRASH_AT", "@after sysfs write")
+        .output()
+        .unwrap();
+    assert!(
+        !crashed.status.success(),
+        "the crash point was never reached"
+    );
+    let uuids = rule_uuids(root);
+    // The kernel made the first instance before the crash; the second was never asked for.
+    make_instance(root, "mtty-2", &uuids[0]);
+    let out = ok(&passthru_fixed(root, &args));
+    assert_eq!(
+        std::fs::read_to_string(root.join(format!("sys/bus/mdev/devices/{}/remove", uuids[0])))
+            .unwrap(),
+        "1",
+        "the interrupted transaction's instance was not removed:\n{out}"
+    );
+    assert!(
+        !root
+            .join(format!("sys/bus/mdev/devices/{}", uuids[1]))
+            .exists(),
+        "an undo made something for the instance that never was"
+    );
+}
