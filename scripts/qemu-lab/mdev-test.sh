@@ -115,7 +115,7 @@ fi
 
 if [ $fails -gt 0 ]; then
 	keep=1
-	echo "mdev-test.sh: FAIL: $fails checks failed; passthru part of the console:" >&2
+	echo "mdev-test.sh: FAIL: $fails $([ $fails -eq 1 ] && echo check || echo checks) failed; passthru part of the console:" >&2
 	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|MDEV|HAND|SHARE|ROLLBACK|RULE|VFIO_|UDEV|ZERO|LIST|DOMAIN)|rror|efus' >&2
 	echo "mdev-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
 	exit 1

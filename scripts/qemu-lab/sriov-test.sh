@@ -112,7 +112,7 @@ fi
 
 if [ $fails -gt 0 ]; then
 	keep=1
-	echo "sriov-test.sh: FAIL: $fails check(s) failed; passthru part of the console:" >&2
+	echo "sriov-test.sh: FAIL: $fails $([ $fails -eq 1 ] && echo check || echo checks) failed; passthru part of the console:" >&2
 	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|SRIOV|HAND|SHARE|ROLLBACK|RULE|VFIO_|UDEVADM)|rror|efus' >&2
 	echo "sriov-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
 	exit 1
