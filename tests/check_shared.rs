@@ -491,3 +491,38 @@ fn an_unsplittable_card_blocks_only_when_shared_is_asked_for() {
     let split = String::from_utf8_lossy(&o.stdout);
     assert!(!split.contains("cannot split"), "{split}");
 }
+
+/// The mdev finding's fix names a type with an instance free and the command for the host:
+/// libvirt needs the instance made first, Proxmox makes it at VM start. The fix runs.
+#[test]
+fn the_mdev_fix_fits_the_host_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    passthru_testkit::build_named("nvidia-vgpu-mdev", root).unwrap();
+    let fix = |root: &std::path::Path| {
+        let o = passthru_fixed(root, &["check", "03:00.0", "--for", "shared", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["gpus"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "shared.mdev-types")
+            .and_then(|f| f["fix"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let libvirt = fix(root);
+    assert_eq!(
+        libvirt,
+        "passthru share mdev 0000:03:00.0 --type nvidia-47 --count 1 --now, then passthru libvirt attach DOMAIN 0000:03:00.0 --mdev nvidia-47"
+    );
+    let first = libvirt.split(", then ").next().unwrap();
+    let args: Vec<&str> = first.split_whitespace().skip(1).collect();
+    let o = passthru_fixed(root, &[args.as_slice(), &["--yes"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::create_dir_all(root.join("etc/pve")).unwrap();
+    assert_eq!(
+        fix(root),
+        "passthru vm attach VMID 0000:03:00.0 --mdev nvidia-47"
+    );
+}

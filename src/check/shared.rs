@@ -217,11 +217,29 @@ fn check_mdev_types(s: &Snapshot, g: &PciDevice) -> Finding {
             ),
         )
         .evidence(format!("{dir}/*/available_instances"))
-        .fix(format!("passthru vm attach VMID {} --mdev TYPE", g.address))
+        .fix(mdev_fix(s, g))
     } else {
         Finding::new(RuleId::SharedMdevTypes, Severity::Warning, Effect::Blocks, SHARED, format!("no mediated-device type has an instance free ({live} live): {}", listed.join(", ")))
             .evidence(format!("{dir}/*/available_instances"))
             .fix("stop a guest that holds one, or remove an unused instance (echo 1 > sys/bus/mdev/devices/UUID/remove)")
+    }
+}
+
+/// How to give a guest an instance: Proxmox makes it at VM start from the VM's config;
+/// libvirt needs it made first (`share mdev`, which also makes it at every boot). The type is
+/// the first with an instance free.
+fn mdev_fix(s: &Snapshot, g: &PciDevice) -> String {
+    let ty = g
+        .mdev_type_details
+        .iter()
+        .find(|t| t.available_instances.unwrap_or(0) > 0)
+        .map_or("TYPE", |t| t.id.as_str());
+    let a = g.address;
+    if s.system.proxmox.is_some() {
+        format!("passthru vm attach VMID {a} --mdev {ty}")
+    } else {
+        let n = crate::plan::share_mdev::own_live_count(s, &a.to_string(), ty) + 1;
+        format!("passthru share mdev {a} --type {ty} --count {n} --now, then passthru libvirt attach DOMAIN {a} --mdev {ty}")
     }
 }
 

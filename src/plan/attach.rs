@@ -1583,27 +1583,6 @@ fn free_mdev(
         )))
 }
 
-/// The mdev parent `sel` names: a virtual parent's name (`mtty`), else the GPU it selects.
-fn select_mdev_parent<'a>(
-    s: &'a Snapshot,
-    sel: &str,
-) -> Result<crate::model::MdevParentRef<'a>, AttachError> {
-    let parents = s.mdev_parents();
-    if let Some(p) = parents.iter().find(|p| p.name == sel) {
-        return Ok(p.clone());
-    }
-    let gpu = select(s, sel)?;
-    Ok(parents
-        .into_iter()
-        .find(|p| p.pci.is_some_and(|d| d.address == gpu.address))
-        .unwrap_or(crate::model::MdevParentRef {
-            name: gpu.address.to_string(),
-            pci: Some(gpu),
-            dir: format!("sys/bus/pci/devices/{}", gpu.address),
-            types: &[],
-        }))
-}
-
 fn domain_file(domain: &str) -> Result<String, AttachError> {
     if domain.is_empty() || domain.contains('/') || domain.starts_with('.') {
         return Err(AttachError::NotFound(format!(
@@ -1656,7 +1635,8 @@ pub fn plan_libvirt_attach(
     req: &LibvirtAttachRequest,
 ) -> Result<Plan, AttachError> {
     if let Some(ty) = &req.mdev {
-        let parent = select_mdev_parent(s, &req.gpu)?;
+        let parent = super::share_mdev::select_mdev_parent(s, &req.gpu)
+            .map_err(|e| AttachError::NotFound(e.to_string()))?;
         let (path, text) = read_domain(src, &req.domain)?;
         let uuid = free_mdev(s, src, &parent, ty)?;
         let xml =

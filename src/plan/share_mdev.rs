@@ -110,55 +110,54 @@ fn refused(device: &str, why: impl Into<String>) -> ShareError {
     }
 }
 
-/// The parent the request names: a virtual parent by name, a PCI function by address, or a
-/// GPU by selector; it must offer the type.
+/// The mdev parent `sel` names: a virtual parent's name (`mtty`), a PCI function's address,
+/// else the GPU it selects. A PCI function that offers no types comes back with none, for the
+/// caller to refuse in its own words.
+pub fn select_mdev_parent<'a>(
+    s: &'a Snapshot,
+    sel: &str,
+) -> Result<MdevParentRef<'a>, crate::check::SelectError> {
+    let parents = s.mdev_parents();
+    if let Some(p) = parents.iter().find(|p| p.name == sel) {
+        return Ok(p.clone());
+    }
+    let dev = match sel.parse::<PciAddress>().ok().and_then(|a| s.device(&a)) {
+        Some(d) => d,
+        None => select_one(s, sel)?,
+    };
+    Ok(parents
+        .into_iter()
+        .find(|p| p.pci.is_some_and(|d| d.address == dev.address))
+        .unwrap_or(MdevParentRef {
+            name: dev.address.to_string(),
+            pci: Some(dev),
+            dir: format!("sys/bus/pci/devices/{}", dev.address),
+            types: &[],
+        }))
+}
+
+/// The parent the request names ([`select_mdev_parent`]); it must offer the type.
 fn find_parent<'a>(
     s: &'a Snapshot,
     req: &ShareMdevRequest,
 ) -> Result<MdevParentRef<'a>, ShareError> {
     check_name("the parent", &req.parent).map_err(|w| refused(&req.parent, w))?;
     check_name("the type", &req.mdev_type).map_err(|w| refused(&req.parent, w))?;
-    let parents = s.mdev_parents();
-    let by_name = parents.iter().find(|p| p.name == req.parent).cloned();
-    let parent = match by_name {
-        Some(p) => p,
-        None => {
-            let dev = match req
-                .parent
-                .parse::<PciAddress>()
-                .ok()
-                .and_then(|a| s.device(&a))
-            {
-                Some(d) => d,
-                None => select_one(s, &req.parent)?,
-            };
-            match parents
-                .iter()
-                .find(|p| p.pci.is_some_and(|d| d.address == dev.address))
-            {
-                Some(p) => p.clone(),
-                None => {
-                    let virt: Vec<&str> = s
-                        .sharing
-                        .mdev_parents
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect();
-                    return Err(refused(
-                        &dev.address.to_string(),
-                        format!(
-                            "it offers no mediated devices (no mdev_supported_types: its driver does not make mdevs){}",
-                            if virt.is_empty() {
-                                String::new()
-                            } else {
-                                format!("; the parents here are {}", virt.join(", "))
-                            }
-                        ),
-                    ));
+    let parent = select_mdev_parent(s, &req.parent)?;
+    if parent.types.is_empty() {
+        let others: Vec<String> = s.mdev_parents().into_iter().map(|p| p.name).collect();
+        return Err(refused(
+            &parent.name,
+            format!(
+                "it offers no mediated devices (no mdev_supported_types: its driver does not make mdevs){}",
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the parents here are {}", others.join(", "))
                 }
-            }
-        }
-    };
+            ),
+        ));
+    }
     if parent.mdev_type(&req.mdev_type).is_none() {
         return Err(refused(
             &parent.name,
