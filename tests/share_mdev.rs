@@ -444,3 +444,79 @@ fn a_crash_after_the_first_create_is_undone_by_removing_that_instance() {
         "an undo made something for the instance that never was"
     );
 }
+
+/// What `passthru scan --archive` kept of the lab guest's real kernel (6.1, the sample mtty
+/// driver) with passthru's two mtty-2 instances live (`mdev-test.sh --record`): read back,
+/// it is the same host, with the instances in their emulated groups and nothing unreadable.
+#[test]
+fn the_real_kernels_archive_reads_back_with_its_instances() {
+    let dir = unpack(&repo().join("tests/fixtures/qemu/intel-mdev/archive.tar.gz"));
+    let root = dir.path();
+    let s = check_snapshot(root);
+    let parents = s.mdev_parents();
+    let names: Vec<&str> = parents.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["mtty"]);
+    assert_eq!(parents[0].dir, PARENT);
+    assert_eq!(parents[0].type_ids(), ["mtty-1", "mtty-2"]);
+    // 24 ports: two dual-port instances leave 20 single and 10 dual.
+    let free: Vec<Option<u32>> = parents[0]
+        .types
+        .iter()
+        .map(|t| t.available_instances)
+        .collect();
+    assert_eq!(free, [Some(20), Some(10)]);
+    let mut live: Vec<(String, Option<String>, Option<String>)> = s
+        .sharing
+        .mdevs
+        .iter()
+        .map(|m| (m.uuid.clone(), m.parent_name.clone(), m.mdev_type.clone()))
+        .collect();
+    live.sort();
+    // The rule the guest's passthru wrote names the same two.
+    let mut rule = rule_uuids(root);
+    rule.sort();
+    assert_eq!(
+        live,
+        rule.iter()
+            .map(|u| (
+                u.clone(),
+                Some("mtty".to_string()),
+                Some("mtty-2".to_string())
+            ))
+            .collect::<Vec<_>>()
+    );
+    // Each is alone in an emulated group, and no issue names either.
+    for u in &rule {
+        let g: Vec<&passthru::model::IommuGroup> =
+            s.groups.iter().filter(|g| g.mdevs.contains(u)).collect();
+        assert_eq!(g.len(), 1, "{u}: {g:?}");
+        assert!(g[0].devices.is_empty(), "{g:?}");
+    }
+    let issues = format!("{:?}{:?}", s.issues, s.detail_issues);
+    assert!(
+        !rule.iter().any(|u| issues.contains(u.as_str())),
+        "{issues}"
+    );
+    // The UUIDs are the ones any passthru derives: the same plan on another run and host.
+    let mut derived: Vec<String> = (0..2)
+        .map(|i| passthru::plan::share_mdev::instance_uuid("mtty", "mtty-2", i))
+        .collect();
+    derived.sort();
+    assert_eq!(rule, derived);
+    // And the guest's own passthru sees nothing to do for the same request.
+    let again = ok(&passthru_fixed(
+        root,
+        &[
+            "share",
+            "mdev",
+            "mtty",
+            "--type",
+            "mtty-2",
+            "--count",
+            "2",
+            "--now",
+            "--dry-run",
+        ],
+    ));
+    assert!(again.matches("Nothing to change").count() >= 2, "{again}");
+}

@@ -14,11 +14,14 @@
 #                   again
 #   --count 0 --now the rule and both instances go; rollback brings the instances back
 #                   (the inverse of a removal), a second rollback the rule
+#   archive         `passthru scan --archive` with both instances live, shipped over the
+#                   second serial port; --record installs it as the real-kernel fixture
+#                   tests/fixtures/qemu/intel-mdev/archive.tar.gz
 # Exit 1 with a message on any failure; print "SKIP" and exit 0 when the host cannot run the
 # lab (under CI=true: exit 1). Needs what sriov-test.sh needs plus linux-source-X.Y,
 # linux-headers-KVER, make, xz-utils and udev. No root; about 20 s plus the builds.
 #
-#   mdev-test.sh
+#   mdev-test.sh [--record]
 # Environment: PASSTHRU (a prebuilt binary: no cargo build), KVER, TIMEOUT (240 s).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,9 +29,11 @@ REPO=$(cd "$HERE/../.." && pwd)
 S=intel-mdev
 P=mtty
 T=mtty-2
+RECORD=
 for a in "$@"; do
 	case $a in
-	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+	--record) RECORD=1 ;;
+	-h|--help) sed -n '2,26p' "$0"; exit 0 ;;
 	*) echo "mdev-test.sh: unknown argument $a" >&2; exit 2 ;;
 	esac
 done
@@ -111,6 +116,29 @@ else
 	expect "rule after --count 0" "$(awk '$1 == "RULE_ZERO" { print NF; exit }' "$LOG")" 1
 	expect "rollback brings the instances back" "$(uuids ZERO_BACK)" "$rule"
 	expect "the second rollback brings the rule back" "$(awk '$1 == "RULE_ZERO_BACK" { print $2; exit }' "$LOG")" "61-passthru-mdev-$P-$T.rules"
+fi
+
+expect "passthru scan --archive" "$(rc_of 'passthru scan --archive')" 0
+ARCHIVE=$TMP/work/runs/$S/snap.tgz
+want=$(awk '$1 == "MDEV_ARCHIVE" { print $2; exit }' "$LOG")
+got=$(stat -c %s "$ARCHIVE" 2>/dev/null || echo 0)
+if [ -n "$want" ] && [ "$want" = "$got" ] && gzip -t "$ARCHIVE" 2>/dev/null; then
+	echo "  ok  the archive came over the serial port: $got bytes"
+	if [ -n "$RECORD" ]; then
+		mkdir -p "$REPO/tests/fixtures/qemu/$S"
+		cp "$ARCHIVE" "$REPO/tests/fixtures/qemu/$S/archive.tar.gz"
+		{
+			echo "scenario: $S"
+			echo "kernel: $KVER"
+			echo "qemu: $(qemu-system-x86_64 --version | head -1)"
+			echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+			echo "what: passthru scan --archive in the guest after share mdev $P --type $T --count 2 --now (two live instances)"
+			echo "qemu_cmdline: $(cat "$TMP/work/runs/$S/cmdline.txt")"
+		} > "$REPO/tests/fixtures/qemu/$S/meta.txt"
+		echo "mdev-test.sh: recorded tests/fixtures/qemu/$S/archive.tar.gz"
+	fi
+else
+	bad "the archive: the guest said '${want:-nothing}' bytes, got $got (or it fails gzip -t)"
 fi
 
 if [ $fails -gt 0 ]; then
