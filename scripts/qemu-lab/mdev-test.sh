@@ -77,6 +77,7 @@ expect() { # WHAT GOT WANT
 }
 
 expect "systemd-udevd started" "$(rc_of 'systemd-udevd --daemon')" 0
+expect "udevd answers" "$(rc_of 'udevadm control --ping')" 0
 expect "modprobe mtty" "$(rc_of 'modprobe mtty')" 0
 expect "the parent is virtual" "$(awk '$1 == "MDEV_PARENT" { print $3; exit }' "$LOG")" /sys/devices/virtual/mtty/mtty
 before=$(avail BEFORE)

@@ -98,6 +98,7 @@ else
 			|| echo "  --  the rule was not run by a real udevd (no udevadm on this host)"
 	else
 		expect "udevd started" "$(rc_of 'systemd-udevd --daemon')" 0
+		expect "udevd answers" "$(rc_of 'udevadm control --ping')" 0
 		expect "nvme bind" "$(rc_of 'nvme bind')" 0
 		expect "udev: VFs when the PF's driver binds" "$(count UDEV_BIND_VF)" 2
 		expect "udev: autoprobe off at bind" "$(field UDEV_BIND_AUTOPROBE $PF)" 0
@@ -113,7 +114,7 @@ fi
 if [ $fails -gt 0 ]; then
 	keep=1
 	echo "sriov-test.sh: FAIL: $fails $([ $fails -eq 1 ] && echo check || echo checks) failed; passthru part of the console:" >&2
-	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|SRIOV|HAND|SHARE|ROLLBACK|RULE|VFIO_|UDEVADM)|rror|efus' >&2
+	grep -Ev '^DMESG' "$LOG" | grep -E '^(LAB_|SRIOV|HAND|SHARE|ROLLBACK|RULE|VFIO_|UDEV)|rror|efus' >&2
 	echo "sriov-test.sh: full console: $TMP/work/runs/$S/console.log; extract: $LOG" >&2
 	exit 1
 fi
