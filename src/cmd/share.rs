@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use passthru::host::RootFiles;
+use passthru::host::{HostRoot, RootFiles};
 use passthru::model::ReadDetail;
 use passthru::plan::diff::{render_plan, render_runtime_plan};
 use passthru::plan::runtime::RuntimePlan;
@@ -26,7 +26,7 @@ pub fn run(source: &SourceArgs, cmd: &ShareCommand, out: &mut dyn Write) -> Resu
                 device: a.device.clone(),
                 count: a.count,
             };
-            run_plans(source, a.write, out, || {
+            run_plans(&root, a.write, out, || {
                 // Full: the PF may be any device (a NIC, an NVMe), which a check read
                 // leaves summary.
                 let snap = get_snapshot(source, ReadDetail::Full)?;
@@ -45,7 +45,7 @@ pub fn run(source: &SourceArgs, cmd: &ShareCommand, out: &mut dyn Write) -> Resu
                 mdev_type: a.mdev_type.clone(),
                 count: a.count,
             };
-            run_plans(source, a.write, out, || {
+            run_plans(&root, a.write, out, || {
                 let snap = get_snapshot(source, ReadDetail::Full)?;
                 let mut files = plan_share_mdev(&snap, &files_of, &req)?;
                 let now = if a.now {
@@ -64,13 +64,12 @@ pub fn run(source: &SourceArgs, cmd: &ShareCommand, out: &mut dyn Write) -> Resu
 /// Shows a file plan and an optional runtime plan, asks once, and applies both under one
 /// lock, the files first (what lasts), then the sysfs writes.
 fn run_plans(
-    source: &SourceArgs,
+    root: &HostRoot,
     write: WriteArgs,
     out: &mut dyn Write,
     make: impl Fn() -> Result<(Plan, Option<RuntimePlan>)>,
 ) -> Result<()> {
-    let root = host_root(source)?;
-    let live = is_live(&root);
+    let live = is_live(root);
     let show = |out: &mut dyn Write, files: &_, now: &Option<_>| -> Result<()> {
         render_plan(out, files, live)?;
         if let Some(now) = now {
@@ -80,7 +79,7 @@ fn run_plans(
         out.flush()?;
         Ok(())
     };
-    let session = match start(&root, write, out)? {
+    let session = match start(root, write, out)? {
         Start::Preview { pending: true } => return end_preview(write, true, false),
         Start::Preview { pending: false } => {
             let (files, now) = make()?;

@@ -680,7 +680,7 @@ fn plan_vm_attach_shared(
         return plan_vm_attach_pool(s, src, req, gpu, name);
     }
     let path = vm_conf(req.vmid);
-    let mut cfg = read_config(src, &path)?;
+    let cfg = read_config(src, &path)?;
     check_unlocked(&cfg, &path, &unlock_command(&path))?;
     let entries = sh::vm_entries(src);
     let vmid = req.vmid;
@@ -711,11 +711,36 @@ fn plan_vm_attach_shared(
     plan.notes.extend(t.notes.clone());
     plan.notes
         .extend(pool_overlap_notes(s, src, gpu, &t.device));
+    push_share_entry(
+        src,
+        &mut plan,
+        (&path, cfg),
+        req,
+        |pcie| sh::shared_hostpci(&t, pcie),
+        "hostpci entry for the share and the VM settings it needs",
+    )?;
+    Ok(plan)
+}
+
+/// Adds one hostpci entry for a share (a VF, an mdev, a VF pool) to VM `req.vmid`'s config
+/// `cfg` read from `path`: the VM settings it needs (with their record, for detach), the
+/// entry `entry(pcie)` makes with `--rombar`/`--romfile` on it, in the first free index;
+/// then both edits.
+fn push_share_entry(
+    src: &dyn FileSource,
+    plan: &mut Plan,
+    (path, mut cfg): (&str, GuestConfig),
+    req: &VmAttachRequest,
+    entry: impl FnOnce(bool) -> HostPci,
+    reason: &str,
+) -> Result<(), AttachError> {
+    use super::attach_shared as sh;
+    let vmid = req.vmid;
     let record_path = settings_record(vmid);
     let before_record = read_settings_record(src, &record_path)?;
     let mut record = before_record.clone();
     let pcie = plan_vm_settings(&mut cfg, vmid, &mut record, &mut plan.notes);
-    let mut h = sh::shared_hostpci(&t, pcie);
+    let mut h = entry(pcie);
     if let Some(r) = req.rombar {
         set_option(&mut h.options, "rombar", r.to_string());
     }
@@ -727,15 +752,10 @@ fn plan_vm_attach_shared(
     cfg.main_set(&format!("hostpci{n}"), &value);
     push_vm_edits(
         src,
-        &mut plan,
-        (
-            &path,
-            &cfg,
-            "hostpci entry for the share and the VM settings it needs",
-        ),
+        plan,
+        (path, &cfg, reason),
         (&record_path, &before_record, &record),
-    )?;
-    Ok(plan)
+    )
 }
 
 /// The VM settings attach changed, each with its value before (`None`: unset).
@@ -999,7 +1019,7 @@ fn plan_vm_attach_pool(
     }
     let vmid = req.vmid;
     let path = vm_conf(vmid);
-    let mut cfg = read_config(src, &path)?;
+    let cfg = read_config(src, &path)?;
     check_unlocked(&cfg, &path, &unlock_command(&path))?;
     if let Some(key) = (0..MAX_HOSTPCI).map(|i| format!("hostpci{i}")).find(|k| {
         cfg.main_get(k)
@@ -1032,36 +1052,23 @@ fn plan_vm_attach_pool(
         Some(file.render()),
         MAPPING_REASON,
     )?);
-    let record_path = settings_record(vmid);
-    let before_record = read_settings_record(src, &record_path)?;
-    let mut record = before_record.clone();
-    let pcie = plan_vm_settings(&mut cfg, vmid, &mut record, &mut plan.notes);
-    let mut h = HostPci {
-        host: Vec::new(),
-        mapping: Some(name.to_string()),
-        options: Vec::new(),
-    };
-    if pcie {
-        set_option(&mut h.options, "pcie", "1".into());
-    }
-    if let Some(r) = req.rombar {
-        set_option(&mut h.options, "rombar", r.to_string());
-    }
-    if let Some(f) = &req.romfile {
-        set_option(&mut h.options, "romfile", f.clone());
-    }
-    let n = sh::free_index(&cfg, vmid)?;
-    let value = sh::checked_value(&h, n)?;
-    cfg.main_set(&format!("hostpci{n}"), &value);
-    push_vm_edits(
+    push_share_entry(
         src,
         &mut plan,
-        (
-            &path,
-            &cfg,
-            "hostpci entry naming the VF pool and the VM settings it needs",
-        ),
-        (&record_path, &before_record, &record),
+        (&path, cfg),
+        req,
+        |pcie| {
+            let mut h = HostPci {
+                host: Vec::new(),
+                mapping: Some(name.to_string()),
+                options: Vec::new(),
+            };
+            if pcie {
+                set_option(&mut h.options, "pcie", "1".into());
+            }
+            h
+        },
+        "hostpci entry naming the VF pool and the VM settings it needs",
     )?;
     Ok(plan)
 }

@@ -75,15 +75,19 @@ pub fn instance_uuid(parent: &str, mdev_type: &str, index: u32) -> String {
 /// How many of passthru's instances of `ty` on `parent` are live now: `share mdev … --count`
 /// one more than this makes one more.
 pub fn own_live_count(s: &Snapshot, parent: &str, ty: &str) -> u32 {
-    let live: Vec<&str> = s
-        .sharing
-        .mdevs_named(parent)
-        .filter(|m| m.mdev_type.as_deref() == Some(ty))
-        .map(|m| m.uuid.as_str())
-        .collect();
+    let live = live_instances(s, parent, ty);
     (0..MAX_INSTANCES)
         .filter(|&i| live.contains(&instance_uuid(parent, ty, i).as_str()))
         .count() as u32
+}
+
+/// The UUIDs of the live instances of `ty` on `parent`, whoever made them.
+fn live_instances<'a>(s: &'a Snapshot, parent: &'a str, ty: &'a str) -> Vec<&'a str> {
+    s.sharing
+        .mdevs_named(parent)
+        .filter(|m| m.mdev_type.as_deref() == Some(ty))
+        .map(|m| m.uuid.as_str())
+        .collect()
 }
 
 /// A parent and type as a sysfs name may be written: what the kernel makes them of. A name
@@ -273,12 +277,7 @@ pub fn plan_share_mdev_now(
     let parent = find_parent(s, req)?;
     let ty = &req.mdev_type;
     let p = &parent.name;
-    let live: Vec<&str> = s
-        .sharing
-        .mdevs_named(p)
-        .filter(|m| m.mdev_type.as_deref() == Some(ty.as_str()))
-        .map(|m| m.uuid.as_str())
-        .collect();
+    let live = live_instances(s, p, ty);
     let ours = |u: &str| (0..MAX_INSTANCES).position(|i| instance_uuid(p, ty, i) == u);
     let create = format!("{}/mdev_supported_types/{ty}/create", parent.dir);
     let mut plan = RuntimePlan {
