@@ -96,6 +96,10 @@ impl MapEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EntryProblem {
     pub message: String,
+    /// For a property that differs: which, what the hardware reports and what the entry
+    /// says (`None`: absent). `None` when the device itself was not found.
+    #[serde(skip)]
+    pub property: Option<(String, Option<String>, Option<String>)>,
 }
 
 /// Checks one entry against its node's devices, as `assert_valid` does at VM start.
@@ -106,7 +110,18 @@ pub fn check_entry(
     e: &MapEntry,
     devices: &[PciFunction],
 ) -> Result<(), EntryProblem> {
-    let fail = |message: String| Err(EntryProblem { message });
+    let fail = |message: String| {
+        Err(EntryProblem {
+            message,
+            property: None,
+        })
+    };
+    let differs = |message: String, prop: &str, hw: Option<String>, cfg: Option<String>| {
+        Err(EntryProblem {
+            message,
+            property: Some((prop.to_string(), hw, cfg)),
+        })
+    };
     for (i, path) in e.paths.iter().enumerate() {
         let Some(addr) = path_address(path) else {
             return fail(format!("pci device '{path}' not found"));
@@ -132,25 +147,22 @@ pub fn check_entry(
             ("subsystem-id", d.subsystem_id(), e.subsystem_id.clone()),
         ];
         for (prop, hw, cfg) in props {
-            let strip = |s: &str| s.trim().trim_start_matches("0x").to_ascii_lowercase();
-            match (hw, cfg) {
+            // assert_valid removes every `0x` (`s/0x//g`, pve-guest-common PCI.pm), so
+            // `0x8086:0x46d1` is `8086:46d1`.
+            let strip = |s: &str| s.trim().replace("0x", "").to_ascii_lowercase();
+            let message = match (&hw, &cfg) {
                 (Some(_), None) => {
-                    return fail(format!(
-                        "missing expected property '{prop}' for device '{path}'"
-                    ))
+                    format!("missing expected property '{prop}' for device '{path}'")
                 }
                 (None, Some(_)) => {
-                    return fail(format!(
-                        "unexpected property '{prop}' configured for device '{path}'"
-                    ))
+                    format!("unexpected property '{prop}' configured for device '{path}'")
                 }
-                (Some(h), Some(c)) if strip(&h) != strip(&c) => {
-                    return fail(format!(
-                        "'{prop}' does not match for '{mapping_id}' ({h} != {c})"
-                    ))
+                (Some(h), Some(c)) if strip(h) != strip(c) => {
+                    format!("'{prop}' does not match for '{mapping_id}' ({h} != {c})")
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            return differs(message, prop, hw, cfg);
         }
     }
     Ok(())

@@ -9,8 +9,10 @@
 //! the entry lacks, or one the entry has and the hardware lacks, stops the start. So an
 //! entry carries exactly what `PVE::SysFSTools::pci_device_info` reports, and nothing else.
 
+use crate::cluster::entry::{check_entry, parse_entry};
 use crate::formats::pve_config::{check_property_value, PciMapping, PciMappingFile};
 use crate::model::{PciAddress, PciDevice, Snapshot};
+use crate::pve::api::PciFunction;
 
 use super::attach::AttachError;
 use super::source::FileSource;
@@ -116,21 +118,27 @@ pub fn mappings_naming_only(file: &PciMappingFile, node: &str, set: &[PciAddress
         .collect()
 }
 
-/// The properties `assert_valid` compares, whose presence must match the hardware's.
-const CHECKED: [&str; 3] = ["id", "iommugroup", "subsystem-id"];
-
-/// Why an existing entry would fail Proxmox's check against the VF's hardware entry.
-fn entry_mismatch(have: &[(String, String)], want: &[(String, String)]) -> Option<String> {
-    CHECKED.iter().find_map(|k| {
-        // Proxmox strips `0x` before comparing, and compares the rest as strings.
-        let norm = |v: Option<&str>| v.map(|x| x.replace("0x", ""));
-        let (h, w) = (norm(prop(have, k)), norm(prop(want, k)));
-        (h != w).then(|| match (h, w) {
-            (None, Some(w)) => format!("it lacks {k}={w}, which the hardware reports"),
-            (Some(h), None) => format!("it has {k}={h}, which the hardware does not report"),
-            (Some(h), Some(w)) => format!("{k}={h}, but the hardware says {w}"),
-            (None, None) => unreachable!("equal"),
-        })
+/// Why an existing entry would fail Proxmox's start check against the VF `vf`, in this
+/// command's words. The check is the project's one port of `assert_valid`
+/// ([`crate::cluster::entry::check_entry`]); `mapping_mdev` is the mapping's `mdev` flag.
+fn entry_mismatch(
+    have: &[(String, String)],
+    vf: &PciFunction,
+    mapping_mdev: bool,
+) -> Option<String> {
+    let raw: Vec<String> = have.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let entry = match parse_entry(&raw.join(",")) {
+        Ok(e) => e,
+        Err(why) => return Some(why),
+    };
+    let problem = check_entry("", mapping_mdev, &entry, std::slice::from_ref(vf)).err()?;
+    Some(match problem.property {
+        Some((k, Some(hw), None)) => format!("it lacks {k}={hw}, which the hardware reports"),
+        Some((k, None, Some(cfg))) => {
+            format!("it has {k}={cfg}, which the hardware does not report")
+        }
+        Some((k, Some(hw), Some(cfg))) => format!("{k}={cfg}, but the hardware says {hw}"),
+        _ => problem.message,
     })
 }
 
@@ -204,7 +212,9 @@ pub fn plan_pool(
                 .iter()
                 .position(|v| v.address == f)
                 .ok_or_else(foreign)?;
-            if let Some(why) = entry_mismatch(e, &wanted[k]) {
+            // `wanted` holds an entry for every VF, so each has its vendor and device ids.
+            let hw = PciFunction::of_device(vfs[k], mdev).ok_or_else(foreign)?;
+            if let Some(why) = entry_mismatch(e, &hw, mdev) {
                 return Err(AttachError::Refused(format!(
                     "mapping '{name}' in {}: the entry `{}` does not match VF {f}: {why} (Proxmox would refuse the VM start: \"PCI device mapping invalid\"); fix or remove that entry",
                     super::attach::MAPPING_FILE,
@@ -305,20 +315,45 @@ mod tests {
 
     #[test]
     fn mismatch_follows_assert_valid() {
-        let want = e(&[("id", "8086:46d1"), ("iommugroup", "20"), ("node", "n")]);
-        assert_eq!(entry_mismatch(&want, &want), None);
-        let hex = e(&[("id", "0x8086:0x46d1"), ("iommugroup", "20")]);
-        assert_eq!(entry_mismatch(&hex, &want), None, "0x is stripped");
+        // The VF as the hardware reports it: 8086:46d1 in group 20, no subsystem ids.
+        let hw = PciFunction {
+            address: "0000:00:02.1".parse().unwrap(),
+            class: 0x030000,
+            vendor: "8086".into(),
+            device: "46d1".into(),
+            subsystem_vendor: None,
+            subsystem_device: None,
+            iommu_group: Some(20),
+            mdev: false,
+            vendor_name: None,
+            device_name: None,
+            physfn: None,
+            virtfns: Vec::new(),
+        };
+        let at = [("node", "n"), ("path", "0000:00:02.1")];
+        let want = e(&[[("id", "8086:46d1"), ("iommugroup", "20")].as_slice(), &at].concat());
+        assert_eq!(entry_mismatch(&want, &hw, false), None);
+        let hex = e(&[
+            [("id", "0x8086:0x46d1"), ("iommugroup", "20")].as_slice(),
+            &at,
+        ]
+        .concat());
+        assert_eq!(entry_mismatch(&hex, &hw, false), None, "0x is stripped");
         let extra = e(&[
-            ("id", "8086:46d1"),
-            ("iommugroup", "20"),
-            ("subsystem-id", "1:2"),
-        ]);
-        assert!(entry_mismatch(&extra, &want)
+            [
+                ("id", "8086:46d1"),
+                ("iommugroup", "20"),
+                ("subsystem-id", "1:2"),
+            ]
+            .as_slice(),
+            &at,
+        ]
+        .concat());
+        assert!(entry_mismatch(&extra, &hw, false)
             .unwrap()
             .contains("does not report"));
-        let group = e(&[("id", "8086:46d1"), ("iommugroup", "21")]);
-        assert!(entry_mismatch(&group, &want)
+        let group = e(&[[("id", "8086:46d1"), ("iommugroup", "21")].as_slice(), &at].concat());
+        assert!(entry_mismatch(&group, &hw, false)
             .unwrap()
             .contains("iommugroup=21"));
     }

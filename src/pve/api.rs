@@ -52,6 +52,25 @@ pub struct PciFunction {
 }
 
 impl PciFunction {
+    /// A function as `pci_device_info` would report it, from this host's snapshot: what a
+    /// mapping entry written here is checked against. `None` without vendor or device id.
+    pub fn of_device(d: &crate::model::PciDevice, mdev: bool) -> Option<PciFunction> {
+        Some(PciFunction {
+            address: d.address,
+            class: d.class.map(|c| c.0).unwrap_or(0),
+            vendor: d.vendor?.to_string(),
+            device: d.device?.to_string(),
+            subsystem_vendor: d.subsystem_vendor.map(|v| v.to_string()),
+            subsystem_device: d.subsystem_device.map(|v| v.to_string()),
+            iommu_group: d.iommu_group.as_deref().and_then(|g| g.parse().ok()),
+            mdev,
+            vendor_name: None,
+            device_name: None,
+            physfn: d.physfn,
+            virtfns: Vec::new(),
+        })
+    }
+
     /// `vendor:device`, as a mapping's `id=` holds it.
     pub fn vendor_device(&self) -> String {
         format!("{}:{}", self.vendor, self.device)
